@@ -1,0 +1,91 @@
+"""Teacher inference with Ray Data into the Parquet logit cache.
+
+`cache/<teacher_fp>-<data_fp>/` holds the rows the student trains on (`id`, `x`, `label`,
+`logits`), written by an autoscaling actor pool, and `manifest.json` written last: a directory
+without a manifest is an interrupted write and is rebuilt, never read. The same teacher and
+data fingerprints reuse the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pyarrow as pa
+import ray
+import torch
+
+from distillery.config import InferenceSpec
+from distillery.data.splits import fixed_list_to_numpy
+from distillery.models import load_model
+from distillery.storage import Store
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+class TeacherPredictor:
+    """Ray Data callable class: loads the teacher once per actor, then maps batches."""
+
+    def __init__(self, store_root: str, teacher_parts: tuple[str, ...], metadata: dict):
+        torch.set_num_threads(1)  # actors hold fractional CPUs; intra-op threads would fight
+        self.model, _ = load_model(Store(store_root), teacher_parts)
+        self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        x = torch.from_numpy(fixed_list_to_numpy(batch["x"]))
+        with torch.inference_mode():
+            logits = self.model(x).float().numpy()  # (B, C)
+        column = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
+        out = batch.append_column("logits", column)
+        return out.replace_schema_metadata(self.metadata)
+
+
+def cache_key(teacher_fp: str, data_fp: str) -> str:
+    return f"{teacher_fp}-{data_fp}"
+
+
+def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
+                teacher_fp: str, data_fp: str, spec_hash: str, inference: InferenceSpec) -> dict:
+    """Write (or reuse) the logit cache for `rows`; returns the manifest."""
+    key = cache_key(teacher_fp, data_fp)
+    if store.exists("cache", key, MANIFEST):
+        manifest = store.read_json("cache", key, MANIFEST)
+        print(f"teacher-infer: reusing cache {store.uri('cache', key)} "
+              f"({manifest['rows']} rows; same teacher {teacher_fp} and data {data_fp})",
+              flush=True)
+        return manifest
+    store.remove_dir("cache", key)  # an interrupted earlier write, never committed
+    started = time.perf_counter()
+    metadata = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp,
+                "spec_hash": spec_hash}
+    # One block per inference batch: the actor pool gets work in parallel and no block has
+    # to be re-sliced on the way (per-block overhead dominates for small models).
+    blocks = [rows.slice(i, inference.batch_size)
+              for i in range(0, rows.num_rows, inference.batch_size)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        TeacherPredictor,
+        fn_constructor_kwargs={"store_root": store.root, "teacher_parts": teacher_parts,
+                               "metadata": metadata},
+        batch_size=inference.batch_size,
+        batch_format="pyarrow",
+        concurrency=tuple(inference.concurrency),
+        num_cpus=inference.cpus_per_actor,
+    )
+    ds.write_parquet(store.fs_path("cache", key), filesystem=store.fs)
+    manifest = {
+        **metadata,
+        "rows": rows.num_rows,
+        "labelled_rows": rows.num_rows - rows["label"].null_count,
+        "columns": ["id", "x", "label", "logits"],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    store.write_json(manifest, "cache", key, MANIFEST)
+    print(f"teacher-infer: wrote {rows.num_rows} rows to {store.uri('cache', key)} "
+          f"in {manifest['seconds']}s", flush=True)
+    return manifest
+
+
+def read_cache(store: Store, key: str) -> ray.data.Dataset:
+    return ray.data.read_parquet(store.fs_path("cache", key), filesystem=store.fs,
+                                 file_extensions=["parquet"])

@@ -1,0 +1,84 @@
+"""Labelled train/val/test splits plus an optional unlabeled transfer set, as numpy arrays.
+
+Every source returns the same `Splits`, so the rest of the pipeline never asks where data came
+from. Splits are deterministic: the same spec always yields the same rows in the same order,
+and `fingerprint()` changes when any row does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from distillery.config import DataSpec, Mnist1dData
+
+
+@dataclass(frozen=True)
+class Splits:
+    x_train: np.ndarray  # (N, D) float32
+    y_train: np.ndarray  # (N,) int64
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    x_transfer: np.ndarray | None  # (M, D) float32, unlabeled
+    num_classes: int
+
+    @property
+    def num_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for arr in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test,
+                    self.x_transfer):
+            if arr is not None:
+                h.update(str(arr.shape).encode())
+                h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
+
+    def distill_rows(self) -> pa.Table:
+        """The rows the teacher labels: the labelled train split, then the transfer set."""
+        labelled = to_table(self.x_train, self.y_train)
+        if self.x_transfer is None:
+            return labelled
+        unlabeled = to_table(self.x_transfer, None, first_id=len(self.x_train))
+        return pa.concat_tables([labelled, unlabeled])
+
+
+def to_table(x: np.ndarray, y: np.ndarray | None, first_id: int = 0) -> pa.Table:
+    """Rows as Arrow: `id` int64, `x` fixed_size_list<float32>, `label` int64 (null = unlabeled)."""
+    n, d = x.shape
+    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
+    label = pa.nulls(n, pa.int64()) if y is None else pa.array(y.astype(np.int64))
+    return pa.table({
+        "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
+        "x": pa.FixedSizeListArray.from_arrays(flat, d),
+        "label": label,
+    })
+
+
+def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N, D) view of a fixed_size_list column; `flatten` honours slices that `.values` ignores."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+
+
+def load_splits(spec: DataSpec) -> Splits:
+    if isinstance(spec, Mnist1dData):
+        from distillery.data.mnist1d import load_mnist1d
+        return load_mnist1d(spec)
+    from distillery.data.tables import load_table
+    return load_table(spec)
+
+
+def carve_val(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    """Hold out the last `fraction` of a seeded permutation as validation."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_val = int(round(len(x) * fraction))
+    train, val = order[: len(x) - n_val], order[len(x) - n_val:]
+    return x[train], y[train], x[val], y[val]

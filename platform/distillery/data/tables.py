@@ -1,0 +1,47 @@
+"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.dataset as pads
+
+from distillery.config import TableData
+from distillery.data.splits import Splits, carve_val
+from distillery.storage import filesystem
+
+
+def read_table(location: str, fmt: str) -> pa.Table:
+    fs, path = filesystem(location)
+    if fmt == "csv" and fs.get_file_info(path).is_file:
+        with fs.open_input_stream(path) as f:
+            return pcsv.read_csv(f)
+    return pads.dataset(path, filesystem=fs, format=fmt).to_table()
+
+
+def _features(table: pa.Table, columns: list[str], where: str) -> np.ndarray:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{where}: columns {missing} not in {table.column_names}")
+    return np.stack([table[c].to_numpy(zero_copy_only=False) for c in columns], axis=1
+                    ).astype(np.float32)
+
+
+def load_table(spec: TableData) -> Splits:
+    table = read_table(spec.path, spec.source)
+    x = _features(table, spec.features, "data.features")
+    if spec.label not in table.column_names:
+        raise ValueError(f"data.label: column {spec.label!r} not in {table.column_names}")
+    raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
+    classes, y = np.unique(raw_labels, return_inverse=True)
+    order = np.random.default_rng(spec.seed).permutation(len(x))
+    n_test = int(round(len(x) * spec.test_fraction))
+    test, rest = order[:n_test], order[n_test:]
+    x_train, y_train, x_val, y_val = carve_val(x[rest], y[rest], spec.val_fraction, spec.seed)
+    x_transfer = None
+    if spec.transfer is not None:
+        x_transfer = _features(read_table(spec.transfer.path, spec.source), spec.features,
+                               "data.transfer.path")
+    return Splits(x_train, y_train.astype(np.int64), x_val, y_val.astype(np.int64), x[test],
+                  y[test].astype(np.int64), x_transfer, num_classes=len(classes))

@@ -1,0 +1,66 @@
+"""Exported models in the store: weights, TorchScript and card.json (written last = committed)."""
+
+from __future__ import annotations
+
+import io
+import platform as _platform
+import time
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from pydantic import TypeAdapter
+from torch import nn
+
+from distillery.config import ModelSpec, TorchScriptSpec
+from distillery.models.registry import build_model, count_params
+from distillery.storage import Store
+
+_MODEL_SPEC = TypeAdapter(ModelSpec)
+
+
+def library_versions() -> dict[str, str]:
+    names = ("distillery", "torch", "ray", "deepspeed", "pyarrow")
+    return {"python": _platform.python_version(), **{n: version(n) for n in names}}
+
+
+def model_card(model: nn.Module, model_spec: ModelSpec, *, num_features: int, num_classes: int,
+               **extra: Any) -> dict:
+    return {
+        "architecture": model_spec.model_dump(),
+        "num_features": num_features,
+        "num_classes": num_classes,
+        "params": count_params(model),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": library_versions(),
+        **extra,
+    }
+
+
+def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dict) -> dict:
+    """Write model.pt (state_dict), model.ts (TorchScript) and then card.json into parts."""
+    model = model.cpu().eval()
+    weights = io.BytesIO()
+    torch.save(model.state_dict(), weights)
+    store.write_bytes(weights.getvalue(), *parts, "model.pt")
+    scripted = io.BytesIO()
+    torch.jit.save(torch.jit.script(model), scripted)
+    store.write_bytes(scripted.getvalue(), *parts, "model.ts")
+    card = {**card, "size_bytes": {"model.pt": weights.getbuffer().nbytes,
+                                   "model.ts": scripted.getbuffer().nbytes}}
+    store.write_json(card, *parts, "card.json")
+    return card
+
+
+def load_model(store: Store, parts: tuple[str, ...]) -> tuple[nn.Module, dict]:
+    """The model and its card; never unpickles anything but tensors."""
+    card = store.read_json(*parts, "card.json")
+    spec = _MODEL_SPEC.validate_python(card["architecture"])
+    if isinstance(spec, TorchScriptSpec):
+        model = torch.jit.load(io.BytesIO(store.read_bytes(*parts, "model.ts")),
+                               map_location="cpu")
+    else:
+        model = build_model(spec, card["num_features"], card["num_classes"])
+        state = torch.load(io.BytesIO(store.read_bytes(*parts, "model.pt")), weights_only=True)
+        model.load_state_dict(state)
+    return model.eval(), card

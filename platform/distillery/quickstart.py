@@ -1,0 +1,67 @@
+"""The end-to-end quickstart: teacher -> logit cache -> distilled student + label-only baseline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from distillery.stages import Pipeline
+
+
+def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
+    """Run every stage, print a side-by-side table and write `output_dir/summary.json`."""
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def timed(name, fn):
+        print(f"\n== {name} ==", flush=True)
+        t0 = time.perf_counter()
+        out = fn()
+        stages[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+    timed("data", lambda: pipeline.splits)
+    teacher = timed("train-teacher", pipeline.train_teacher)
+    timed("teacher-infer", pipeline.teacher_infer)
+    student = timed("distill", pipeline.distill)
+    baseline = timed("baseline", pipeline.baseline)
+
+    summary = {
+        "teacher": {"params": teacher["params"],
+                    "accuracy": teacher["metrics"]["test_accuracy"]},
+        "student": {"params": student["params"],
+                    "accuracy": student["metrics"]["test_accuracy"],
+                    "agreement": student["metrics"]["test_agreement"],
+                    "run_id": student["run_id"]},
+        "baseline": {"params": baseline["params"],
+                     "accuracy": baseline["metrics"]["test_accuracy"],
+                     "run_id": baseline["run_id"]},
+        "stages": stages,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "store": pipeline.store.root,
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out / "summary.json")
+    print("\n" + format_table(summary))
+    print(f"\nsummary: {out / 'summary.json'}")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    teacher_params = summary["teacher"]["params"]
+    rows = [("model", "params", "x smaller", "test acc", "agreement")]
+    for role in ("teacher", "student", "baseline"):
+        r = summary[role]
+        rows.append((role, f"{r['params']:,}", f"{teacher_params / r['params']:.1f}",
+                     f"{r['accuracy']:.4f}",
+                     f"{r['agreement']:.4f}" if "agreement" in r else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stages"].items())
+    lines.append(f"\nwall time {summary['wall_seconds']:.0f}s ({stages})")
+    return "\n".join(lines)

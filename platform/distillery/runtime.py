@@ -1,0 +1,38 @@
+"""Connecting to Ray: the embedded local Ray by default, or a cluster by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import ray
+
+import distillery
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Start or join Ray once per process.
+
+    No address and no RAY_ADDRESS: an embedded local Ray with this machine's CPUs. Otherwise
+    join the cluster and ship this package to its workers, so a `ray job submit` from a plain
+    clone runs even where the nodes do not have it installed.
+    """
+    if ray.is_initialized():
+        return
+    # Ray Train's print patch logs each worker print twice on the driver; once is enough.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        package_dir = str(Path(distillery.__file__).parent)
+        ray.init(address=address, runtime_env={"py_modules": [package_dir]},
+                 logging_level=logging.WARNING)
+    else:
+        ray.init(logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = True
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"

@@ -1,0 +1,99 @@
+"""One place that maps store locations (local paths or s3:// URIs) to filesystems.
+
+Artifacts are directories committed by a marker file written last (`card.json` for models,
+`manifest.json` for caches): a reader trusts a directory only when its marker exists, so a run
+that dies mid-write never leaves something a later run reads as good. Single files are written
+atomically (temp name + rename locally; S3 PUTs are atomic by themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def resolve(location: str) -> str:
+    """Absolute local path, or the URI unchanged; Ray workers on other nodes see the same."""
+    if is_remote(location):
+        return location.rstrip("/")
+    return str(Path(location.removeprefix("file://")).expanduser().resolve())
+
+
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a local path or URI."""
+    location = resolve(location)
+    if is_remote(location):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), location
+
+
+def path_exists(location: str) -> bool:
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+class Store:
+    """The artifact root from the spec's `store`."""
+
+    def __init__(self, root: str):
+        self.root = resolve(root)
+        self.fs, self._root_path = filesystem(self.root)
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def fs_path(self, *parts: str) -> str:
+        return "/".join([self._root_path, *parts])
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.fs_path(*parts)).type != pafs.FileType.NotFound
+
+    def listdir(self, *parts: str) -> list[str]:
+        selector = pafs.FileSelector(self.fs_path(*parts), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self.fs_path(*parts)) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        target = self.fs_path(*parts)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        if is_remote(self.root):
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_bytes(*parts))
+
+    def write_json(self, obj: Any, *parts: str) -> None:
+        self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)
+
+    def remove_dir(self, *parts: str) -> None:
+        if self.exists(*parts):
+            self.fs.delete_dir(self.fs_path(*parts))
+
+    def download_dir(self, local_dir: str, *parts: str) -> None:
+        pafs.copy_files(self.fs_path(*parts), local_dir, source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+
+    def upload_dir(self, local_dir: str, *parts: str) -> None:
+        self.fs.create_dir(self.fs_path(*parts), recursive=True)
+        pafs.copy_files(local_dir, self.fs_path(*parts), source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)

@@ -1,0 +1,242 @@
+"""Ray Train TorchTrainer + DeepSpeed: one training loop for teacher, student and baseline.
+
+The driver builds a `TrainJob` (plain data) and the datasets; each worker reads only its
+`config`, wraps the model in a DeepSpeed engine, streams its shard of the Ray Dataset, sums the
+strategy's weighted loss terms, and reports metrics plus a checkpoint every epoch. Re-running
+with the same run directory resumes from the latest checkpoint (Ray Train restores it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from pydantic import TypeAdapter
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig
+from ray.train import ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from distillery.config import ModelSpec, TrainSpec
+from distillery.data.splits import fixed_list_to_numpy
+from distillery.losses import weighted_sum
+from distillery.models import build_model
+from distillery.storage import filesystem
+from distillery.strategies import build_strategy
+
+CHECKPOINT_TAG = "deepspeed"
+WEIGHTS_FILE = "model.pt"
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs; it travels as the TorchTrainer's train_loop_config."""
+
+    model: dict  # ModelSpec as a dict
+    train: dict  # TrainSpec as a dict
+    num_features: int
+    num_classes: int
+    rows: int  # training rows per epoch, for the LR schedule
+    strategy: str = "supervised"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # for log lines: "teacher", "student", "baseline"
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak LR at `step` of `total` (clamped at the end).
+
+    onecycle: linear warm-up from 1/25 over the first 30%, then cosine down to ~0
+    (Smith & Topin 2018, as torch's OneCycleLR); cosine: cosine from 1 to 0; constant: 1.
+    """
+    progress = min(step, total) / max(total, 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    warm = 0.3
+    if progress < warm:
+        return 1 / 25 + (1 - 1 / 25) * progress / warm
+    return 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1 - warm)))
+
+
+def deepspeed_config(spec: TrainSpec, world_size: int, on_gpu: bool) -> dict:
+    bf16 = spec.precision == "bf16" or (
+        spec.precision == "auto" and on_gpu and torch.cuda.is_bf16_supported()
+    )
+    micro = max(1, spec.batch_size // world_size)
+    return {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": micro * world_size,
+        "zero_optimization": {"stage": spec.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,  # we log per epoch ourselves
+        "zero_allow_untested_optimizer": True,  # our AdamW is plain torch.optim
+    }
+
+
+def batch_to_tensors(batch, device, dtype, needs: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """pyarrow batch -> tensors; null labels (unlabeled transfer rows) become -1."""
+    out = {
+        "x": torch.tensor(fixed_list_to_numpy(batch["x"]), device=device, dtype=dtype),
+        "label": torch.tensor(batch["label"].fill_null(-1).to_numpy(zero_copy_only=False),
+                              device=device, dtype=torch.int64),
+    }
+    for name in needs:
+        out[name] = torch.tensor(fixed_list_to_numpy(batch[name]), device=device)
+    return out
+
+
+def _full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Unpartitioned fp32 weights; under ZeRO-3 every rank must take part in the gather."""
+    import deepspeed
+
+    def copy():
+        return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
+                for k, v in engine.module.state_dict().items()}
+
+    if zero_stage == 3:
+        with deepspeed.zero.GatheredParameters(list(engine.module.parameters()),
+                                               modifier_rank=None):
+            return copy()
+    return copy()
+
+
+def _allreduce(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import deepspeed
+
+    job = TrainJob(**config)
+    spec = TrainSpec.model_validate(job.train)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(spec.seed)  # identical init on every rank
+    model = build_model(TypeAdapter(ModelSpec).validate_python(job.model), job.num_features,
+                        job.num_classes)
+    strategy = build_strategy(job.strategy, **job.strategy_params)
+    ds_config = deepspeed_config(spec, world, device.type == "cuda")
+    micro = ds_config["train_micro_batch_size_per_gpu"]
+    steps_per_epoch = math.ceil((job.rows // world) / micro)
+    total_steps = steps_per_epoch * spec.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, spec.schedule))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                           lr_scheduler=scheduler, config=ds_config)
+    dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
+        start_epoch = client_state["epoch"] + 1
+        if rank == 0:
+            print(f"[{job.label}] resumed from epoch {client_state['epoch'] + 1}", flush=True)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, spec.epochs):
+        started = time.perf_counter()
+        engine.train()
+        sums: dict[str, float] = {}
+        batches = rows = 0
+        for batch in train_shard.iter_batches(
+            batch_size=micro, batch_format="pyarrow", local_shuffle_buffer_size=8 * micro,
+            local_shuffle_seed=spec.seed * 100_003 + epoch * world + rank,
+        ):
+            tensors = batch_to_tensors(batch, device, dtype, strategy.needs)
+            logits = engine(tensors["x"])
+            terms = strategy.loss_terms(logits, tensors)
+            loss = weighted_sum(terms, strategy.weights)
+            engine.backward(loss)
+            engine.step()
+            for name, value in {"loss": loss, **terms}.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            batches += 1
+            rows += len(tensors["x"])
+
+        engine.eval()
+        correct = seen = 0
+        with torch.no_grad():
+            for batch in val_shard.iter_batches(batch_size=4096, batch_format="pyarrow"):
+                tensors = batch_to_tensors(batch, device, dtype, ())
+                pred = engine(tensors["x"]).argmax(dim=-1)
+                correct += (pred == tensors["label"]).sum().item()
+                seen += len(pred)
+
+        names = sorted(sums)
+        totals = _allreduce([sums[n] for n in names] + [batches, rows, correct, seen], device)
+        batches_all, rows_all, correct_all, seen_all = totals[len(names):]
+        seconds = time.perf_counter() - started
+        metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
+        metrics.update(
+            epoch=epoch + 1,
+            val_accuracy=correct_all / seen_all if seen_all else float("nan"),
+            lr=scheduler.get_last_lr()[0],
+            rows_per_second=rows_all / seconds,
+            epoch_seconds=seconds,
+        )
+        last = epoch + 1 == spec.epochs
+        if (epoch + 1) % spec.checkpoint_every and not last:
+            ray.train.report(metrics)
+        else:
+            weights = _full_state_dict(engine, spec.zero_stage)
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
+                if rank == 0:
+                    torch.save(weights, os.path.join(tmp, WEIGHTS_FILE))
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+        if rank == 0:
+            terms_text = " ".join(f"{n}={metrics[f'train_{n}']:.4f}" for n in names)
+            print(f"[{job.label}] epoch {epoch + 1}/{spec.epochs} {terms_text} "
+                  f"val_acc={metrics['val_accuracy']:.4f} "
+                  f"({seconds:.1f}s, {metrics['rows_per_second']:.0f} rows/s)", flush=True)
+
+
+def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> ray.train.Result:
+    """Train under `run_dir` (local path or URI); an existing run there is resumed."""
+    spec = TrainSpec.model_validate(job.train)
+    use_gpu = spec.use_gpu if isinstance(spec.use_gpu, bool) else (
+        ray.cluster_resources().get("GPU", 0) >= spec.num_workers)
+    for ds in datasets.values():
+        # Per-epoch log lines say more; per-epoch progress bars of the ingest only add noise.
+        ds.context.enable_progress_bars = False
+        ds.context.print_on_execution_start = False
+    fs, path = filesystem(run_dir)
+    parent, name = path.rsplit("/", 1)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=asdict(job),
+        scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": spec.cpus_per_worker}),
+        run_config=RunConfig(
+            name=name, storage_path=parent, storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split="all"),
+    )
+    return trainer.fit()
+
+
+def load_weights(result: ray.train.Result) -> dict[str, torch.Tensor]:
+    with result.checkpoint.as_directory() as ckpt_dir:
+        return torch.load(os.path.join(ckpt_dir, WEIGHTS_FILE), weights_only=True)
