@@ -33,7 +33,7 @@ class TeacherPredictor:
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        x = torch.from_numpy(fixed_list_to_numpy(batch["x"]))
+        x = torch.tensor(fixed_list_to_numpy(batch["x"]))
         with torch.inference_mode():
             logits = self.model(x).float().numpy()  # (B, C)
         column = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])

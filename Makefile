@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU wheel on this kind of machine satisfies it, and a looser
+	# resolve could pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~90 s): do it at install
+	# time, not inside the first training run. A no-op on CUDA machines.
+	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as g; \
+	b = g().create_op_builder('ShareMemCommBuilder'); b and b.load(verbose=False)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distillery quickstart --config jobs/configs/mnist1d.yaml --output-dir quickstart-out
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) runs quickstart-out

@@ -1,0 +1,88 @@
+"""Shared fixtures: one local Ray per session, a tiny spec, and a store with a trained teacher.
+
+Integration tests run the real thing small: real local Ray, real DeepSpeed engines, real
+subprocesses of the `distillery` CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_SPEC = ROOT / "jobs" / "configs" / "mnist1d.yaml"
+
+# Small enough for 2 cores: ~1k labelled rows, 2k transfer rows, 2-3 epochs.
+TINY = [
+    "data.num_samples=1000",
+    "data.transfer.num_samples=2000",
+    "teacher.model.channels=[16,16]",
+    "teacher.model.hidden=32",
+    "teacher.train.epochs=2",
+    "teacher.train.checkpoint_every=1",
+    "teacher.inference.batch_size=512",
+    "distill.epochs=2",
+]
+
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+@pytest.fixture
+def local_ray():
+    """The session's in-process local Ray (started on first use, kept for later tests)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    return ray
+
+
+@pytest.fixture
+def no_local_ray():
+    """For tests that start Ray in subprocesses: two Rays on 2 cores would starve each other."""
+    import ray
+
+    ray.shutdown()
+
+
+def tiny_overrides(store: Path, *extra: str) -> list[str]:
+    return [*TINY, f"store={store}", *extra]
+
+
+def tiny_spec(store: Path, *extra: str):
+    from distillery.config import load_spec
+
+    return load_spec(REFERENCE_SPEC, tiny_overrides(store, *extra))
+
+
+@pytest.fixture(scope="session")
+def teacher_store(tmp_path_factory) -> Path:
+    """A store holding a trained tiny teacher (trained once, in-process, on the local Ray)."""
+    import ray
+
+    from distillery.stages import Pipeline
+
+    store = tmp_path_factory.mktemp("teacher-store")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    Pipeline(tiny_spec(store)).train_teacher()
+    return store
+
+
+@pytest.fixture
+def store_copy(teacher_store, tmp_path) -> Path:
+    """A private copy of the teacher store, so a test's writes never leak into another's."""
+    dst = tmp_path / "store"
+    shutil.copytree(teacher_store, dst)
+    return dst
+
+
+def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `distillery` CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)

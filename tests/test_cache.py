@@ -1,0 +1,77 @@
+"""teacher-infer on the real local Ray: cache contents, reuse, invalidation, interrupted writes."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from distillery.cache import MANIFEST
+from distillery.data.splits import fixed_list_to_numpy
+from distillery.models import load_model
+from distillery.stages import Pipeline
+
+from conftest import tiny_spec
+
+pytestmark = pytest.mark.integration
+
+
+def read_rows(store, manifest):
+    key = f"{manifest['teacher_fingerprint']}-{manifest['data_fingerprint']}"
+    files = sorted((store / "cache" / key).glob("*.parquet"))
+    return key, files, pq.ParquetDataset(files).read().sort_by("id")
+
+
+def test_cache_holds_teacher_logits_with_fingerprints(store_copy, local_ray, capsys):
+    pipeline = Pipeline(tiny_spec(store_copy))
+    manifest = pipeline.teacher_infer()
+    assert "wrote 2720 rows" in capsys.readouterr().out
+    key, files, table = read_rows(store_copy, manifest)
+    assert table.num_rows == manifest["rows"] == 720 + 2000
+    assert manifest["labelled_rows"] == 720 and table["label"].null_count == 2000
+    assert table.column_names == ["id", "x", "label", "logits"]
+    meta = pq.read_metadata(files[0]).metadata
+    assert meta[b"teacher_fingerprint"].decode() == manifest["teacher_fingerprint"]
+    assert meta[b"data_fingerprint"].decode() == manifest["data_fingerprint"]
+    # the cached logits are the teacher's own outputs on those rows
+    teacher, _ = load_model(pipeline.store, pipeline.teacher_parts())
+    x = fixed_list_to_numpy(table["x"])
+    with torch.inference_mode():
+        expected = teacher(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(fixed_list_to_numpy(table["logits"]), expected, atol=1e-5)
+
+
+def test_same_teacher_and_data_reuse_the_cache(store_copy, local_ray, capsys):
+    first = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    key = f"{first['teacher_fingerprint']}-{first['data_fingerprint']}"
+    before = {p.name: p.stat().st_mtime_ns for p in (store_copy / "cache" / key).iterdir()}
+    capsys.readouterr()
+    again = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    assert again == first
+    assert "reusing cache" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (store_copy / "cache" / key).iterdir()} == before
+
+
+def test_changed_data_or_teacher_makes_a_new_cache(store_copy, local_ray):
+    base = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    other_data = Pipeline(tiny_spec(store_copy, "data.transfer.seed=99")).teacher_infer()
+    assert other_data["data_fingerprint"] != base["data_fingerprint"]
+    assert other_data["teacher_fingerprint"] == base["teacher_fingerprint"]
+    retrained = Pipeline(tiny_spec(store_copy, "teacher.train.seed=5"))
+    retrained.train_teacher()
+    other_teacher = retrained.teacher_infer()
+    assert other_teacher["teacher_fingerprint"] != base["teacher_fingerprint"]
+    assert len(list((store_copy / "cache").iterdir())) == 3
+
+
+def test_an_uncommitted_cache_is_rebuilt_not_read(store_copy, local_ray, capsys):
+    pipeline = Pipeline(tiny_spec(store_copy))
+    manifest = pipeline.teacher_infer()
+    key = f"{manifest['teacher_fingerprint']}-{manifest['data_fingerprint']}"
+    # simulate a crash mid-write: the commit marker never made it, a stray file did
+    (store_copy / "cache" / key / MANIFEST).unlink()
+    (store_copy / "cache" / key / "partial.parquet").write_bytes(b"PAR1 torn")
+    capsys.readouterr()
+    rebuilt = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    assert "wrote 2720 rows" in capsys.readouterr().out
+    assert not (store_copy / "cache" / key / "partial.parquet").exists()
+    assert rebuilt["rows"] == 2720

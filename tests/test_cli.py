@@ -1,0 +1,118 @@
+"""The `distillery` CLI as a user runs it: subprocesses, each with its own embedded local Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+
+def sets(overrides):
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("override, field", [
+    ("distill.temperature=-1", "distill.temperature"),
+    ("distill.bogus=1", "distill.bogus"),
+    ("teacher.model.arch=torchscript", "teacher.model.path"),
+])
+def test_bad_spec_exits_with_one_line_and_touches_nothing(store_copy, override, field):
+    before = snapshot(store_copy)
+    result = cli("distill", "--config", str(REFERENCE_SPEC),
+                 *sets(tiny_overrides(store_copy, override)), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert snapshot(store_copy) == before
+
+
+def test_missing_data_file_is_named(store_copy):
+    result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), *sets(tiny_overrides(
+        store_copy, "data={source: parquet, path: /no/such.parquet, features: [a], label: y}")),
+        timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: data.path: file not found: /no/such.parquet"
+
+
+def test_quickstart_end_to_end(store_copy, tmp_path, no_local_ray):
+    out = tmp_path / "out"
+    result = cli("quickstart", "--config", str(REFERENCE_SPEC), "--output-dir", str(out),
+                 *sets(tiny_overrides(store_copy)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= {"teacher", "student", "baseline", "stages", "wall_seconds"}
+    assert set(summary["teacher"]) >= {"params", "accuracy"}
+    assert set(summary["student"]) >= {"params", "accuracy", "agreement"}
+    assert set(summary["baseline"]) >= {"params", "accuracy"}
+    assert set(summary["stages"]) == {"data", "train-teacher", "teacher-infer", "distill",
+                                      "baseline"}
+    assert summary["student"]["params"] == summary["baseline"]["params"]
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    for role in ("teacher", "student", "baseline"):
+        assert 0.0 <= summary[role]["accuracy"] <= 1.0
+    assert "student" in result.stdout and "x smaller" in result.stdout  # the table
+
+    run = store_copy / "students" / summary["student"]["run_id"]
+    card = json.loads((run / "card.json").read_text())
+    assert card["role"] == "student" and card["teacher_fingerprint"]
+    assert card["metrics"]["test_accuracy"] == summary["student"]["accuracy"]
+    assert card["spec"]["distill"]["temperature"] == 4.0
+    scripted = torch.jit.load(str(run / "model.ts"))
+    assert scripted(torch.randn(2, 40)).shape == (2, 10)
+    # distill reported one metrics row and checkpoint per epoch to Ray Train
+    assert sorted(p.name for p in run.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+
+
+def test_killed_distill_resumes_from_its_last_checkpoint(store_copy, tmp_path, no_local_ray):
+    overrides = tiny_overrides(store_copy, "distill.epochs=5")
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "distillery.cli", "distill", "--config", str(REFERENCE_SPEC),
+         *sets(overrides)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        start_new_session=True)
+    students = store_copy / "students"
+    deadline = time.monotonic() + 400
+    try:
+        while not list(students.glob("*/epoch-0002")):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no second checkpoint in time"
+            time.sleep(0.5)
+        time.sleep(1.0)  # let Ray Train record the checkpoint it just wrote
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-run
+        first.wait()
+    (run,) = [p for p in students.iterdir()]
+    assert not (run / "card.json").exists()
+    done_before = len(list(run.glob("epoch-*")))
+
+    result = cli("distill", "--resume", "--config", str(REFERENCE_SPEC), *sets(overrides))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert f"resuming run {run.name}" in output
+    resumed_at = int(output.split("resumed from epoch ")[1].split()[0])
+    assert resumed_at >= 2 and resumed_at >= done_before - 1
+    # epochs up to the checkpoint are not trained again
+    assert "[student] epoch 1/5" not in output
+    assert "[student] epoch 5/5" in output
+    card = json.loads((run / "card.json").read_text())
+    assert card["run_id"] == run.name
+
+
+def test_resume_without_an_unfinished_run_says_so(store_copy):
+    result = cli("distill", "--resume", "--config", str(REFERENCE_SPEC),
+                 *sets(tiny_overrides(store_copy)), timeout=60)
+    assert result.returncode == 2
+    assert "no unfinished distill run" in result.stderr

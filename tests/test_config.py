@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distillery.config import SpecError, load_spec
+
+from conftest import REFERENCE_SPEC, ROOT
+
+SHIPPED_SPECS = sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path):
+    assert load_spec(path).name
+
+
+def test_reference_spec_values():
+    spec = load_spec(REFERENCE_SPEC)
+    assert spec.data.source == "mnist1d" and spec.data.seed == 42
+    assert spec.distill.strategy == "response"
+    assert spec.distill.num_workers == 2
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def reference() -> dict:
+    return yaml.safe_load(REFERENCE_SPEC.read_text())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.temperature=-1"], "distill.temperature: must be > 0.0, got -1"),
+    (["distill.alpha=1.5"], "distill.alpha: must be <= 1.0, got 1.5"),
+    (["distill.zero_stage=4"], "distill.zero_stage: must be <= 3, got 4"),
+    (["distill.temprature=2"], "distill.temprature: unknown key"),
+    (["teacher.model.channels=[0]"], "teacher.model.channels.0: must be > 0, got 0"),
+    (["teacher.model.arch=resnet"],
+     "teacher.model.arch: unknown 'resnet'; valid: 'mlp', 'cnn1d', 'import', 'torchscript'"),
+    (["teacher.inference.concurrency=[3,1]"], "teacher.inference: concurrency must be"),
+    (["name=has space"], "name: String should match pattern"),
+])
+def test_bad_values_name_the_field(overrides, message):
+    with pytest.raises(SpecError) as err:
+        load_spec(REFERENCE_SPEC, overrides)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(SpecError, match="^serving: unknown key$"):
+        load_spec(write(tmp_path, {**reference(), "serving": {}}))
+
+
+def test_missing_required_section(tmp_path):
+    raw = reference()
+    del raw["student"]
+    with pytest.raises(SpecError, match="^student: required field is missing$"):
+        load_spec(write(tmp_path, raw))
+
+
+def test_missing_input_file_names_the_field(tmp_path):
+    raw = reference()
+    raw["data"] = {"source": "parquet", "path": "/nonexistent/rows.parquet",
+                   "features": ["a"], "label": "y"}
+    with pytest.raises(SpecError, match="^data.path: file not found: /nonexistent/rows.parquet$"):
+        load_spec(write(tmp_path, raw))
+
+
+def test_missing_teacher_torchscript(tmp_path):
+    raw = reference()
+    raw["teacher"] = {"model": {"arch": "torchscript", "path": str(tmp_path / "t.ts")}}
+    with pytest.raises(SpecError, match="^teacher.model.path: file not found"):
+        load_spec(write(tmp_path, raw))
+
+
+def test_untrainable_teacher_without_train_section(tmp_path):
+    raw = reference()
+    del raw["teacher"]["train"]
+    with pytest.raises(SpecError, match="^teacher: train is required"):
+        load_spec(write(tmp_path, raw))
+
+
+def test_overrides_parse_yaml_values():
+    spec = load_spec(REFERENCE_SPEC, ["distill.temperature=2.5", "distill.epochs=3",
+                                      "student.model.channels=[4, 8]", "store=s3://b/p"])
+    assert spec.distill.temperature == 2.5 and spec.distill.epochs == 3
+    assert spec.student.model.channels == [4, 8]
+    assert spec.store == "s3://b/p"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("distill", "--set distill: expected key.path=value"),
+    ("name.x=1", "--set name.x=1: name is not a section"),
+])
+def test_malformed_overrides(item, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(REFERENCE_SPEC, [item])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SpecError, match="^--config: file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_spec_hash_changes_with_any_field():
+    a = load_spec(REFERENCE_SPEC)
+    b = load_spec(REFERENCE_SPEC, ["distill.alpha=0.5"])
+    assert a.spec_hash() == load_spec(REFERENCE_SPEC).spec_hash()
+    assert a.spec_hash() != b.spec_hash()

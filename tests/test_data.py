@@ -1,0 +1,68 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from distillery.config import Mnist1dData, Mnist1dTransfer, TableData, TableTransfer
+from distillery.data import load_splits
+from distillery.data.splits import fixed_list_to_numpy, to_table
+
+
+@pytest.fixture(scope="module")
+def canonical():
+    return load_splits(Mnist1dData(source="mnist1d", transfer=Mnist1dTransfer(num_samples=500)))
+
+
+def test_mnist1d_is_the_canonical_split(canonical):
+    s = canonical
+    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == (3600, 400, 1000)
+    assert s.x_train.shape[1] == 40 and s.num_classes == 10
+    assert s.x_train.dtype == np.float32 and s.y_train.dtype == np.int64
+    assert s.x_transfer.shape == (500, 40)
+
+
+def test_mnist1d_is_deterministic_and_fingerprinted(canonical):
+    again = load_splits(Mnist1dData(source="mnist1d", transfer=Mnist1dTransfer(num_samples=500)))
+    assert again.fingerprint() == canonical.fingerprint()
+    other = load_splits(Mnist1dData(source="mnist1d", transfer=Mnist1dTransfer(num_samples=500,
+                                                                                seed=8)))
+    assert other.fingerprint() != canonical.fingerprint()
+    assert not np.array_equal(other.x_transfer, canonical.x_transfer)
+
+
+def test_distill_rows_mark_transfer_rows_unlabeled(canonical):
+    rows = canonical.distill_rows()
+    assert rows.num_rows == 3600 + 500
+    assert rows["label"].null_count == 500
+    assert rows["id"].to_pylist() == list(range(4100))
+    np.testing.assert_array_equal(fixed_list_to_numpy(rows["x"].slice(3600)),
+                                  canonical.x_transfer)
+
+
+def test_fixed_list_to_numpy_honours_slices():
+    table = to_table(np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4))
+    np.testing.assert_array_equal(fixed_list_to_numpy(table["x"].slice(2, 1)), [[6, 7, 8]])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_table_source(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.normal(size=100), "b": rng.normal(size=100),
+                      "y": np.array(["cat", "dog"] * 50)})
+    path = tmp_path / f"rows.{fmt}"
+    (pq.write_table if fmt == "parquet" else pcsv.write_csv)(table, path)
+    spec = TableData(source=fmt, path=str(path), features=["a", "b"], label="y",
+                     test_fraction=0.2, val_fraction=0.25, transfer=TableTransfer(path=str(path)))
+    s = load_splits(spec)
+    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == (60, 20, 20)
+    assert s.num_classes == 2 and s.x_transfer.shape == (100, 2)
+    assert load_splits(spec).fingerprint() == s.fingerprint()
+
+
+def test_table_source_names_a_missing_column(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0, 1]}), path)
+    spec = TableData(source="parquet", path=str(path), features=["a", "zz"], label="y")
+    with pytest.raises(ValueError, match=r"data.features: columns \['zz'\] not in"):
+        load_splits(spec)
