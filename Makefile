@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/distillery quickstart --config jobs/configs/mnist1d.yaml --output-dir quickstart-out
 
 test: $(STAMP)
+	$(BIN)/ruff check platform jobs tests
 	$(BIN)/pytest -q
 
 clean:

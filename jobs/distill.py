@@ -1,6 +1,7 @@
 """Ray job: `distillery distill` on the cluster.
 
-    ray job submit --working-dir . -- python jobs/distill.py --config jobs/configs/mnist1d.yaml
+    ray job submit --working-dir . -- \
+        python jobs/distill.py --config jobs/configs/mnist1d.yaml
 """
 
 import sys

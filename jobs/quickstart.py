@@ -1,6 +1,7 @@
 """Ray job: `distillery quickstart` on the cluster.
 
-    ray job submit --working-dir . -- python jobs/quickstart.py --config jobs/configs/mnist1d.yaml
+    ray job submit --working-dir . -- \
+        python jobs/quickstart.py --config jobs/configs/mnist1d.yaml
 """
 
 import sys

@@ -1,6 +1,7 @@
 """Ray job: `distillery teacher-infer` on the cluster.
 
-    ray job submit --working-dir . -- python jobs/teacher_infer.py --config jobs/configs/mnist1d.yaml
+    ray job submit --working-dir . -- \
+        python jobs/teacher_infer.py --config jobs/configs/mnist1d.yaml
 """
 
 import sys

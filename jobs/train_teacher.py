@@ -1,6 +1,7 @@
 """Ray job: `distillery train-teacher` on the cluster.
 
-    ray job submit --working-dir . -- python jobs/train_teacher.py --config jobs/configs/mnist1d.yaml
+    ray job submit --working-dir . -- \
+        python jobs/train_teacher.py --config jobs/configs/mnist1d.yaml
 """
 
 import sys

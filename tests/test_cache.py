@@ -75,3 +75,31 @@ def test_an_uncommitted_cache_is_rebuilt_not_read(store_copy, local_ray, capsys)
     assert "wrote 2720 rows" in capsys.readouterr().out
     assert not (store_copy / "cache" / key / "partial.parquet").exists()
     assert rebuilt["rows"] == 2720
+
+
+
+def test_bring_your_own_teachers_are_stored_and_used(store_copy, local_ray, tmp_path):
+    trained = Pipeline(tiny_spec(store_copy))
+    parts = trained.teacher_parts()
+    _, _, expected = read_rows(store_copy, trained.teacher_infer())
+    # the same trained network, brought as TorchScript and as factory + weights
+    script = tmp_path / "teacher.ts"
+    script.write_bytes((store_copy.joinpath(*parts) / "model.ts").read_bytes())
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes((store_copy.joinpath(*parts) / "model.pt").read_bytes())
+    byo = {
+        "torchscript": f"{{arch: torchscript, path: '{script}'}}",
+        "import": ("{arch: import, factory: 'distillery.models.registry:CNN1D', "
+                   f"weights: '{weights}', kwargs: {{num_features: 40, num_classes: 10, "
+                   "channels: [16, 16], kernel_size: 5, hidden: 32}}"),
+    }
+    for name, model in byo.items():
+        pipeline = Pipeline(tiny_spec(store_copy, f"teacher.model={model}", "teacher.train=null",
+                                      f"teacher.name={name}"))
+        card = pipeline.train_teacher()
+        assert card["params"] == trained.store.read_json(*parts, "card.json")["params"]
+        # later stages load the stored copy, never the user's file
+        (script if name == "torchscript" else weights).unlink()
+        _, _, table = read_rows(store_copy, pipeline.teacher_infer())
+        np.testing.assert_allclose(fixed_list_to_numpy(table["logits"]),
+                                   fixed_list_to_numpy(expected["logits"]), atol=1e-5)

@@ -86,29 +86,35 @@ def test_killed_distill_resumes_from_its_last_checkpoint(store_copy, tmp_path, n
     students = store_copy / "students"
     deadline = time.monotonic() + 400
     try:
-        while not list(students.glob("*/epoch-0002")):
+        # epoch 3 being written means epoch 2's checkpoint is registered with Ray Train
+        while not list(students.glob("*/epoch-0003")):
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no second checkpoint in time"
-            time.sleep(0.5)
-        time.sleep(1.0)  # let Ray Train record the checkpoint it just wrote
+            assert time.monotonic() < deadline, "no third checkpoint in time"
+            time.sleep(0.2)
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and its embedded Ray, mid-run
         first.wait()
     (run,) = [p for p in students.iterdir()]
     assert not (run / "card.json").exists()
-    done_before = len(list(run.glob("epoch-*")))
 
     result = cli("distill", "--resume", "--config", str(REFERENCE_SPEC), *sets(overrides))
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert f"resuming run {run.name}" in output
     resumed_at = int(output.split("resumed from epoch ")[1].split()[0])
-    assert resumed_at >= 2 and resumed_at >= done_before - 1
-    # epochs up to the checkpoint are not trained again
+    assert resumed_at >= 2
+    # epochs up to the checkpoint are not trained again, and training goes on from its weights
     assert "[student] epoch 1/5" not in output
     assert "[student] epoch 5/5" in output
+    first_loss = epoch_loss((tmp_path / "first.log").read_text(), 1)
+    assert epoch_loss(output, resumed_at + 1) < first_loss
     card = json.loads((run / "card.json").read_text())
     assert card["run_id"] == run.name
+
+
+def epoch_loss(log: str, epoch: int) -> float:
+    line = next(li for li in log.splitlines() if f"[student] epoch {epoch}/5 " in li)
+    return float(line.split(" loss=")[1].split()[0])
 
 
 def test_resume_without_an_unfinished_run_says_so(store_copy):
@@ -116,3 +122,7 @@ def test_resume_without_an_unfinished_run_says_so(store_copy):
                  *sets(tiny_overrides(store_copy)), timeout=60)
     assert result.returncode == 2
     assert "no unfinished distill run" in result.stderr
+    result = cli("distill", "--resume", "mnist1d-20990101-000000-abcd", "--config",
+                 str(REFERENCE_SPEC), *sets(tiny_overrides(store_copy)), timeout=60)
+    assert result.returncode == 2
+    assert "no unfinished distill run mnist1d-20990101-000000-abcd" in result.stderr

@@ -84,6 +84,31 @@ def test_untrainable_teacher_without_train_section(tmp_path):
         load_spec(write(tmp_path, raw))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.batch_size=255"], "distill: batch_size 255 must be a multiple of num_workers 2"),
+    (["data.val_fraction=0"], "data.val_fraction: must be > 0.0, got 0"),
+    (["teacher.model={arch: import, factory: 'no_such_pkg.mod:build'}"],
+     "teacher.model.factory: cannot import 'no_such_pkg.mod'"),
+    (["student.model={arch: import, factory: 'torch.nn:NoSuchLayer'}"],
+     "student.model.factory: 'torch.nn' has no callable 'NoSuchLayer'"),
+])
+def test_cross_field_and_import_checks(overrides, message):
+    with pytest.raises(SpecError) as err:
+        load_spec(REFERENCE_SPEC, overrides)
+    assert str(err.value).startswith(message)
+
+
+def test_pretrained_teacher_must_not_carry_train_settings(tmp_path):
+    script = tmp_path / "t.ts"
+    script.write_bytes(b"not checked here")
+    raw = reference()
+    raw["teacher"]["model"] = {"arch": "torchscript", "path": str(script)}
+    with pytest.raises(SpecError, match="^teacher: train must be omitted for a pretrained"):
+        load_spec(write(tmp_path, raw))
+    del raw["teacher"]["train"]
+    assert load_spec(write(tmp_path, raw)).teacher.pretrained
+
+
 def test_overrides_parse_yaml_values():
     spec = load_spec(REFERENCE_SPEC, ["distill.temperature=2.5", "distill.epochs=3",
                                       "student.model.channels=[4, 8]", "store=s3://b/p"])

@@ -35,9 +35,17 @@ def test_distill_rows_mark_transfer_rows_unlabeled(canonical):
     rows = canonical.distill_rows()
     assert rows.num_rows == 3600 + 500
     assert rows["label"].null_count == 500
+    rows = rows.sort_by("id")
     assert rows["id"].to_pylist() == list(range(4100))
+    assert rows["label"].slice(3600).null_count == 500
     np.testing.assert_array_equal(fixed_list_to_numpy(rows["x"].slice(3600)),
                                   canonical.x_transfer)
+
+
+def test_distill_rows_mix_labelled_and_transfer_rows(canonical):
+    first_block = canonical.distill_rows().slice(0, 1000)
+    # 3600 of 4100 rows are labelled; an unshuffled table would start with 1000 labelled rows
+    assert 0 < first_block["label"].null_count < 1000
 
 
 def test_fixed_list_to_numpy_honours_slices():

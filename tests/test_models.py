@@ -2,8 +2,14 @@ import pytest
 import torch
 
 from distillery.config import CNN1DSpec, ImportSpec, MLPSpec, TorchScriptSpec
-from distillery.models import build_model, count_params, fingerprint, load_model, model_card
-from distillery.models import save_model
+from distillery.models import (
+    build_model,
+    count_params,
+    fingerprint,
+    load_model,
+    model_card,
+    save_model,
+)
 from distillery.storage import Store
 
 
@@ -69,5 +75,5 @@ def test_bring_your_own_torchscript(tmp_path):
 
 
 def test_factory_path_is_validated():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="String should match pattern"):
         ImportSpec(arch="import", factory="not a path")

@@ -8,7 +8,6 @@ data fingerprints reuse the cache.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import pyarrow as pa
@@ -20,7 +19,6 @@ from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import load_model
 from distillery.storage import Store
 
-log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 

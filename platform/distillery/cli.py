@@ -54,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 
     pipeline = Pipeline(spec)
     run_id = None
-    if getattr(args, "resume", None):
-        run_id = pipeline.latest_unfinished_run() if args.resume == "latest" else args.resume
-        if run_id is None:
-            print(f"error: --resume: no unfinished distill run of {spec.name!r} in "
-                  f"{pipeline.store.root}", file=sys.stderr)
+    if args.command == "distill" and args.resume:
+        unfinished = pipeline.unfinished_runs()
+        run_id = unfinished[-1] if unfinished and args.resume == "latest" else args.resume
+        if run_id not in unfinished:
+            print(f"error: --resume: no unfinished distill run {run_id or ''} of {spec.name!r} "
+                  f"in {pipeline.store.root}; unfinished: {unfinished or 'none'}",
+                  file=sys.stderr)
             return 2
         print(f"distill: resuming run {run_id}", flush=True)
     try:

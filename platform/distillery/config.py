@@ -8,12 +8,13 @@ whose one-line message names the field path (`distill.temperature: must be > 0, 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from distillery.storage import is_remote, path_exists
 
@@ -62,6 +63,12 @@ class TorchScriptSpec(Strict):
 ModelSpec = Annotated[
     MLPSpec | CNN1DSpec | ImportSpec | TorchScriptSpec, Field(discriminator="arch")
 ]
+_MODEL_SPEC = TypeAdapter(ModelSpec)
+
+
+def parse_model_spec(raw: dict) -> MLPSpec | CNN1DSpec | ImportSpec | TorchScriptSpec:
+    """A model spec from its dict form (as stored in card.json and sent to workers)."""
+    return _MODEL_SPEC.validate_python(raw)
 
 
 # ---------------------------------------------------------------- data
@@ -79,7 +86,7 @@ class Mnist1dData(Strict):
     seed: int = 42
     """42 is the canonical MNIST-1D dataset."""
     train_split: float = Field(default=0.8, gt=0, lt=1)
-    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
     """Share of the train split held out for per-epoch validation."""
     transfer: Mnist1dTransfer | None = None
     """Unlabeled transfer set the teacher labels for distillation."""
@@ -97,7 +104,7 @@ class TableData(Strict):
     features: list[str] = Field(min_length=1)
     label: str
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
     """Seed of the deterministic train/val/test split."""
     transfer: TableTransfer | None = None
@@ -130,6 +137,13 @@ class TrainSpec(Strict):
     """Worker failures Ray Train recovers from (from the last checkpoint); -1 = unlimited."""
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _divisible_batch(self) -> TrainSpec:
+        if self.batch_size % self.num_workers:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_workers "
+                             f"{self.num_workers} (each worker takes an equal share)")
+        return self
+
 
 class InferenceSpec(Strict):
     batch_size: int = Field(default=4096, gt=0)
@@ -153,14 +167,18 @@ class TeacherSpec(Strict):
     """How train-teacher trains it; omit for a pretrained (TorchScript or weights) teacher."""
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
 
+    @property
+    def pretrained(self) -> bool:
+        return isinstance(self.model, TorchScriptSpec) or (
+            isinstance(self.model, ImportSpec) and self.model.weights is not None)
+
     @model_validator(mode="after")
     def _trainable(self) -> TeacherSpec:
-        pretrained = isinstance(self.model, TorchScriptSpec) or (
-            isinstance(self.model, ImportSpec) and self.model.weights is not None
-        )
-        if self.train is None and not pretrained:
+        if self.train is None and not self.pretrained:
             raise ValueError("train is required unless the model is pretrained "
                              "(arch: torchscript, or arch: import with weights)")
+        if self.train is not None and self.pretrained:
+            raise ValueError("train must be omitted for a pretrained model: it would be ignored")
         return self
 
 
@@ -205,7 +223,7 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
     for item in overrides:
         apply_override(raw, item)
     spec = validate_spec(raw)
-    check_files(spec)
+    check_inputs(spec)
     return spec
 
 
@@ -232,8 +250,8 @@ def apply_override(raw: dict, item: str) -> None:
     node[leaf] = yaml.safe_load(value) if value else ""
 
 
-def check_files(spec: PipelineSpec) -> None:
-    """Local input files must exist; remote ones are checked when first read."""
+def check_inputs(spec: PipelineSpec) -> None:
+    """Local input files must exist and factories import; remote files are checked when read."""
     candidates = []
     if isinstance(spec.data, TableData):
         candidates.append(("data.path", spec.data.path))
@@ -243,11 +261,23 @@ def check_files(spec: PipelineSpec) -> None:
         model = getattr(spec, role).model
         if isinstance(model, TorchScriptSpec):
             candidates.append((f"{role}.model.path", model.path))
-        if isinstance(model, ImportSpec) and model.weights:
-            candidates.append((f"{role}.model.weights", model.weights))
+        if isinstance(model, ImportSpec):
+            _check_factory(f"{role}.model.factory", model.factory)
+            if model.weights:
+                candidates.append((f"{role}.model.weights", model.weights))
     for field, location in candidates:
         if not is_remote(location) and not path_exists(location):
             raise SpecError(f"{field}: file not found: {location}")
+
+
+def _check_factory(field: str, factory: str) -> None:
+    module_name, func = factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise SpecError(f"{field}: cannot import {module_name!r}: {err}") from None
+    if not callable(getattr(module, func, None)):
+        raise SpecError(f"{field}: {module_name!r} has no callable {func!r}")
 
 
 _MESSAGES = {

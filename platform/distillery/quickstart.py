@@ -60,7 +60,7 @@ def format_table(summary: dict) -> str:
                      f"{r['accuracy']:.4f}",
                      f"{r['agreement']:.4f}" if "agreement" in r else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stages"].items())
     lines.append(f"\nwall time {summary['wall_seconds']:.0f}s ({stages})")

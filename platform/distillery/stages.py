@@ -7,6 +7,7 @@ stages run one by one (CLI, `ray job submit`) or chained (`quickstart`) with the
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from distillery.cache import build_cache, cache_key, read_cache
-from distillery.config import ImportSpec, PipelineSpec, TorchScriptSpec, TrainSpec
+from distillery.config import PipelineSpec, TrainSpec
 from distillery.data import Splits, load_splits
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
@@ -58,11 +59,9 @@ class Pipeline:
     def train_teacher(self) -> dict:
         """Train (or import a pretrained) teacher; store it under its fingerprint."""
         spec, splits = self.spec.teacher, self.splits
-        pretrained = isinstance(spec.model, TorchScriptSpec) or (
-            isinstance(spec.model, ImportSpec) and spec.model.weights)
         model = build_model(spec.model, splits.num_features, splits.num_classes)
         metrics: dict = {}
-        if not pretrained:
+        if not spec.pretrained:
             run_id = new_run_id(spec.name)
             result = self._fit(spec.model, spec.train, "supervised", {}, "teacher",
                                to_table(splits.x_train, splits.y_train),
@@ -120,12 +119,11 @@ class Pipeline:
                            "baseline", rows, self.store.uri("students", run_id))
         return self._export_student(run_id, result, "baseline", None)
 
-    def latest_unfinished_run(self) -> str | None:
-        """Newest students/<run_id> of this spec that has checkpoints but no exported card."""
-        runs = [r for r in self.store.listdir("students")
-                if r.startswith(f"{self.spec.name}-") and not r.endswith("-baseline")
+    def unfinished_runs(self) -> list[str]:
+        """students/<run_id> of this spec's distill runs without an exported card, oldest first."""
+        pattern = re.compile(rf"{re.escape(self.spec.name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
+        return [r for r in self.store.listdir("students") if pattern.fullmatch(r)
                 and not self.store.exists("students", r, "card.json")]
-        return runs[-1] if runs else None
 
     # ------------------------------------------------------------ shared
 

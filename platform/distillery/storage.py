@@ -88,12 +88,3 @@ class Store:
     def remove_dir(self, *parts: str) -> None:
         if self.exists(*parts):
             self.fs.delete_dir(self.fs_path(*parts))
-
-    def download_dir(self, local_dir: str, *parts: str) -> None:
-        pafs.copy_files(self.fs_path(*parts), local_dir, source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-
-    def upload_dir(self, local_dir: str, *parts: str) -> None:
-        self.fs.create_dir(self.fs_path(*parts), recursive=True)
-        pafs.copy_files(local_dir, self.fs_path(*parts), source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)

@@ -15,17 +15,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from pydantic import TypeAdapter
-from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig
-from ray.train import ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
-from distillery.config import ModelSpec, TrainSpec
+from distillery.config import TrainSpec, parse_model_spec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.losses import weighted_sum
 from distillery.models import build_model
@@ -96,7 +100,8 @@ def batch_to_tensors(batch, device, dtype, needs: tuple[str, ...]) -> dict[str, 
 
 
 def _full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
-    """Unpartitioned fp32 weights; under ZeRO-3 every rank must take part in the gather."""
+    """Unpartitioned weights as fp32 tensors (bf16-trained values upcast); under ZeRO-3 every
+    rank must take part in the gather."""
     import deepspeed
 
     def copy():
@@ -126,8 +131,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(spec.seed)  # identical init on every rank
-    model = build_model(TypeAdapter(ModelSpec).validate_python(job.model), job.num_features,
-                        job.num_classes)
+    model = build_model(parse_model_spec(job.model), job.num_features, job.num_classes)
     strategy = build_strategy(job.strategy, **job.strategy_params)
     ds_config = deepspeed_config(spec, world, device.type == "cuda")
     micro = ds_config["train_micro_batch_size_per_gpu"]
@@ -154,10 +158,12 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
-        sums: dict[str, float] = {}
+        # the same names on every rank: they are the layout of the all-reduce below
+        names = ["loss", *sorted(strategy.weights)]
+        sums = dict.fromkeys(names, 0.0)
         batches = rows = 0
         for batch in train_shard.iter_batches(
-            batch_size=micro, batch_format="pyarrow", local_shuffle_buffer_size=8 * micro,
+            batch_size=micro, batch_format="pyarrow", local_shuffle_buffer_size=16 * micro,
             local_shuffle_seed=spec.seed * 100_003 + epoch * world + rank,
         ):
             tensors = batch_to_tensors(batch, device, dtype, strategy.needs)
@@ -167,7 +173,7 @@ def train_loop_per_worker(config: dict) -> None:
             engine.backward(loss)
             engine.step()
             for name, value in {"loss": loss, **terms}.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
+                sums[name] += value.item()
             batches += 1
             rows += len(tensors["x"])
 
@@ -180,7 +186,6 @@ def train_loop_per_worker(config: dict) -> None:
                 correct += (pred == tensors["label"]).sum().item()
                 seen += len(pred)
 
-        names = sorted(sums)
         totals = _allreduce([sums[n] for n in names] + [batches, rows, correct, seen], device)
         batches_all, rows_all, correct_all, seen_all = totals[len(names):]
         seconds = time.perf_counter() - started

@@ -9,12 +9,9 @@ from distillery.config import Mnist1dData
 from distillery.data.splits import Splits, carve_val
 
 
-def generate(num_samples: int, seed: int, train_split: float, **shift) -> dict:
-    """One call of the generator; `shift` overrides its noise/transform arguments."""
+def generate(num_samples: int, seed: int, train_split: float) -> dict:
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = num_samples, seed, train_split
-    for key, value in shift.items():
-        setattr(args, key, value)
     return make_dataset(args)
 
 

@@ -41,12 +41,14 @@ class Splits:
         return h.hexdigest()[:16]
 
     def distill_rows(self) -> pa.Table:
-        """The rows the teacher labels: the labelled train split, then the transfer set."""
-        labelled = to_table(self.x_train, self.y_train)
-        if self.x_transfer is None:
-            return labelled
-        unlabeled = to_table(self.x_transfer, None, first_id=len(self.x_train))
-        return pa.concat_tables([labelled, unlabeled])
+        """The rows the teacher labels: the labelled train split (ids 0..N-1), then the transfer
+        set, in a fixed random order. Training streams blocks with only a local shuffle, so
+        every block must already mix labelled and unlabeled rows."""
+        rows = to_table(self.x_train, self.y_train)
+        if self.x_transfer is not None:
+            unlabeled = to_table(self.x_transfer, None, first_id=len(self.x_train))
+            rows = pa.concat_tables([rows, unlabeled])
+        return rows.take(np.random.default_rng(0).permutation(rows.num_rows))
 
 
 def to_table(x: np.ndarray, y: np.ndarray | None, first_id: int = 0) -> pa.Table:

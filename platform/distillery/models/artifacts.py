@@ -9,19 +9,19 @@ from importlib.metadata import version
 from typing import Any
 
 import torch
-from pydantic import TypeAdapter
 from torch import nn
 
-from distillery.config import ModelSpec, TorchScriptSpec
+import distillery
+from distillery.config import ImportSpec, ModelSpec, TorchScriptSpec, parse_model_spec
 from distillery.models.registry import build_model, count_params
 from distillery.storage import Store
 
-_MODEL_SPEC = TypeAdapter(ModelSpec)
-
 
 def library_versions() -> dict[str, str]:
-    names = ("distillery", "torch", "ray", "deepspeed", "pyarrow")
-    return {"python": _platform.python_version(), **{n: version(n) for n in names}}
+    names = ("torch", "ray", "deepspeed", "pyarrow")
+    # distillery's own version from the package, which a plain clone has without metadata
+    return {"python": _platform.python_version(), "distillery": distillery.__version__,
+            **{n: version(n) for n in names}}
 
 
 def model_card(model: nn.Module, model_spec: ModelSpec, *, num_features: int, num_classes: int,
@@ -55,11 +55,14 @@ def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dic
 def load_model(store: Store, parts: tuple[str, ...]) -> tuple[nn.Module, dict]:
     """The model and its card; never unpickles anything but tensors."""
     card = store.read_json(*parts, "card.json")
-    spec = _MODEL_SPEC.validate_python(card["architecture"])
+    spec = parse_model_spec(card["architecture"])
     if isinstance(spec, TorchScriptSpec):
         model = torch.jit.load(io.BytesIO(store.read_bytes(*parts, "model.ts")),
                                map_location="cpu")
     else:
+        if isinstance(spec, ImportSpec):
+            # the stored model.pt is the truth; the user's original weights file may be gone
+            spec = spec.model_copy(update={"weights": None})
         model = build_model(spec, card["num_features"], card["num_classes"])
         state = torch.load(io.BytesIO(store.read_bytes(*parts, "model.pt")), weights_only=True)
         model.load_state_dict(state)
