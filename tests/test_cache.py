@@ -36,7 +36,7 @@ def test_cache_holds_teacher_logits_with_fingerprints(store_copy, local_ray, cap
     teacher, _ = load_model(pipeline.store, pipeline.teacher_parts())
     x = fixed_list_to_numpy(table["x"])
     with torch.inference_mode():
-        expected = teacher(torch.from_numpy(x)).numpy()
+        expected = teacher(torch.tensor(x)).numpy()
     np.testing.assert_allclose(fixed_list_to_numpy(table["logits"]), expected, atol=1e-5)
 
 

@@ -1,0 +1,88 @@
+"""The quickstart against a real S3-compatible server (moto's standalone server on 127.0.0.1)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import boto3
+import pytest
+
+from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "distillery-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """Environment for a client of the local S3 server, as AWS's standard variables give it."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "S3 server did not start"
+            time.sleep(0.2)
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        yield env
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def s3_client(env):
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_quickstart_with_an_s3_store(s3_env, tmp_path, no_local_ray):
+    s3 = s3_client(s3_env)
+    s3.create_bucket(Bucket=BUCKET)
+    store = f"s3://{BUCKET}/runs"
+    overrides = [a for item in tiny_overrides(tmp_path / "unused") for a in ("--set", item)]
+    result = cli("quickstart", "--config", str(REFERENCE_SPEC), "--output-dir",
+                 str(tmp_path / "out"), *overrides, "--set", f"store={store}", env=s3_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["store"] == store
+
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="runs/") for o in page.get("Contents", [])]
+    cards = [k for k in keys if k.endswith("card.json")]
+    student_run, baseline_run = summary["student"]["run_id"], summary["baseline"]["run_id"]
+    # DESIGN.md's layout: teachers/<name>/<fp>/, cache/<teacher_fp>-<data_fp>/, students/<run>/
+    teacher_cards = [k for k in cards if k.startswith("runs/teachers/cnn-teacher/")]
+    assert len(teacher_cards) == 1
+    teacher_fp = teacher_cards[0].split("/")[3]
+    assert f"runs/students/{student_run}/card.json" in cards
+    assert f"runs/students/{baseline_run}/card.json" in cards
+    for run in (student_run, baseline_run):
+        assert f"runs/students/{run}/model.ts" in keys
+        assert any(k.startswith(f"runs/students/{run}/epoch-0002/") for k in keys)
+    manifests = [k for k in keys if k.startswith("runs/cache/") and k.endswith("manifest.json")]
+    assert len(manifests) == 1 and manifests[0].split("/")[2].startswith(f"{teacher_fp}-")
+    assert any(k.startswith("runs/cache/") and k.endswith(".parquet") for k in keys)
+
+    # nothing we wrote points at a local path another node could not see
+    for key in cards + manifests:
+        text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        assert str(tmp_path) not in text and str(ROOT) not in text, key
+    assert not (tmp_path / "unused").exists()
