@@ -86,3 +86,33 @@ def test_quickstart_with_an_s3_store(s3_env, tmp_path, no_local_ray):
         text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
         assert str(tmp_path) not in text and str(ROOT) not in text, key
     assert not (tmp_path / "unused").exists()
+
+
+def closed_port_endpoint() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # bound then released: nothing listens there
+
+
+@pytest.mark.parametrize("case", ["wrong endpoint", "missing bucket", "no credentials"])
+def test_unusable_s3_store_is_one_line_naming_the_uri(s3_env, tmp_path, case):
+    store = f"s3://{BUCKET}/runs"
+    env = dict(s3_env)
+    if case == "wrong endpoint":
+        env["AWS_ENDPOINT_URL"] = closed_port_endpoint()
+        expected = "Could not connect to the endpoint URL"
+    elif case == "missing bucket":
+        store = "s3://no-such-bucket/runs"
+        expected = "bucket 'no-such-bucket' does not exist"
+    else:
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                    "AWS_PROFILE"):
+            env.pop(var, None)
+        env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+                   AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+        expected = "no AWS credentials"
+    s3_client(s3_env).create_bucket(Bucket=BUCKET)
+    result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), "--set", f"store={store}",
+                 env=env, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: store {store}: ") and expected in lines[0]

@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from distillery.runtime import ensure_ray
     from distillery.stages import Pipeline
+    from distillery.storage import StoreError, check_reachable
+
+    try:
+        check_reachable(spec.store)
+    except StoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     pipeline = Pipeline(spec)
     run_id = None

@@ -36,6 +36,38 @@ def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), location
 
 
+class StoreError(RuntimeError):
+    """A store cannot be used; the message is one line naming the URI."""
+
+
+def check_reachable(location: str) -> None:
+    """Fail fast when an s3:// store cannot be used: no credentials, wrong endpoint, missing
+    bucket, denied access. Endpoint, region and credentials come from the standard AWS
+    environment variables and profiles (AWS_ENDPOINT_URL for S3-compatible stores)."""
+    if not is_remote(location) or not location.startswith("s3://"):
+        return
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    bucket = location.removeprefix("s3://").split("/", 1)[0]
+    client = boto3.client("s3", config=Config(retries={"max_attempts": 1}, connect_timeout=5))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise StoreError(f"store {location}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)") from None
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        reason = {"404": f"bucket {bucket!r} does not exist",
+                  "NoSuchBucket": f"bucket {bucket!r} does not exist",
+                  "403": f"access to bucket {bucket!r} denied"}.get(code, str(err))
+        raise StoreError(f"store {location}: {reason}") from None
+    except BotoCoreError as err:  # unreachable endpoint, bad URL, ...
+        raise StoreError(f"store {location}: {err} (endpoint {client.meta.endpoint_url})"
+                         ) from None
+
+
 def path_exists(location: str) -> bool:
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
