@@ -1,57 +1,12 @@
 """The quickstart against a real S3-compatible server (moto's standalone server on 127.0.0.1)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
-import boto3
 import pytest
 
-from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides
+from conftest import BUCKET, REFERENCE_SPEC, ROOT, cli, free_port, s3_client, tiny_overrides
 
 pytestmark = pytest.mark.integration
-
-BUCKET = "distillery-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """Environment for a client of the local S3 server, as AWS's standard variables give it."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "S3 server did not start"
-            time.sleep(0.2)
-    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    try:
-        yield env
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def s3_client(env):
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-
 
 def test_quickstart_with_an_s3_store(s3_env, tmp_path, no_local_ray):
     s3 = s3_client(s3_env)

@@ -69,6 +69,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
         batch_format="pyarrow",
         concurrency=tuple(inference.concurrency),
         num_cpus=inference.cpus_per_actor,
+        resources=inference.resources or None,
     )
     ds.write_parquet(store.fs_path("cache", key), filesystem=store.fs)
     manifest = {

@@ -125,6 +125,9 @@ class TrainSpec(Strict):
     num_workers: int = Field(default=2, gt=0)
     """Ray Train workers, each with its own DeepSpeed engine."""
     cpus_per_worker: float = Field(default=1.0, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources per worker, e.g. a custom resource that pins training to nodes
+    started with `ray start --resources='{"trainer": 4}'`."""
     use_gpu: bool | Literal["auto"] = "auto"
     """auto: GPU when the cluster has one."""
     zero_stage: int = Field(default=0, ge=0, le=3)
@@ -151,6 +154,8 @@ class InferenceSpec(Strict):
     """(min, max) actors in the autoscaling pool."""
     cpus_per_actor: float = Field(default=0.5, gt=0)
     """Fractional, so that read and write tasks still get CPUs on a small machine."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Extra Ray resources per actor, e.g. a custom resource that pins inference to nodes."""
 
     @model_validator(mode="after")
     def _ordered(self) -> InferenceSpec:

@@ -232,7 +232,8 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> r
         train_loop_per_worker,
         train_loop_config=asdict(job),
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": spec.cpus_per_worker}),
+                                     resources_per_worker={"CPU": spec.cpus_per_worker,
+                                                           **spec.resources}),
         run_config=RunConfig(
             name=name, storage_path=parent, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=spec.max_failures),
