@@ -73,7 +73,8 @@ def test_quickstart_end_to_end(store_copy, tmp_path, no_local_ray):
     scripted = torch.jit.load(str(run / "model.ts"))
     assert scripted(torch.randn(2, 40)).shape == (2, 10)
     # distill reported one metrics row and checkpoint per epoch to Ray Train
-    assert sorted(p.name for p in run.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == ["epoch-0001",
+                                                                             "epoch-0002"]
 
 
 def test_killed_distill_resumes_from_its_last_checkpoint(store_copy, tmp_path, no_local_ray):
@@ -87,7 +88,7 @@ def test_killed_distill_resumes_from_its_last_checkpoint(store_copy, tmp_path, n
     deadline = time.monotonic() + 400
     try:
         # a third checkpoint being written means the first is registered with Ray Train
-        while not list(students.glob("*/epoch-0003")):
+        while not list(students.glob("*/checkpoints/epoch-0003")):
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no third checkpoint in time"
             time.sleep(0.2)

@@ -68,6 +68,14 @@ def test_table_source(tmp_path, fmt):
     assert load_splits(spec).fingerprint() == s.fingerprint()
 
 
+def test_table_source_rejects_empty_labels(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "y": [0, None, 1]}), path)
+    spec = TableData(source="parquet", path=str(path), features=["a"], label="y")
+    with pytest.raises(ValueError, match="data.label: column 'y' has 1 empty values"):
+        load_splits(spec)
+
+
 def test_table_source_names_a_missing_column(tmp_path):
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"a": [1.0, 2.0], "y": [0, 1]}), path)

@@ -31,7 +31,7 @@ def test_quickstart_with_an_s3_store(s3_env, tmp_path, no_local_ray):
     assert f"runs/students/{baseline_run}/card.json" in cards
     for run in (student_run, baseline_run):
         assert f"runs/students/{run}/model.ts" in keys
-        assert any(k.startswith(f"runs/students/{run}/epoch-0002/") for k in keys)
+        assert any(k.startswith(f"runs/students/{run}/checkpoints/epoch-0002/") for k in keys)
     manifests = [k for k in keys if k.startswith("runs/cache/") and k.endswith("manifest.json")]
     assert len(manifests) == 1 and manifests[0].split("/")[2].startswith(f"{teacher_fp}-")
     assert any(k.startswith("runs/cache/") and k.endswith(".parquet") for k in keys)

@@ -74,7 +74,8 @@ def parse_model_spec(raw: dict) -> MLPSpec | CNN1DSpec | ImportSpec | TorchScrip
 # ---------------------------------------------------------------- data
 
 class Mnist1dTransfer(Strict):
-    num_samples: int = Field(default=50_000, gt=0)
+    num_samples: int = Field(default=50_000, ge=10)
+    """Rounded down to a multiple of 10: the generator makes equally many of each class."""
     seed: int = 7
     """Generator seed; any seed other than the labelled set's gives unseen, unlabeled rows."""
 
@@ -82,7 +83,8 @@ class Mnist1dTransfer(Strict):
 class Mnist1dData(Strict):
     source: Literal["mnist1d"]
     num_samples: int = Field(default=5000, ge=100)
-    """Rows generated; the canonical benchmark is 5000 (4000 train / 1000 test)."""
+    """Rows generated (rounded down to a multiple of 10); the canonical benchmark is 5000
+    (4000 train / 1000 test)."""
     seed: int = 42
     """42 is the canonical MNIST-1D dataset."""
     train_split: float = Field(default=0.8, gt=0, lt=1)

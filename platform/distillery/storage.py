@@ -68,6 +68,13 @@ def check_reachable(location: str) -> None:
                          ) from None
 
 
+def read_location(location: str) -> bytes:
+    """The bytes of one file given as a local path or URI."""
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
 def path_exists(location: str) -> bool:
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -218,7 +218,8 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> ray.train.Result:
-    """Train under `run_dir` (local path or URI); an existing run there is resumed."""
+    """Train with checkpoints in `run_dir`/checkpoints (local path or URI); a run that already
+    has checkpoints there is resumed from the latest."""
     spec = TrainSpec.model_validate(job.train)
     use_gpu = spec.use_gpu if isinstance(spec.use_gpu, bool) else (
         ray.cluster_resources().get("GPU", 0) >= spec.num_workers)
@@ -227,7 +228,6 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> r
         ds.context.enable_progress_bars = False
         ds.context.print_on_execution_start = False
     fs, path = filesystem(run_dir)
-    parent, name = path.rsplit("/", 1)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(job),
@@ -235,7 +235,7 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> r
                                      resources_per_worker={"CPU": spec.cpus_per_worker,
                                                            **spec.resources}),
         run_config=RunConfig(
-            name=name, storage_path=parent, storage_filesystem=fs,
+            name="checkpoints", storage_path=path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),

@@ -33,6 +33,9 @@ def load_table(spec: TableData) -> Splits:
     x = _features(table, spec.features, "data.features")
     if spec.label not in table.column_names:
         raise ValueError(f"data.label: column {spec.label!r} not in {table.column_names}")
+    if table[spec.label].null_count:
+        raise ValueError(f"data.label: column {spec.label!r} has {table[spec.label].null_count} "
+                         "empty values; unlabeled rows belong in data.transfer")
     raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
     classes, y = np.unique(raw_labels, return_inverse=True)
     order = np.random.default_rng(spec.seed).permutation(len(x))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from distillery.config import CNN1DSpec, ImportSpec, MLPSpec, ModelSpec, TorchScriptSpec
-from distillery.storage import filesystem
+from distillery.storage import read_location
 
 
 class MLP(nn.Module):
@@ -56,12 +56,6 @@ class CNN1D(nn.Module):
         return self.head(self.features(x.unsqueeze(1)))
 
 
-def _read(location: str) -> io.BytesIO:
-    fs, path = filesystem(location)
-    with fs.open_input_stream(path) as f:
-        return io.BytesIO(f.read())
-
-
 def build_model(spec: ModelSpec, num_features: int, num_classes: int) -> nn.Module:
     if isinstance(spec, MLPSpec):
         return MLP(num_features, num_classes, spec.hidden)
@@ -71,10 +65,11 @@ def build_model(spec: ModelSpec, num_features: int, num_classes: int) -> nn.Modu
         module_name, func = spec.factory.split(":")
         model = getattr(importlib.import_module(module_name), func)(**spec.kwargs)
         if spec.weights:
-            model.load_state_dict(torch.load(_read(spec.weights), weights_only=True))
+            model.load_state_dict(torch.load(io.BytesIO(read_location(spec.weights)),
+                                             weights_only=True))
         return model
     if isinstance(spec, TorchScriptSpec):
-        return torch.jit.load(_read(spec.path), map_location="cpu")
+        return torch.jit.load(io.BytesIO(read_location(spec.path)), map_location="cpu")
     raise TypeError(f"unsupported model spec {type(spec).__name__}")
 
 
