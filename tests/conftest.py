@@ -34,17 +34,15 @@ TINY = [
 
 BUCKET = "distillery-test"
 
-os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 @pytest.fixture
 def local_ray():
-    """The session's in-process local Ray (started on first use, kept for later tests)."""
-    import ray
+    """The session's in-process local Ray, started as the CLI starts it (on first use, then
+    kept for later tests)."""
+    from distillery.runtime import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    return ray
+    ensure_ray()
 
 
 @pytest.fixture
@@ -68,13 +66,11 @@ def tiny_spec(store: Path, *extra: str):
 @pytest.fixture(scope="session")
 def teacher_store(tmp_path_factory) -> Path:
     """A store holding a trained tiny teacher (trained once, in-process, on the local Ray)."""
-    import ray
-
+    from distillery.runtime import ensure_ray
     from distillery.stages import Pipeline
 
     store = tmp_path_factory.mktemp("teacher-store")
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ensure_ray()
     Pipeline(tiny_spec(store)).train_teacher()
     return store
 
