@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# resolve could pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
-	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~90 s): do it at install
+	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~30 s): do it at install
 	# time, not inside the first training run. A no-op on CUDA machines.
 	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as g; \
 	b = g().create_op_builder('ShareMemCommBuilder'); b and b.load(verbose=False)"
