@@ -33,7 +33,7 @@ def test_mnist1d_is_deterministic_and_fingerprinted(canonical):
 
 def test_distill_rows_mark_transfer_rows_unlabeled(canonical):
     rows = canonical.distill_rows()
-    assert rows.num_rows == 3600 + 500
+    assert rows.num_rows == canonical.num_distill_rows == 3600 + 500
     assert rows["label"].null_count == 500
     rows = rows.sort_by("id")
     assert rows["id"].to_pylist() == list(range(4100))

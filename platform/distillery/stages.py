@@ -109,7 +109,7 @@ class Pipeline:
         the same epochs and batch size give the same number of optimizer steps.
         """
         splits = self.splits
-        target_rows = splits.distill_rows().num_rows
+        target_rows = splits.num_distill_rows
         repeats = -(-target_rows // len(splits.x_train))
         order = np.random.default_rng(self.spec.distill.seed).permutation(
             np.tile(np.arange(len(splits.x_train)), repeats))[:target_rows]

@@ -155,11 +155,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
+    # the same names on every rank: they are the layout of the all-reduce below
+    names = ["loss", *sorted(strategy.weights)]
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
-        # the same names on every rank: they are the layout of the all-reduce below
-        names = ["loss", *sorted(strategy.weights)]
         sums = dict.fromkeys(names, 0.0)
         batches = rows = 0
         for batch in train_shard.iter_batches(

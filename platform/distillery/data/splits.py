@@ -40,6 +40,10 @@ class Splits:
                 h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
 
+    @property
+    def num_distill_rows(self) -> int:
+        return len(self.x_train) + (0 if self.x_transfer is None else len(self.x_transfer))
+
     def distill_rows(self) -> pa.Table:
         """The rows the teacher labels: the labelled train split (ids 0..N-1), then the transfer
         set, in a fixed random order. Training streams blocks with only a local shuffle, so
