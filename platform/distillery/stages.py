@@ -91,15 +91,17 @@ class Pipeline:
 
     # ------------------------------------------------------------ students
 
-    def distill(self, run_id: str | None = None) -> dict:
-        """Distill the student from the cache; `run_id` of an unfinished run resumes it."""
+    def distill(self, run_id: str | None = None, callbacks: list | None = None) -> dict:
+        """Distill the student from the cache; `run_id` of an unfinished run resumes it.
+        `callbacks` go to the trainer's RunConfig (a Tune trial passes its reporter)."""
         manifest = self.teacher_infer()
         key = cache_key(manifest["teacher_fingerprint"], manifest["data_fingerprint"])
         d = self.spec.distill
         run_id = run_id or new_run_id(self.spec.name)
         result = self._fit(self.spec.student.model, d, d.strategy,
                            {"temperature": d.temperature, "alpha": d.alpha}, "student",
-                           read_cache(self.store, key), self.store.uri("students", run_id))
+                           read_cache(self.store, key), self.store.uri("students", run_id),
+                           callbacks)
         return self._export_student(run_id, result, "student", manifest["teacher_fingerprint"])
 
     def baseline(self, run_id: str | None = None) -> dict:
@@ -128,7 +130,7 @@ class Pipeline:
     # ------------------------------------------------------------ shared
 
     def _fit(self, model_spec, train_spec: TrainSpec, strategy: str, params: dict, label: str,
-             train_rows, run_dir: str):
+             train_rows, run_dir: str, callbacks: list | None = None):
         splits = self.splits
         train_ds = (train_rows if isinstance(train_rows, ray.data.Dataset)
                     else ray.data.from_arrow(train_rows))
@@ -142,7 +144,7 @@ class Pipeline:
         val_ds = ray.data.from_arrow(to_table(splits.x_val, splits.y_val)).materialize()
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "
               f"-> {run_dir}", flush=True)
-        return fit(job, {"train": train_ds, "val": val_ds}, run_dir)
+        return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
 
     def _export_student(self, run_id: str, result, role: str, teacher_fp: str | None) -> dict:
         splits, spec = self.splits, self.spec

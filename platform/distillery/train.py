@@ -217,9 +217,11 @@ def train_loop_per_worker(config: dict) -> None:
                   f"({seconds:.1f}s, {metrics['rows_per_second']:.0f} rows/s)", flush=True)
 
 
-def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> ray.train.Result:
+def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
+        callbacks: list | None = None) -> ray.train.Result:
     """Train with checkpoints in `run_dir`/checkpoints (local path or URI); a run that already
-    has checkpoints there is resumed from the latest."""
+    has checkpoints there is resumed from the latest. `callbacks` go to the RunConfig (Ray
+    Tune's TuneReportCallback, when a Tune trial runs this)."""
     spec = TrainSpec.model_validate(job.train)
     use_gpu = spec.use_gpu if isinstance(spec.use_gpu, bool) else (
         ray.cluster_resources().get("GPU", 0) >= spec.num_workers)
@@ -238,6 +240,7 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str) -> r
             name="checkpoints", storage_path=path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
