@@ -1,13 +1,15 @@
 """Teacher inference with Ray Data into the Parquet logit cache.
 
 `cache/<teacher_fp>-<data_fp>/` holds the rows the student trains on (`id`, `x`, `label`,
-`logits`), written by an autoscaling actor pool, and `manifest.json` written last: a directory
-without a manifest is an interrupted write and is rebuilt, never read. The same teacher and
-data fingerprints reuse the cache.
+`logits`, and `features.<layer>` for feature distillation, flattened), written by an
+autoscaling actor pool, and `manifest.json` written last: a directory without a manifest is an
+interrupted write and is rebuilt, never read. The same teacher, data fingerprints and layers
+reuse the cache; a cache with layers has its own key, so a logits-only one is never widened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pyarrow as pa
@@ -18,6 +20,7 @@ from distillery.config import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import load_model
 from distillery.storage import Store
+from distillery.strategies.feature import Capture, cache_column
 
 MANIFEST = "manifest.json"
 
@@ -25,34 +28,50 @@ MANIFEST = "manifest.json"
 class TeacherPredictor:
     """Ray Data callable class: loads the teacher once per actor, then maps batches."""
 
-    def __init__(self, store_root: str, teacher_parts: tuple[str, ...], metadata: dict):
+    def __init__(self, store_root: str, teacher_parts: tuple[str, ...], metadata: dict,
+                 layers: list[str]):
         torch.set_num_threads(1)  # actors hold fractional CPUs; intra-op threads would fight
         self.model, _ = load_model(Store(store_root), teacher_parts)
+        self.layers = layers
+        self.capture = Capture(self.model, layers)
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         x = torch.tensor(fixed_list_to_numpy(batch["x"]))
         with torch.inference_mode():
-            logits = self.model(x).float().numpy()  # (B, C)
-        column = pa.FixedSizeListArray.from_arrays(pa.array(logits.reshape(-1)), logits.shape[1])
-        out = batch.append_column("logits", column)
+            out = batch.append_column("logits", _fixed_list(self.model(x)))
+            for layer in self.layers:
+                out = out.append_column(cache_column(layer),
+                                        _fixed_list(self.capture.outputs[layer]))
         return out.replace_schema_metadata(self.metadata)
 
 
-def cache_key(teacher_fp: str, data_fp: str) -> str:
-    return f"{teacher_fp}-{data_fp}"
+def _fixed_list(t: torch.Tensor) -> pa.FixedSizeListArray:
+    """(B, ...) tensor -> one fixed-size float32 list per row, flattened."""
+    rows = t.float().reshape(len(t), -1).numpy()
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])
+
+
+def cache_key(teacher_fp: str, data_fp: str, layers: list[str] = ()) -> str:
+    if not layers:
+        return f"{teacher_fp}-{data_fp}"
+    digest = hashlib.sha256("\n".join(sorted(layers)).encode()).hexdigest()[:8]
+    return f"{teacher_fp}-{data_fp}-f{digest}"
 
 
 def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
-                teacher_fp: str, data_fp: str, spec_hash: str, inference: InferenceSpec) -> dict:
-    """Write (or reuse) the logit cache for `rows`; returns the manifest."""
-    key = cache_key(teacher_fp, data_fp)
+                teacher_fp: str, data_fp: str, spec_hash: str, inference: InferenceSpec,
+                layers: list[str] = ()) -> dict:
+    """Write (or reuse) the teacher cache for `rows`, with the outputs of `layers` too;
+    returns the manifest (its `key` names the cache directory)."""
+    layers = sorted(layers)
+    key = cache_key(teacher_fp, data_fp, layers)
     if store.exists("cache", key, MANIFEST):
         manifest = store.read_json("cache", key, MANIFEST)
         print(f"teacher-infer: reusing cache {store.uri('cache', key)} "
               f"({manifest['rows']} rows; same teacher {teacher_fp} and data {data_fp})",
               flush=True)
-        return manifest
+        return {**manifest, "key": key}
     store.remove_dir("cache", key)  # an interrupted earlier write, never committed
     started = time.perf_counter()
     metadata = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp,
@@ -64,7 +83,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     ds = ray.data.from_arrow(blocks).map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"store_root": store.root, "teacher_parts": teacher_parts,
-                               "metadata": metadata},
+                               "metadata": metadata, "layers": layers},
         batch_size=inference.batch_size,
         batch_format="pyarrow",
         concurrency=tuple(inference.concurrency),
@@ -74,9 +93,10 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     ds.write_parquet(store.fs_path("cache", key), filesystem=store.fs)
     manifest = {
         **metadata,
+        "key": key,
         "rows": rows.num_rows,
         "labelled_rows": rows.num_rows - rows["label"].null_count,
-        "columns": ["id", "x", "label", "logits"],
+        "columns": ["id", "x", "label", "logits", *map(cache_column, layers)],
         "seconds": round(time.perf_counter() - started, 2),
     }
     store.write_json(manifest, "cache", key, MANIFEST)

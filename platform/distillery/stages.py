@@ -16,13 +16,15 @@ import ray
 import torch
 from torch import nn
 
-from distillery.cache import build_cache, cache_key, read_cache
-from distillery.config import PipelineSpec, TrainSpec
+from distillery.cache import build_cache, read_cache
+from distillery.config import InferenceSpec, PipelineSpec, SpecError, TeacherSpec, TrainSpec
 from distillery.data import Splits, load_splits
-from distillery.data.splits import to_table
+from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id
 from distillery.storage import Store
+from distillery.strategies.curriculum import difficulty, pacing_fraction, thresholds
+from distillery.strategies.feature import Adapter, layer_names, output_shapes
 from distillery.train import TrainJob, fit, load_weights
 
 LATEST = "latest.json"
@@ -47,26 +49,34 @@ class Pipeline:
         h.update(self.splits.fingerprint().encode())
         return h.hexdigest()[:16]
 
-    # ------------------------------------------------------------ teacher
+    # ------------------------------------------------------------ teachers
 
-    def teacher_parts(self) -> tuple[str, ...]:
-        name = self.spec.teacher.name
+    def teacher_specs(self) -> list[TeacherSpec]:
+        """`teacher`, then any `distill.multi_teacher.teachers`."""
+        multi = self.spec.distill.multi_teacher
+        return [self.spec.teacher, *(multi.teachers if multi else [])]
+
+    def teacher_parts(self, name: str | None = None) -> tuple[str, ...]:
+        name = name or self.spec.teacher.name
         if not self.store.exists("teachers", name, LATEST):
             raise FileNotFoundError(
                 f"no teacher {name!r} in {self.store.root}; run `distillery train-teacher` first")
         return ("teachers", name, self.store.read_json("teachers", name, LATEST)["fingerprint"])
 
     def train_teacher(self) -> dict:
-        """Train (or import a pretrained) teacher; store it under its fingerprint."""
-        spec, splits = self.spec.teacher, self.splits
+        """Train (or import) every teacher of the spec; returns the card of `teacher`."""
+        return [self._train_one_teacher(t) for t in self.teacher_specs()][0]
+
+    def _train_one_teacher(self, spec: TeacherSpec) -> dict:
+        splits = self.splits
         model = build_model(spec.model, splits.num_features, splits.num_classes)
         metrics: dict = {}
         if not spec.pretrained:
             run_id = new_run_id(spec.name)
-            result = self._fit(spec.model, spec.train, "supervised", {}, "teacher",
+            result = self._fit(spec.model, spec.train, "supervised", {}, f"teacher {spec.name}",
                                to_table(splits.x_train, splits.y_train),
                                self.store.uri("teachers", spec.name, "runs", run_id))
-            model.load_state_dict(load_weights(result))
+            model.load_state_dict(load_weights(result)[0])
             metrics = {"val_accuracy": result.metrics["val_accuracy"], "run_id": run_id}
         metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
         fp = fingerprint(spec.model, model)
@@ -76,33 +86,162 @@ class Pipeline:
                           spec=self.spec.model_dump())
         card = save_model(self.store, ("teachers", spec.name, fp), model, card)
         self.store.write_json({"fingerprint": fp}, "teachers", spec.name, LATEST)
-        print(f"train-teacher: {card['params']} params, test accuracy "
+        print(f"train-teacher: {spec.name}: {card['params']} params, test accuracy "
               f"{metrics['test_accuracy']:.4f} -> {self.store.uri('teachers', spec.name, fp)}",
               flush=True)
         return card
 
     # ------------------------------------------------------------ cache
 
-    def teacher_infer(self) -> dict:
-        parts = self.teacher_parts()
+    def teacher_infer(self) -> dict | None:
+        """Build (or reuse) the cache of every teacher the strategy reads; returns the manifest
+        of `teacher`'s (None for online distillation, which has no teacher)."""
+        manifests = self._teacher_caches()
+        return manifests[0] if manifests else None
+
+    def _teacher_caches(self) -> list[dict]:
+        d = self.spec.distill
+        if d.strategy == "online":
+            print("teacher-infer: online distillation has no teacher; nothing to cache",
+                  flush=True)
+            return []
+        layers = ([p.teacher for p in d.feature.pairs]
+                  if d.strategy == "feature" and d.feature.cache else [])
+        return [self._cache(self.teacher_parts(t.name), t.inference, layers if i == 0 else [])
+                for i, t in enumerate(self.teacher_specs())]
+
+    def _cache(self, parts: tuple[str, ...], inference: InferenceSpec,
+               layers: list[str] = ()) -> dict:
+        teacher_fp = self.store.read_json(*parts, "card.json")["fingerprint"]
         return build_cache(self.store, self.splits.distill_rows(), teacher_parts=parts,
-                           teacher_fp=parts[-1], data_fp=self.data_fingerprint,
-                           spec_hash=self.spec.spec_hash(), inference=self.spec.teacher.inference)
+                           teacher_fp=teacher_fp, data_fp=self.data_fingerprint,
+                           spec_hash=self.spec.spec_hash(), inference=inference, layers=layers)
 
     # ------------------------------------------------------------ students
 
     def distill(self, run_id: str | None = None, callbacks: list | None = None) -> dict:
-        """Distill the student from the cache; `run_id` of an unfinished run resumes it.
+        """Distill the student by `distill.strategy`; `run_id` of an unfinished run resumes it.
         `callbacks` go to the trainer's RunConfig (a Tune trial passes its reporter)."""
-        manifest = self.teacher_infer()
-        key = cache_key(manifest["teacher_fingerprint"], manifest["data_fingerprint"])
         d = self.spec.distill
         run_id = run_id or new_run_id(self.spec.name)
-        result = self._fit(self.spec.student.model, d, d.strategy,
-                           {"temperature": d.temperature, "alpha": d.alpha}, "student",
-                           read_cache(self.store, key), self.store.uri("students", run_id),
-                           callbacks)
-        return self._export_student(run_id, result, "student", manifest["teacher_fingerprint"])
+        if d.strategy == "online":
+            return self._distill_online(run_id, callbacks)
+        if d.strategy == "progressive":
+            return self._distill_progressive(run_id, callbacks)
+        self.check_strategy()
+        manifests = self._teacher_caches()
+        rows = read_cache(self.store, manifests[0]["key"])
+        for i, extra in enumerate(manifests[1:], start=1):
+            rows = join_teacher(rows, read_cache(self.store, extra["key"]), f"logits_{i}")
+        result = self._fit(self.spec.student.model, d, d.strategy, self._strategy_params(),
+                           "student", rows, self.store.uri("students", run_id), callbacks)
+        return self._export_student(run_id, load_weights(result)[0], "student",
+                                    self.spec.student.model, self.teacher_parts())
+
+    def check_strategy(self) -> None:
+        """Feature pairs name layers that exist and shapes an adapter can bridge; raises
+        SpecError naming the pair, before any Ray work."""
+        d = self.spec.distill
+        if d.strategy != "feature":
+            return
+        splits = self.splits
+        student = build_model(self.spec.student.model, splits.num_features, splits.num_classes)
+        teacher, _ = load_model(self.store, self.teacher_parts())
+        for i, pair in enumerate(d.feature.pairs):
+            for role, model in (("student", student), ("teacher", teacher)):
+                names = layer_names(model)
+                if getattr(pair, role) not in names:
+                    raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer "
+                                    f"{getattr(pair, role)!r} in the {role}; valid: {names}")
+            s_shape = output_shapes(student, [pair.student], splits.num_features)[pair.student]
+            t_shape = output_shapes(teacher, [pair.teacher], splits.num_features)[pair.teacher]
+            try:
+                Adapter(s_shape, t_shape)
+            except ValueError as err:
+                raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
+
+    def _strategy_params(self) -> dict:
+        d, splits = self.spec.distill, self.splits
+        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
+        if d.strategy == "feature":
+            pairs = [p.model_dump() for p in d.feature.pairs]
+            student = build_model(self.spec.student.model, splits.num_features,
+                                  splits.num_classes)
+            teacher, _ = load_model(self.store, self.teacher_parts())
+            params.update(
+                pairs=pairs,
+                student_shapes=output_shapes(student, sorted({p["student"] for p in pairs}),
+                                             splits.num_features),
+                teacher_shapes=output_shapes(teacher, sorted({p["teacher"] for p in pairs}),
+                                             splits.num_features),
+                live_teacher=None if d.feature.cache else (self.store.root,
+                                                           list(self.teacher_parts())))
+        if d.strategy == "multi_teacher":
+            m = d.multi_teacher
+            params.update(num_teachers=len(m.teachers) + 1, weighting=m.weighting,
+                          teacher_weights=m.weights)
+        return params
+
+    def _distill_progressive(self, run_id: str, callbacks: list | None) -> dict:
+        """teacher -> assistant 0 -> ... -> student; each stage a response-KD run on the
+        previous stage's cache, with the curriculum if one is given. Finished stages are kept,
+        so a resumed chain restarts at its first unfinished stage."""
+        d = self.spec.distill
+        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
+        teacher = self.teacher_parts()
+        stages = [(("students", run_id, "assistants", str(i)), spec, f"assistant {i}")
+                  for i, spec in enumerate(d.progressive.assistants)]
+        stages.append((("students", run_id), self.spec.student.model, "student"))
+        for parts, model_spec, label in stages:
+            if not self.store.exists(*parts, "card.json"):
+                manifest = self._cache(teacher, self.spec.teacher.inference)
+                curriculum = (self._curriculum(manifest["key"]) if d.progressive.curriculum
+                              else None)
+                result = self._fit(model_spec, d, "response", params, label,
+                                   read_cache(self.store, manifest["key"]),
+                                   self.store.uri(*parts), callbacks, curriculum)
+                role = "student" if label == "student" else "assistant"
+                self._export_student(run_id, load_weights(result)[0], role, model_spec,
+                                     teacher, parts)
+            teacher = parts
+        return self.store.read_json("students", run_id, "card.json")
+
+    def _curriculum(self, cache_key_: str) -> dict:
+        """Per-epoch difficulty thresholds from the teacher's outputs on every cached row."""
+        c, epochs = self.spec.distill.progressive.curriculum, self.spec.distill.epochs
+        scores = []
+        for batch in read_cache(self.store, cache_key_).select_columns(
+                ["logits", "label"]).iter_batches(batch_size=65_536, batch_format="pyarrow"):
+            logits = torch.from_numpy(fixed_list_to_numpy(batch["logits"]))
+            labels = torch.from_numpy(batch["label"].fill_null(-1).to_numpy(
+                zero_copy_only=False))
+            scores.append(difficulty(logits, labels, c.score).numpy())
+        fractions = [pacing_fraction(e, epochs, c.pacing, c.start, c.full_at)
+                     for e in range(epochs)]
+        print("curriculum: share of rows per epoch "
+              + " ".join(f"{f:.2f}" for f in fractions), flush=True)
+        return {"score": c.score, "thresholds": thresholds(np.concatenate(scores), fractions)}
+
+    def _distill_online(self, run_id: str, callbacks: list | None) -> dict:
+        """Deep mutual learning of the student and `online.peers` on the distillation rows;
+        every peer is exported under peers/<k>/ and the best on validation is the student."""
+        d, splits = self.spec.distill, self.splits
+        specs = [self.spec.student.model, *d.online.peers]
+        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl,
+                  "peers": [p.model_dump() for p in d.online.peers],
+                  "num_features": splits.num_features, "num_classes": splits.num_classes}
+        result = self._fit(self.spec.student.model, d, "online", params, "online",
+                           splits.distill_rows(), self.store.uri("students", run_id), callbacks)
+        states = load_weights(result)
+        val = []
+        for k, (spec, state) in enumerate(zip(specs, states, strict=True)):
+            card = self._export_student(run_id, state, "peer", spec, None,
+                                        ("students", run_id, "peers", str(k)))
+            val.append(card["metrics"]["val_accuracy"])
+        best = int(np.argmax(val))
+        print(f"online: peer validation accuracies {[round(v, 4) for v in val]}; "
+              f"peer {best} is the student", flush=True)
+        return self._export_student(run_id, states[best], "student", specs[best], None)
 
     def baseline(self, run_id: str | None = None) -> dict:
         """The student's architecture on labels only, with the distilled student's budget.
@@ -119,7 +258,8 @@ class Pipeline:
         run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
         result = self._fit(self.spec.student.model, self.spec.distill, "supervised", {},
                            "baseline", rows, self.store.uri("students", run_id))
-        return self._export_student(run_id, result, "baseline", None)
+        return self._export_student(run_id, load_weights(result)[0], "baseline",
+                                    self.spec.student.model, None)
 
     def unfinished_runs(self) -> list[str]:
         """students/<run_id> of this spec's distill runs without an exported card, oldest first."""
@@ -130,7 +270,8 @@ class Pipeline:
     # ------------------------------------------------------------ shared
 
     def _fit(self, model_spec, train_spec: TrainSpec, strategy: str, params: dict, label: str,
-             train_rows, run_dir: str, callbacks: list | None = None):
+             train_rows, run_dir: str, callbacks: list | None = None,
+             curriculum: dict | None = None):
         splits = self.splits
         train_ds = (train_rows if isinstance(train_rows, ray.data.Dataset)
                     else ray.data.from_arrow(train_rows))
@@ -140,29 +281,47 @@ class Pipeline:
             model=model_spec.model_dump(),
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
             num_features=splits.num_features, num_classes=splits.num_classes,
-            rows=train_ds.count(), strategy=strategy, strategy_params=params, label=label)
+            rows=train_ds.count(), strategy=strategy, strategy_params=params, label=label,
+            curriculum=curriculum)
         val_ds = ray.data.from_arrow(to_table(splits.x_val, splits.y_val)).materialize()
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "
               f"-> {run_dir}", flush=True)
         return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
 
-    def _export_student(self, run_id: str, result, role: str, teacher_fp: str | None) -> dict:
+    def _export_student(self, run_id: str, state: dict, role: str, model_spec,
+                        teacher_parts: tuple[str, ...] | None,
+                        parts: tuple[str, ...] | None = None) -> dict:
+        """Save a trained model with its card under `parts` (default students/<run_id>).
+        `teacher_parts`: the model it learned from; agreement is always measured against the
+        pipeline's `teacher` (when trained), so every strategy is compared on one scale."""
         splits, spec = self.splits, self.spec
-        model = build_model(spec.student.model, splits.num_features, splits.num_classes)
-        model.load_state_dict(load_weights(result))
-        metrics = {"val_accuracy": result.metrics["val_accuracy"],
+        parts = parts or ("students", run_id)
+        model = build_model(model_spec, splits.num_features, splits.num_classes)
+        model.load_state_dict(state)
+        metrics = {"val_accuracy": accuracy(model, splits.x_val, splits.y_val),
                    "test_accuracy": accuracy(model, splits.x_test, splits.y_test)}
-        if teacher_fp:
+        if self.store.exists("teachers", spec.teacher.name, LATEST):
             teacher, _ = load_model(self.store, self.teacher_parts())
             metrics["test_agreement"] = agreement(model, teacher, splits.x_test)
-        card = model_card(model, spec.student.model, num_features=splits.num_features,
+        teacher_fp = (self.store.read_json(*teacher_parts, "card.json")["fingerprint"]
+                      if teacher_parts else None)
+        card = model_card(model, model_spec, num_features=splits.num_features,
                           num_classes=splits.num_classes, role=role, run_id=run_id,
+                          strategy=spec.distill.strategy if role != "baseline" else "supervised",
+                          fingerprint=fingerprint(model_spec, model),
                           teacher_fingerprint=teacher_fp, data_fingerprint=self.data_fingerprint,
                           metrics=metrics, spec=spec.model_dump())
-        card = save_model(self.store, ("students", run_id), model, card)
+        card = save_model(self.store, parts, model, card)
         print(f"{role}: {card['params']} params, test accuracy {metrics['test_accuracy']:.4f} "
-              f"-> {self.store.uri('students', run_id)}", flush=True)
+              f"-> {self.store.uri(*parts)}", flush=True)
         return card
+
+
+def join_teacher(rows: ray.data.Dataset, other: ray.data.Dataset,
+                 column: str) -> ray.data.Dataset:
+    """`rows` with another teacher's logits as `column`, matched by row id."""
+    other = other.select_columns(["id", "logits"]).rename_columns({"logits": column})
+    return rows.join(other, join_type="inner", num_partitions=2, on=("id",))
 
 
 def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:

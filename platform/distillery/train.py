@@ -35,6 +35,7 @@ from distillery.losses import weighted_sum
 from distillery.models import build_model
 from distillery.storage import filesystem
 from distillery.strategies import build_strategy
+from distillery.strategies.curriculum import curriculum_weight
 
 CHECKPOINT_TAG = "deepspeed"
 WEIGHTS_FILE = "model.pt"
@@ -52,6 +53,7 @@ class TrainJob:
     strategy: str = "supervised"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # for log lines: "teacher", "student", "baseline"
+    curriculum: dict | None = None  # {"score": ..., "thresholds": [one per epoch]}
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
@@ -88,11 +90,14 @@ def deepspeed_config(spec: TrainSpec, world_size: int, on_gpu: bool) -> dict:
 
 
 def batch_to_tensors(batch, device, dtype, needs: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """pyarrow batch -> tensors; null labels (unlabeled transfer rows) become -1."""
+    """pyarrow batch -> tensors; null labels (unlabeled transfer rows) become -1, and every
+    row gets weight 1 (a curriculum changes that)."""
+    x = torch.tensor(fixed_list_to_numpy(batch["x"]), device=device, dtype=dtype)
     out = {
-        "x": torch.tensor(fixed_list_to_numpy(batch["x"]), device=device, dtype=dtype),
+        "x": x,
         "label": torch.tensor(batch["label"].fill_null(-1).to_numpy(zero_copy_only=False),
                               device=device, dtype=torch.int64),
+        "weight": torch.ones(len(x), device=device),
     }
     for name in needs:
         out[name] = torch.tensor(fixed_list_to_numpy(batch[name]), device=device)
@@ -131,8 +136,9 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(spec.seed)  # identical init on every rank
-    model = build_model(parse_model_spec(job.model), job.num_features, job.num_classes)
+    student = build_model(parse_model_spec(job.model), job.num_features, job.num_classes)
     strategy = build_strategy(job.strategy, **job.strategy_params)
+    model = strategy.wrap(student)
     ds_config = deepspeed_config(spec, world, device.type == "cuda")
     micro = ds_config["train_micro_batch_size_per_gpu"]
     steps_per_epoch = math.ceil((job.rows // world) / micro)
@@ -157,6 +163,7 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     # the same names on every rank: they are the layout of the all-reduce below
     names = ["loss", *sorted(strategy.weights)]
+    num_models = strategy.num_models
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
@@ -167,8 +174,11 @@ def train_loop_per_worker(config: dict) -> None:
             local_shuffle_seed=spec.seed * 100_003 + epoch * world + rank,
         ):
             tensors = batch_to_tensors(batch, device, dtype, strategy.needs)
-            logits = engine(tensors["x"])
-            terms = strategy.loss_terms(logits, tensors)
+            if job.curriculum:
+                tensors["weight"] = curriculum_weight(
+                    tensors["logits"], tensors["label"], job.curriculum["score"],
+                    job.curriculum["thresholds"][epoch])
+            terms = strategy.loss_terms(engine(tensors["x"]), tensors)
             loss = weighted_sum(terms, strategy.weights)
             engine.backward(loss)
             engine.step()
@@ -180,21 +190,23 @@ def train_loop_per_worker(config: dict) -> None:
         # Every rank scores the whole (small, unsplit) validation set: no split barrier, and
         # ZeRO-3 needs all ranks in each forward anyway.
         engine.eval()
-        correct = seen = 0
+        correct, seen = [0] * num_models, 0
         with torch.no_grad():
             for batch in val_shard.iter_batches(batch_size=4096, batch_format="pyarrow"):
                 tensors = batch_to_tensors(batch, device, dtype, ())
-                pred = engine(tensors["x"]).argmax(dim=-1)
-                correct += (pred == tensors["label"]).sum().item()
-                seen += len(pred)
+                for i, logits in enumerate(strategy.predictions(engine(tensors["x"]))):
+                    correct[i] += (logits.argmax(dim=-1) == tensors["label"]).sum().item()
+                seen += len(tensors["x"])
 
         totals = _allreduce([sums[n] for n in names] + [batches, rows], device)
         batches_all, rows_all = totals[len(names):]
         seconds = time.perf_counter() - started
         metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
+        if num_models > 1:  # online peers: each one's, and the best as val_accuracy
+            metrics.update({f"val_accuracy_{i}": c / seen for i, c in enumerate(correct)})
         metrics.update(
             epoch=epoch + 1,
-            val_accuracy=correct / seen,
+            val_accuracy=max(correct) / seen,
             lr=scheduler.get_last_lr()[0],
             rows_per_second=rows_all / seconds,
             epoch_seconds=seconds,
@@ -203,7 +215,7 @@ def train_loop_per_worker(config: dict) -> None:
         if (epoch + 1) % spec.checkpoint_every and not last:
             ray.train.report(metrics)
         else:
-            weights = _full_state_dict(engine, spec.zero_stage)
+            weights = strategy.export(_full_state_dict(engine, spec.zero_stage))
             with tempfile.TemporaryDirectory() as tmp:
                 engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
                 if rank == 0:
@@ -248,6 +260,7 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
     return trainer.fit()
 
 
-def load_weights(result: ray.train.Result) -> dict[str, torch.Tensor]:
+def load_weights(result: ray.train.Result) -> list[dict[str, torch.Tensor]]:
+    """The exported state dicts of the last checkpoint: the student's first, then any peers'."""
     with result.checkpoint.as_directory() as ckpt_dir:
         return torch.load(os.path.join(ckpt_dir, WEIGHTS_FILE), weights_only=True)

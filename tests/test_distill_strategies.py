@@ -1,0 +1,95 @@
+"""Every strategy end to end, small: 2 Ray Train workers with DeepSpeed, real caches, exports
+that load back as plain models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillery.config import SpecError
+from distillery.models import load_model
+from distillery.stages import Pipeline
+
+from conftest import tiny_spec
+
+FEATURE = "{pairs: [{student: features.3, teacher: features.3, loss: cosine}]}"
+ASSISTANT = "{assistants: [{arch: cnn1d, channels: [12, 16], hidden: 16}], curriculum: {}}"
+SECOND_TEACHER = ("{teachers: [{name: mlp-teacher, model: {arch: mlp, hidden: [32]}, "
+                  "train: {epochs: 2, batch_size: 128}}], weighting: confidence}")
+PEERS = "{peers: [{arch: mlp, hidden: [32]}]}"
+
+
+def distill(store, *overrides):
+    pipeline = Pipeline(tiny_spec(store, "distill.epochs=1", *overrides))
+    card = pipeline.distill()
+    model, stored = load_model(pipeline.store, ("students", card["run_id"]))
+    assert stored["strategy"] == pipeline.spec.distill.strategy
+    assert model(torch.zeros(2, pipeline.splits.num_features)).shape == (2, 10)
+    return pipeline, card
+
+
+@pytest.mark.parametrize("kl", ["reverse", "jsd"])
+def test_response_with_other_divergences(local_ray, store_copy, kl):
+    _, card = distill(store_copy, f"distill.kl={kl}")
+    assert card["metrics"]["test_agreement"] > 0.3
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_feature_distillation_from_cache_or_live_teacher(local_ray, store_copy, cached):
+    pipeline, card = distill(store_copy, "distill.strategy=feature",
+                             f"distill.feature={FEATURE[:-1]}, cache: {str(cached).lower()}}}")
+    caches = pipeline.store.listdir("cache")
+    # the mapped layer lands in a cache of its own, or the teacher ran live in the workers
+    assert any(key.count("-") == 2 for key in caches) == cached
+    assert card["architecture"] == pipeline.spec.student.model.model_dump()
+
+
+def test_feature_pair_naming_a_missing_layer_fails_before_training(local_ray, store_copy):
+    pipeline = Pipeline(tiny_spec(store_copy, "distill.strategy=feature",
+                                  "distill.feature={pairs: [{student: features.9, "
+                                  "teacher: features.3}]}"))
+    with pytest.raises(SpecError, match=r"distill.feature.pairs.0.student: no layer "
+                                        r"'features.9' in the student; valid: \['features'"):
+        pipeline.distill()
+    assert not pipeline.store.exists("students")
+
+
+def test_teacher_assistant_chain_with_curriculum_resumes_at_the_unfinished_stage(
+        local_ray, store_copy, capsys):
+    pipeline, card = distill(store_copy, "distill.strategy=progressive",
+                             f"distill.progressive={ASSISTANT}")
+    run = ("students", card["run_id"])
+    assistant = pipeline.store.read_json(*run, "assistants", "0", "card.json")
+    assert assistant["role"] == "assistant"
+    assert card["teacher_fingerprint"] == assistant["fingerprint"]  # learned from the TA
+    assert "curriculum: share of rows per epoch" in capsys.readouterr().out
+    # a crash after the assistant: the rerun keeps it and trains only the student
+    pipeline.store.remove_dir(*run, "checkpoints")
+    for name in ("card.json", "model.pt", "model.ts"):
+        (store_copy / "students" / card["run_id"] / name).unlink()
+    assert pipeline.unfinished_runs() == [card["run_id"]]
+    pipeline.distill(card["run_id"])
+    out = capsys.readouterr().out
+    assert "assistant 0: training" not in out and "student: training" in out
+    assert pipeline.store.read_json(*run, "assistants", "0", "card.json") == assistant
+
+
+def test_multi_teacher_trains_both_teachers_and_joins_their_caches(local_ray, store_copy):
+    pipeline = Pipeline(tiny_spec(store_copy, "distill.epochs=1",
+                                  "distill.strategy=multi_teacher",
+                                  f"distill.multi_teacher={SECOND_TEACHER}"))
+    pipeline.train_teacher()
+    assert pipeline.store.exists("teachers", "mlp-teacher", "latest.json")
+    card = pipeline.distill()
+    assert len(pipeline.store.listdir("cache")) == 2
+    assert card["metrics"]["test_agreement"] > 0.3
+
+
+def test_online_mutual_learning_exports_every_peer_and_picks_the_best(local_ray, store_copy):
+    pipeline, card = distill(store_copy, "distill.strategy=online", f"distill.online={PEERS}")
+    run = ("students", card["run_id"])
+    peers = [pipeline.store.read_json(*run, "peers", k, "card.json") for k in ("0", "1")]
+    best = max(peers, key=lambda c: c["metrics"]["val_accuracy"])
+    assert card["architecture"] == best["architecture"]
+    assert card["metrics"]["val_accuracy"] == best["metrics"]["val_accuracy"]
+    assert not pipeline.store.exists("cache")  # no teacher outputs needed
