@@ -23,8 +23,13 @@ demo: $(STAMP)
 	$(BIN)/distillery quickstart --config jobs/configs/mnist1d.yaml --output-dir quickstart-out
 
 test: $(STAMP)
-	$(BIN)/ruff check platform jobs tests
+	$(BIN)/ruff check platform jobs tests bench
 	$(BIN)/pytest -q
+
+# Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
+# its section of BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python bench/strategies.py
 
 clean:
 	rm -rf $(VENV) runs quickstart-out

@@ -1,0 +1,32 @@
+"""BENCHMARKS.md is assembled from sections, one per bench, each rewritten by its own run."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+HEADER = ("# Benchmarks\n\nEach section is rewritten by the bench named in it; numbers come "
+          "from one run on the machine it names.\n")
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+
+
+def update_section(name: str, markdown: str) -> None:
+    """Replace (or append) the section between this bench's markers, atomically."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = BENCHMARKS.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(BENCHMARKS)

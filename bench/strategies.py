@@ -1,0 +1,52 @@
+"""Strategy table: every variant of bench/strategies.yaml on the quickstart's teacher and
+student, 3 seeds each, same data and epochs for all. Writes bench/results/strategies.json and
+the "strategies" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/strategies.py [--seeds 3] [--set key.path=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks_md import ROOT, machine, update_section  # noqa: E402
+
+from distillery.compare import (  # noqa: E402
+    compare_strategies,
+    format_markdown,
+    load_variants,
+    write_result,
+)
+from distillery.models.artifacts import library_versions  # noqa: E402
+from distillery.runtime import ensure_ray  # noqa: E402
+
+# The budget every variant shares: the reference spec (20 epochs) with a 20k-row transfer set
+# instead of 50k, so that 8 variants x 3 seeds fit in ~30 minutes on 2 cores.
+BUDGET = ["data.transfer.num_samples=20000", "store=./runs/bench"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    ensure_ray()
+    overrides = [*BUDGET, *args.overrides]
+    result = compare_strategies(ROOT / "jobs/configs/mnist1d.yaml", overrides,
+                                load_variants(ROOT / "bench/strategies.yaml"),
+                                list(range(args.seeds)))
+    result.update(machine=machine(), versions=library_versions(), overrides=overrides)
+    write_result(result, ROOT / "bench/results/strategies.json")
+    update_section("strategies", "## Strategies (`bench/strategies.py`)\n\n"
+                   f"Reference spec with `{' '.join(overrides)}`; "
+                   f"{result['machine']['cpus']} CPUs.\n\n" + format_markdown(result))
+    print(format_markdown(result))
+
+
+if __name__ == "__main__":
+    main()
