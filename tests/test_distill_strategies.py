@@ -28,9 +28,9 @@ def distill(store, *overrides):
     return pipeline, card
 
 
-@pytest.mark.parametrize("kl", ["reverse", "jsd"])
-def test_response_with_other_divergences(local_ray, store_copy, kl):
-    _, card = distill(store_copy, f"distill.kl={kl}")
+def test_response_with_another_divergence(local_ray, store_copy):
+    # reverse KL and JSD share this path; their values are pinned in test_losses.py
+    _, card = distill(store_copy, "distill.kl=jsd")
     assert card["metrics"]["test_agreement"] > 0.3
 
 

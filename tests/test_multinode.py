@@ -1,5 +1,6 @@
 """A multi-node Ray cluster simulated on this machine: each stage pinned to its own node by a
-custom resource, with an s3:// store as the only thing the nodes share."""
+custom resource, with an s3:// store (moto's standalone server on 127.0.0.1) as the only thing
+the nodes share."""
 
 import json
 
@@ -12,7 +13,7 @@ from distillery.quickstart import quickstart
 from distillery.runtime import ensure_ray
 from distillery.stages import Pipeline
 
-from conftest import BUCKET, s3_client, tiny_spec
+from conftest import BUCKET, ROOT, s3_client, tiny_spec
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +58,28 @@ def test_quickstart_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_p
     map_workers = {n for cls, ids in nodes.items() if "MapWorker" in cls for n in ids}
     assert map_workers == {node_ids["infer_node"]}
     assert nodes["RayTrainWorker"] == {node_ids["teacher_node"], node_ids["distill_node"]}
+    check_s3_layout(s3_client(s3_env), "multinode", summary, tmp_path)
+
+
+def check_s3_layout(s3, prefix: str, summary: dict, tmp_path) -> None:
+    """DESIGN.md's layout: teachers/<name>/<fp>/, cache/<teacher_fp>-<data_fp>/,
+    students/<run>/, each committed by its marker, and no local path in what was written."""
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"{prefix}/") for o in page.get("Contents", [])]
+    cards = [k for k in keys if k.endswith("card.json")]
+    student_run, baseline_run = summary["student"]["run_id"], summary["baseline"]["run_id"]
+    teacher_cards = [k for k in cards if k.startswith(f"{prefix}/teachers/cnn-teacher/")]
+    assert len(teacher_cards) == 1
+    teacher_fp = teacher_cards[0].split("/")[3]
+    for run in (student_run, baseline_run):
+        assert f"{prefix}/students/{run}/card.json" in cards
+        assert f"{prefix}/students/{run}/model.ts" in keys
+        assert any(k.startswith(f"{prefix}/students/{run}/checkpoints/epoch-0002/")
+                   for k in keys)
+    manifests = [k for k in keys
+                 if k.startswith(f"{prefix}/cache/") and k.endswith("manifest.json")]
+    assert len(manifests) == 1 and manifests[0].split("/")[2].startswith(f"{teacher_fp}-")
+    assert any(k.startswith(f"{prefix}/cache/") and k.endswith(".parquet") for k in keys)
+    for key in cards + manifests:
+        text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        assert str(tmp_path) not in text and str(ROOT) not in text, key
