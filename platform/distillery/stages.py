@@ -67,6 +67,12 @@ class Pipeline:
         """Train (or import) every teacher of the spec; returns the card of `teacher`."""
         return [self._train_one_teacher(t) for t in self.teacher_specs()][0]
 
+    def ensure_teachers(self) -> None:
+        """Train the teachers of the spec that the store does not hold yet."""
+        for spec in self.teacher_specs():
+            if not self.store.exists("teachers", spec.name, LATEST):
+                self._train_one_teacher(spec)
+
     def _train_one_teacher(self, spec: TeacherSpec) -> dict:
         splits = self.splits
         model = build_model(spec.model, splits.num_features, splits.num_classes)
@@ -128,52 +134,26 @@ class Pipeline:
             return self._distill_online(run_id, callbacks)
         if d.strategy == "progressive":
             return self._distill_progressive(run_id, callbacks)
-        self.check_strategy()
+        params = self._strategy_params()
         manifests = self._teacher_caches()
         rows = read_cache(self.store, manifests[0]["key"])
         for i, extra in enumerate(manifests[1:], start=1):
             rows = join_teacher(rows, read_cache(self.store, extra["key"]), f"logits_{i}")
-        result = self._fit(self.spec.student.model, d, d.strategy, self._strategy_params(),
-                           "student", rows, self.store.uri("students", run_id), callbacks)
+        result = self._fit(self.spec.student.model, d, d.strategy, params, "student", rows,
+                           self.store.uri("students", run_id), callbacks)
         return self._export_student(run_id, load_weights(result)[0], "student",
                                     self.spec.student.model, self.teacher_parts())
 
-    def check_strategy(self) -> None:
-        """Feature pairs name layers that exist and shapes an adapter can bridge; raises
-        SpecError naming the pair, before any Ray work."""
-        d = self.spec.distill
-        if d.strategy != "feature":
-            return
-        splits = self.splits
-        student = build_model(self.spec.student.model, splits.num_features, splits.num_classes)
-        teacher, _ = load_model(self.store, self.teacher_parts())
-        for i, pair in enumerate(d.feature.pairs):
-            for role, model in (("student", student), ("teacher", teacher)):
-                names = layer_names(model)
-                if getattr(pair, role) not in names:
-                    raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer "
-                                    f"{getattr(pair, role)!r} in the {role}; valid: {names}")
-            s_shape = output_shapes(student, [pair.student], splits.num_features)[pair.student]
-            t_shape = output_shapes(teacher, [pair.teacher], splits.num_features)[pair.teacher]
-            try:
-                Adapter(s_shape, t_shape)
-            except ValueError as err:
-                raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
-
     def _strategy_params(self) -> dict:
-        d, splits = self.spec.distill, self.splits
+        """What the trainer's strategy is built from; feature pairs are checked here, before
+        any Ray work."""
+        d = self.spec.distill
         params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
         if d.strategy == "feature":
-            pairs = [p.model_dump() for p in d.feature.pairs]
-            student = build_model(self.spec.student.model, splits.num_features,
-                                  splits.num_classes)
-            teacher, _ = load_model(self.store, self.teacher_parts())
+            student_shapes, teacher_shapes = self._feature_shapes()
             params.update(
-                pairs=pairs,
-                student_shapes=output_shapes(student, sorted({p["student"] for p in pairs}),
-                                             splits.num_features),
-                teacher_shapes=output_shapes(teacher, sorted({p["teacher"] for p in pairs}),
-                                             splits.num_features),
+                pairs=[p.model_dump() for p in d.feature.pairs],
+                student_shapes=student_shapes, teacher_shapes=teacher_shapes,
                 live_teacher=None if d.feature.cache else (self.store.root,
                                                            list(self.teacher_parts())))
         if d.strategy == "multi_teacher":
@@ -181,6 +161,29 @@ class Pipeline:
             params.update(num_teachers=len(m.teachers) + 1, weighting=m.weighting,
                           teacher_weights=m.weights)
         return params
+
+    def _feature_shapes(self) -> tuple[dict, dict]:
+        """Output shapes of the paired student and teacher layers; a SpecError naming the pair
+        when a layer does not exist or no adapter can bridge the two."""
+        splits, pairs = self.splits, self.spec.distill.feature.pairs
+        models = {
+            "student": build_model(self.spec.student.model, splits.num_features,
+                                   splits.num_classes),
+            "teacher": load_model(self.store, self.teacher_parts())[0],
+        }
+        shapes: dict[str, dict] = {"student": {}, "teacher": {}}
+        for i, pair in enumerate(pairs):
+            for role, model in models.items():
+                layer, names = getattr(pair, role), layer_names(model)
+                if layer not in names:
+                    raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer {layer!r} in "
+                                    f"the {role}; valid: {names}")
+                shapes[role].update(output_shapes(model, [layer], splits.num_features))
+            try:
+                Adapter(shapes["student"][pair.student], shapes["teacher"][pair.teacher])
+            except ValueError as err:
+                raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
+        return shapes["student"], shapes["teacher"]
 
     def _distill_progressive(self, run_id: str, callbacks: list | None) -> dict:
         """teacher -> assistant 0 -> ... -> student; each stage a response-KD run on the
