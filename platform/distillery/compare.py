@@ -30,11 +30,13 @@ def load_variants(path: str | Path) -> dict[str, list[str]]:
 
 
 def compare_strategies(config: str | Path, overrides: list[str], variants: dict[str, list[str]],
-                       seeds: list[int]) -> dict:
-    """Distill every variant for every seed; returns the table as a dict (see `summarize`)."""
+                       seeds: list[int], baseline: bool = True) -> dict:
+    """Distill every variant (and the baseline) for every seed; returns the table as a dict
+    (see `summarize`)."""
     # every spec is validated before the first run, so a typo fails in seconds, not an hour in
+    runs_of = {**variants, BASELINE: []} if baseline else variants
     specs = {(name, seed): load_spec(config, [*overrides, *extra, f"distill.seed={seed}"])
-             for name, extra in {**variants, BASELINE: []}.items() for seed in seeds}
+             for name, extra in runs_of.items() for seed in seeds}
     runs = []
     for (name, seed), spec in specs.items():
         pipeline = Pipeline(spec)
