@@ -227,7 +227,8 @@ class Pipeline:
 
     def _distill_online(self, run_id: str, callbacks: list | None) -> dict:
         """Deep mutual learning of the student and `online.peers` on the distillation rows;
-        every peer is exported under peers/<k>/ and the best on validation is the student."""
+        every peer is exported under peers/<k>/, and the best on validation of those with the
+        student's architecture is the student."""
         d, splits = self.spec.distill, self.splits
         specs = [self.spec.student.model, *d.online.peers]
         params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl,
@@ -241,9 +242,11 @@ class Pipeline:
             card = self._export_student(run_id, state, "peer", spec, None,
                                         ("students", run_id, "peers", str(k)))
             val.append(card["metrics"]["val_accuracy"])
-        best = int(np.argmax(val))
+        # a bigger peer may win on validation, but the student is what fits the budget
+        best = max((k for k, spec in enumerate(specs) if spec == specs[0]), key=val.__getitem__)
         print(f"online: peer validation accuracies {[round(v, 4) for v in val]}; "
-              f"peer {best} is the student", flush=True)
+              f"peer {best} is the student (the best with the student's architecture)",
+              flush=True)
         return self._export_student(run_id, states[best], "student", specs[best], None)
 
     def baseline(self, run_id: str | None = None) -> dict:
