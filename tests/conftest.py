@@ -30,6 +30,8 @@ TINY = [
     "teacher.train.checkpoint_every=1",
     "teacher.inference.batch_size=512",
     "distill.epochs=2",
+    "evaluate.latency.repetitions=20",
+    "evaluate.latency.seconds=0.3",
 ]
 
 BUCKET = "distillery-test"

@@ -41,7 +41,8 @@ def test_bad_spec_exits_with_one_line_and_touches_nothing(store_copy, override, 
 
 def test_missing_data_file_is_named(store_copy):
     result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), *sets(tiny_overrides(
-        store_copy, "data={source: parquet, path: /no/such.parquet, features: [a], label: y}")),
+        store_copy, "data={source: parquet, path: /no/such.parquet, features: [a], label: y}",
+        "evaluate={}")),
         timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: data.path: file not found: /no/such.parquet"
@@ -58,7 +59,7 @@ def test_quickstart_end_to_end(store_copy, tmp_path, no_local_ray):
     assert set(summary["student"]) >= {"params", "accuracy", "agreement"}
     assert set(summary["baseline"]) >= {"params", "accuracy"}
     assert set(summary["stages"]) == {"data", "train-teacher", "teacher-infer", "distill",
-                                      "baseline"}
+                                      "baseline", "evaluate"}
     assert summary["student"]["params"] == summary["baseline"]["params"]
     assert summary["student"]["params"] < summary["teacher"]["params"]
     for role in ("teacher", "student", "baseline"):

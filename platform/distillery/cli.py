@@ -25,13 +25,47 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
         return sub
 
-    command("validate", "check a spec and print it resolved")
+    validate = command("validate", "check a spec and print it resolved")
     command("train-teacher", "train the teacher and store it with its card")
     command("teacher-infer", "run the teacher over the data with Ray Data into the logit cache")
     distill = command("distill", "distill the student with Ray Train + DeepSpeed")
     distill.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_ID",
                          help="continue an interrupted run (default: the newest unfinished one)")
     command("baseline", "train the student architecture on labels only, same budget")
+    evaluate = command("evaluate", "teacher vs students side by side: reports/<run_id>/ "
+                                   "report.html, report.md, report.json; exit 1 if a gate fails")
+    evaluate.add_argument("--models", default=None, metavar="teacher,student[,baseline,RUN_ID]",
+                          help="models to compare, comma-separated: student and baseline are "
+                               "the newest of their role, anything else a run id under "
+                               "students/ (default: teacher, student and baseline where they "
+                               "exist; the teacher is always included)")
+    tune = command("tune", "search distill hyper-parameters with Ray Tune (the tune section)")
+    for sub in (validate, tune):
+        sub.add_argument("--space", default=None, metavar="FILE",
+                         help="the tune section from a file, e.g. tune/mnist1d_response.yaml")
+    tune.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_ID",
+                      help="continue an interrupted search (rerunning the same spec does too)")
+    compare = command("compare-strategies", "distill each variant of a variants file (and the "
+                                            "label-only baseline) on the same teacher, student "
+                                            "and budget; write the table")
+    compare.add_argument("--variants", default="bench/strategies.yaml", metavar="FILE",
+                         help="variant name -> list of key.path=value overrides "
+                              "(default: bench/strategies.yaml)")
+    compare.add_argument("--seeds", type=int, default=1, help="runs per variant (distill.seed "
+                                                               "0..N-1; default 1)")
+    compare.add_argument("--output", default="bench/results/strategies.json", metavar="FILE")
+    serve = command("serve", "serve teacher and student over HTTP with Ray Serve and run the "
+                             "rollout of the spec's serve section")
+    serve.add_argument("--port", type=int, default=None,
+                       help="HTTP port (default: serve.port, 8000)")
+    rollout = command("rollout", "show or steer the rollout of a running `distillery serve` "
+                                 "(token from DISTILLERY_ADMIN_TOKEN)")
+    rollout.add_argument("action", choices=("status", "advance", "pause", "resume", "rollback"))
+    rollout.add_argument("--url", default=None,
+                         help="server address (default: http://serve.host:serve.port)")
+    for sub in (serve, rollout):
+        sub.add_argument("--serving", default=None, metavar="FILE",
+                         help="the serve section from a file, e.g. serve/rollout-canary.yaml")
     quick = command("quickstart", "all stages end to end, with a side-by-side summary")
     quick.add_argument("--output-dir", default="quickstart-out",
                        help="where summary.json goes (default: quickstart-out)")
@@ -41,12 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        spec = load_spec(args.config, args.overrides)
+        overrides = args.overrides
+        if args.command in ("validate", "tune") and args.space:
+            from distillery.tuning.space import space_override
+            overrides = [space_override(args.space), *overrides]
+        if args.command in ("serve", "rollout") and args.serving:
+            from distillery.serving.section import serving_override
+            overrides = [serving_override(args.serving), *overrides]
+        spec = load_spec(args.config, overrides)
+        if args.command == "tune" and spec.tune is None:
+            raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "
+                            "(reference spaces are in tune/)")
+        if spec.tune is not None and args.command in ("validate", "tune"):
+            from distillery.tuning.space import check_space
+            check_space(spec)
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.command == "validate":
         print(spec.model_dump_json(indent=2))
+        return 0
+    if args.command == "rollout":
+        import json
+
+        from distillery.serving.client import AdminError, admin_call
+        try:
+            print(json.dumps(admin_call(spec, args.action, args.url), indent=2))
+        except AdminError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
 
     from distillery.runtime import ensure_ray
@@ -70,6 +127,35 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         print(f"distill: resuming run {run_id}", flush=True)
+    if args.command == "tune":
+        from distillery.tuning.search import unfinished_runs
+        unfinished = unfinished_runs(pipeline.store, spec)
+        wanted = None if args.resume in (None, "latest") else args.resume
+        run_id = wanted or (unfinished[-1] if unfinished else None)
+        if args.resume and run_id not in unfinished:
+            print(f"error: --resume: no unfinished tune run {wanted or ''} of this spec in "
+                  f"{pipeline.store.root}; unfinished: {unfinished or 'none'}", file=sys.stderr)
+            return 2
+        if run_id:
+            print(f"tune: resuming run {run_id} (unfinished, same spec)", flush=True)
+    if args.command == "evaluate":  # a wrong --models fails before Ray starts
+        from distillery.evaluation.selection import select_models
+
+        names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+        try:
+            models = select_models(pipeline, names)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    if args.command == "serve":  # a missing model fails before Ray starts
+        from distillery.serving.admin import token_digest
+        from distillery.serving.app import build_app, serve_forever
+
+        try:
+            app = build_app(spec, token_digest())
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         ensure_ray(args.address)
         if args.command == "train-teacher":
@@ -78,8 +164,33 @@ def main(argv: list[str] | None = None) -> int:
             pipeline.teacher_infer()
         elif args.command == "distill":
             pipeline.distill(run_id)
+        elif args.command == "tune":
+            from distillery.tuning.search import run_search
+            run_search(pipeline, run_id)
         elif args.command == "baseline":
             pipeline.baseline()
+        elif args.command == "evaluate":
+            from distillery.evaluation.report import evaluate
+            from distillery.evaluation.verdict import failure_message
+
+            report = evaluate(pipeline, models)
+            if not report["gates"]["passed"]:
+                print(f"error: {failure_message(report['gates'])}; report: "
+                      f"{report['location']}/report.html", file=sys.stderr)
+                return 1
+        elif args.command == "compare-strategies":
+            from distillery.compare import (
+                compare_strategies,
+                format_markdown,
+                load_variants,
+                write_result,
+            )
+            result = compare_strategies(args.config, args.overrides,
+                                        load_variants(args.variants), list(range(args.seeds)))
+            write_result(result, args.output)
+            print("\n" + format_markdown(result) + f"\n\nresults: {args.output}")
+        elif args.command == "serve":
+            serve_forever(spec, app, args.port)
         elif args.command == "quickstart":
             from distillery.quickstart import quickstart
             quickstart(pipeline, args.output_dir)

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from distillery.storage import is_remote, path_exists
 
@@ -193,12 +202,378 @@ class StudentSpec(Strict):
     model: ModelSpec
 
 
+class FeaturePair(Strict):
+    student: str = Field(min_length=1)
+    """Module name in the student (as `named_modules()` lists it), e.g. `features.3`."""
+    teacher: str = Field(min_length=1)
+    """Module name in the teacher whose output the student's should match."""
+    loss: Literal["mse", "cosine"] = "mse"
+    weight: float = Field(default=1.0, gt=0)
+
+
+class FeatureSpec(Strict):
+    pairs: list[FeaturePair] = Field(min_length=1)
+    """Student layer -> teacher layer; a learned adapter per pair (1x1 conv for channel maps,
+    linear for vectors) projects the student's width onto the teacher's. Adapters are trained
+    with the student and dropped at export."""
+    cache: bool = True
+    """True: teacher-infer writes the mapped teacher layers into the cache; False: every
+    training worker runs the teacher forward live for them (no cache growth)."""
+
+
+class CurriculumSpec(Strict):
+    score: Literal["entropy", "loss"] = "entropy"
+    """Difficulty of a row by the teacher: entropy of its prediction, or its cross-entropy on
+    the label (unlabeled rows fall back to entropy)."""
+    pacing: Literal["linear", "root", "step"] = "linear"
+    """How the share of rows in play grows from `start` to 1 (Hacohen & Weinshall 2019)."""
+    start: float = Field(default=0.3, gt=0, le=1)
+    """Share of the easiest rows used in the first epoch."""
+    full_at: float = Field(default=0.5, gt=0, le=1)
+    """Share of the epochs after which every row is used."""
+
+
+class ProgressiveSpec(Strict):
+    assistants: list[ModelSpec] = Field(default_factory=list)
+    """Teacher-assistant chain, largest first (Mirzadeh et al. 2020): teacher -> TA1 -> ... ->
+    student, each stage a distill run whose student teaches the next stage."""
+    curriculum: CurriculumSpec | None = None
+    """Easy rows first, by the stage's teacher (Bengio et al. 2009)."""
+
+    @model_validator(mode="after")
+    def _something(self) -> ProgressiveSpec:
+        if not self.assistants and self.curriculum is None:
+            raise ValueError("give assistants, a curriculum, or both")
+        return self
+
+
+class MultiTeacherSpec(Strict):
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    """Teachers besides `teacher`, each trained by train-teacher and cached by teacher-infer."""
+    weighting: Literal["fixed", "confidence"] = "fixed"
+    """fixed: `weights`; confidence: per example, by each teacher's top-1 probability."""
+    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    """Fixed weights of [teacher, *teachers]; equal when omitted. Normalized to sum to 1."""
+
+    @model_validator(mode="after")
+    def _weights(self) -> MultiTeacherSpec:
+        if self.weights is not None:
+            if len(self.weights) != len(self.teachers) + 1:
+                raise ValueError(f"weights needs {len(self.teachers) + 1} values (teacher and "
+                                 f"each of teachers), got {len(self.weights)}")
+            if sum(self.weights) <= 0:
+                raise ValueError("weights must not all be 0")
+        return self
+
+
+class OnlineSpec(Strict):
+    peers: list[ModelSpec] = Field(min_length=1)
+    """Models trained together with the student (deep mutual learning, Zhang et al. 2018); no
+    pre-trained teacher. Peers may be bigger (an online teacher) or the student's size. Every
+    peer is exported; the best on validation with the student's architecture is the student."""
+
+
+STRATEGY_SECTIONS = ("feature", "progressive", "multi_teacher", "online")
+"""Strategies with a section of their own in `distill`, named as the strategy."""
+
+
 class DistillSpec(TrainSpec):
-    strategy: Literal["response"] = "response"
+    strategy: Literal["response", "feature", "progressive", "multi_teacher", "online"] = (
+        "response")
+    """How knowledge is transferred; every strategy but `online` adds a KD term to the
+    teacher's outputs, and feature/progressive/multi_teacher/online take their section below."""
     temperature: float = Field(default=4.0, gt=0)
     """Softens both distributions; the KD term is scaled by T^2 (Hinton et al. 2015)."""
     alpha: float = Field(default=0.9, ge=0, le=1)
-    """Weight of the KD term; 1 - alpha weighs the task (cross-entropy) term."""
+    """Weight of the KD (online: mutual) term; 1 - alpha weighs the task term."""
+    kl: Literal["forward", "reverse", "jsd"] = "forward"
+    """KD divergence: forward KL(teacher || student), reverse KL(student || teacher), or
+    Jensen-Shannon."""
+    feature: FeatureSpec | None = None
+    progressive: ProgressiveSpec | None = None
+    multi_teacher: MultiTeacherSpec | None = None
+    online: OnlineSpec | None = None
+
+    @model_validator(mode="after")
+    def _strategy_section(self) -> DistillSpec:
+        for name in STRATEGY_SECTIONS:
+            given = getattr(self, name) is not None
+            if name == self.strategy and not given:
+                raise ValueError(f"strategy {name} needs its `{name}` section")
+            if given and name != self.strategy:
+                raise ValueError(f"`{name}` is only used with strategy {name}, "
+                                 f"not {self.strategy}")
+        return self
+
+
+# ---------------------------------------------------------------- evaluation
+
+GENERATOR_SHIFTS = {"iid_noise": "iid_noise_scale", "corr_noise": "corr_noise_scale",
+                    "translation": "max_translation", "scale": "scale_coeff"}
+"""MNIST-1D shift kinds -> the argument of the mnist1d generator (get_dataset_args) they set."""
+
+
+class ShiftSpec(Strict):
+    kind: Literal["iid_noise", "corr_noise", "translation", "scale", "gaussian_noise",
+                  "feature_dropout", "scaling"]
+    """mnist1d data only: iid_noise, corr_noise, translation and scale regenerate the test split
+    with the generator's iid_noise_scale, corr_noise_scale, max_translation or scale_coeff set to
+    each severity (its defaults: 0.02, 0.25, 48, 0.4). Any data: gaussian_noise adds noise with
+    sigma = severity x each feature's train std; feature_dropout replaces that share of the
+    values by the feature's train mean; scaling multiplies every feature by the severity."""
+    severities: list[Annotated[float, Field(ge=0)]] = Field(min_length=1)
+    """Values of the shift's parameter, mildest first; the report plots accuracy against them."""
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShiftSpec:
+        for value in self.severities:
+            if self.kind == "translation" and (value != int(value) or value < 1):
+                raise ValueError(f"translation severities are max_translation values, whole "
+                                 f"numbers >= 1, got {value}")
+            if self.kind == "scale" and value >= 2:
+                raise ValueError(f"scale severities must be < 2 (the generator scales each "
+                                 f"signal by 1 + scale_coeff * (u - 0.5)), got {value}")
+            if self.kind == "feature_dropout" and value > 1:
+                raise ValueError(f"feature_dropout severities are shares, <= 1, got {value}")
+        return self
+
+
+class LatencySpec(Strict):
+    batch_sizes: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 1024],
+                                                          min_length=1)
+    """Batch sizes timed; the largest also measures throughput gates and peak memory."""
+    warmup: int = Field(default=10, ge=0)
+    """Untimed runs before timing, per batch size (allocator and kernel caches warm up)."""
+    repetitions: int = Field(default=200, ge=5)
+    """Timed runs per batch size, at most; percentiles are over these."""
+    seconds: float = Field(default=2.0, gt=0)
+    """Time budget per model and batch size: timing stops after `repetitions` runs or once
+    this many seconds are spent (but never before 5 runs), whichever comes first."""
+
+
+class GatesSpec(Strict):
+    """Thresholds every evaluated model of role `student` must meet; unset gates are skipped."""
+
+    min_accuracy_ratio: float | None = Field(default=None, gt=0)
+    """Student test accuracy / teacher test accuracy, at least."""
+    min_agreement: float | None = Field(default=None, ge=0, le=1)
+    """Top-1 agreement with the teacher on the test split, at least."""
+    max_ece: float | None = Field(default=None, ge=0, le=1)
+    """Expected calibration error on the test split (before temperature scaling), at most."""
+    min_speedup: float | None = Field(default=None, gt=0)
+    """Student / teacher throughput (rows/s) at the largest latency batch size, at least."""
+
+
+class EvaluateSpec(Strict):
+    shifts: list[ShiftSpec] = Field(default_factory=list)
+    """The robustness suite: each shift is applied to the test split at every severity."""
+    top_k: int = Field(default=3, gt=0)
+    """k of the top-k accuracy (capped at the number of classes)."""
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    """Efficiency timings; each model is timed alone, single-threaded, in a fresh process."""
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    """Pass/fail thresholds; a failing gate makes `distillery evaluate` exit non-zero."""
+
+
+# ---------------------------------------------------------------- tuning
+
+class SearchDim(Strict):
+    """How one spec field is searched; the bounds are checked against the field's own range
+    (distillery.tuning.check_space) before any Ray work."""
+
+    type: Literal["uniform", "loguniform", "choice"]
+    """uniform: evenly between lower and upper; loguniform: evenly in log space, for scale
+    parameters (temperature, learning rate); choice: one of `values`."""
+    lower: float | None = None
+    upper: float | None = None
+    values: list[Any] | None = None
+    """choice only: values the field accepts (numbers, strings; lists and mappings too, except
+    with search_alg optuna)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDim:
+        if self.type == "choice":
+            if not self.values or self.lower is not None or self.upper is not None:
+                raise ValueError("choice takes a non-empty `values` list and no lower/upper")
+            return self
+        if self.values is not None or self.lower is None or self.upper is None:
+            raise ValueError(f"{self.type} takes lower and upper, and no values")
+        if self.upper <= self.lower:
+            raise ValueError(f"upper {self.upper} must be > lower {self.lower}")
+        if self.type == "loguniform" and self.lower <= 0:
+            raise ValueError(f"loguniform needs lower > 0, got {self.lower}")
+        return self
+
+
+class SchedulerSpec(Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    """asha: asynchronous successive halving (Li et al. 2020) stops trials whose metric trails
+    the others' at each rung; fifo: every trial runs all its epochs."""
+    grace_period: int = Field(default=1, gt=0)
+    """asha: epochs every trial runs before it can be stopped."""
+    reduction_factor: float = Field(default=2, gt=1)
+    """asha: rungs at grace_period x reduction_factor^k epochs each keep the top
+    1 / reduction_factor of the trials that reach them."""
+
+    @model_validator(mode="after")
+    def _fifo_alone(self) -> SchedulerSpec:
+        if self.type == "fifo" and self.model_fields_set - {"type"}:
+            raise ValueError("grace_period and reduction_factor are asha settings; fifo takes "
+                             "none")
+        return self
+
+
+class TuneSpec(Strict):
+    space: dict[str, SearchDim] = Field(min_length=1)
+    """Spec field path -> how to search it, e.g. `distill.temperature: {type: loguniform,
+    lower: 1, upper: 16}`. `distill.*` and `student.*` fields only: every trial reads the same
+    teacher and logit cache. The spec's own values must lie in the space: the first trial
+    evaluates them, the baseline the best trial is compared with."""
+    metric: Literal["val_accuracy"] = "val_accuracy"
+    """Per-epoch metric that ranks trials, maximised. Agreement with the teacher is not
+    reported per epoch yet; each completed trial's card has test_agreement."""
+    pareto: bool = False
+    """Multi-objective: maximise the metric and minimise the student's parameter count, and
+    report the Pareto set; for spaces over `student.model.*`. Needs scheduler fifo: ASHA ranks
+    by the metric alone and would stop small students early."""
+    num_samples: int = Field(default=12, gt=0)
+    """Trials in all, the spec's own values first."""
+    max_concurrent: int = Field(default=2, gt=0)
+    """Trials at once; each takes workers_per_trial x distill.cpus_per_worker CPUs."""
+    workers_per_trial: int = Field(default=1, gt=0)
+    """Ray Train workers of each trial's distill run (sets distill.num_workers)."""
+    epochs: int | None = Field(default=None, gt=0)
+    """Epochs of each trial (sets distill.epochs), to fit a search in a time budget; default:
+    distill.epochs. best.yaml keeps the trial's value, so it reproduces the trial."""
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    search_alg: Literal["random", "optuna"] = "random"
+    """random: independent samples; optuna: Optuna's TPE sampler through Ray Tune's OptunaSearch
+    (multi-objective when pareto is set)."""
+    seed: int = 0
+    """Sampler seed: the same spec samples the same trials."""
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _flatten(cls, space: Any) -> Any:
+        """Nested sections (`distill: {temperature: {...}}`, which `--set
+        tune.space.distill.temperature.lower=2` can reach) and dotted paths both name fields;
+        a mapping with a `type` is a search, any other mapping a section."""
+        if not isinstance(space, dict):
+            return space
+        flat: dict[str, Any] = {}
+
+        def walk(node: dict, prefix: str) -> None:
+            for key, value in node.items():
+                path = f"{prefix}{key}"
+                if isinstance(value, dict) and "type" not in value:
+                    walk(value, f"{path}.")
+                elif path in flat:
+                    raise ValueError(f"{path} is given twice")
+                else:
+                    flat[path] = value
+
+        walk(space, "")
+        return flat
+
+    @model_validator(mode="after")
+    def _pareto_fifo(self) -> TuneSpec:
+        if self.pareto and self.scheduler.type != "fifo":
+            raise ValueError("pareto needs scheduler {type: fifo}: ASHA stops trials by the "
+                             "metric alone")
+        return self
+
+
+# ---------------------------------------------------------------- serving
+
+class RolloutGates(Strict):
+    """Health checks of the student, evaluated every `interval_s`; an unset gate is skipped."""
+
+    min_agreement: float | None = Field(default=0.9, ge=0, le=1)
+    """Top-1 agreement of the student with the teacher on shadowed (mirrored) requests."""
+    min_agreement_samples: int = Field(default=20, gt=0)
+    """Shadowed pairs needed before agreement counts; fewer and the gate waits."""
+    max_p99_ms: float | None = Field(default=None, gt=0)
+    """p99 latency of the student's answers in this step, at most."""
+    max_error_rate: float | None = Field(default=0.01, ge=0, le=1)
+    """Share of the student's calls in this step that raised, at most."""
+
+
+class RolloutSpec(Strict):
+    mode: Literal["canary", "shadow", "ab"] = "canary"
+    """canary: `steps` of traffic to the student, moved by the gates; shadow: the teacher
+    answers everything and `shadow_fraction` is mirrored to the student (measurement only);
+    ab: a fixed `ab_split` with per-arm success rates from POST /v1/feedback."""
+    steps: list[Annotated[float, Field(gt=0, le=100)]] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0], min_length=1)
+    """Percent of traffic to the student at each step, rising, ending at 100."""
+    min_requests: int = Field(default=500, ge=0)
+    """Routed requests a step must see before it can be promoted."""
+    min_seconds: float = Field(default=300.0, ge=0)
+    """Seconds a step must last before it can be promoted."""
+    interval_s: float = Field(default=10.0, gt=0)
+    """Seconds between gate evaluations."""
+    shadow_fraction: float = Field(default=0.1, ge=0, le=1)
+    """Share of requests also sent, asynchronously, to the model that did not answer."""
+    sticky_header: str = Field(default="x-user-id", min_length=1)
+    """Request header whose value (or the body's `user_id`) keeps a user on one model."""
+    ab_split: float = Field(default=50.0, gt=0, lt=100)
+    """ab mode: percent of traffic to the student."""
+    failure_threshold: int = Field(default=3, gt=0)
+    """Consecutive failed gate checks before `on_failure`."""
+    on_failure: Literal["rollback", "pause"] = "rollback"
+    """rollback: all traffic back to the teacher; pause: hold the current weight."""
+    gates: RolloutGates = Field(default_factory=RolloutGates)
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError("must be strictly increasing")
+        if steps[-1] != 100:
+            raise ValueError("must end at 100 (all traffic to the student)")
+        return steps
+
+
+class AutoscalingSpec(Strict):
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=2, ge=1)
+    target_ongoing_requests: float = Field(default=8, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} must be >= min_replicas "
+                             f"{self.min_replicas}")
+        return self
+
+
+class ModelServingSpec(Strict):
+    replicas: int = Field(default=1, gt=0)
+    """Fixed replica count; ignored when `autoscaling` is set."""
+    autoscaling: AutoscalingSpec | None = None
+    cpus_per_replica: float = Field(default=0.25, gt=0)
+    """Fractional, so teacher, student and router fit a small machine."""
+    max_batch_size: int = Field(default=32, gt=0)
+    """Requests merged into one forward pass by Serve's dynamic batching."""
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    """How long a batch waits to fill before it runs anyway."""
+
+
+class ServeSpec(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    student: str = Field(default="student", min_length=1)
+    """`student`: the newest exported student of this pipeline; otherwise a run id under
+    students/."""
+    teacher_deployment: ModelServingSpec = Field(default_factory=ModelServingSpec)
+    student_deployment: ModelServingSpec = Field(default_factory=ModelServingSpec)
+    router_cpus: float = Field(default=0.25, gt=0)
+    """CPUs of the single router replica (it holds the rollout state)."""
+    max_instances: int = Field(default=1024, gt=0)
+    """Rows per request, at most; more is a 413."""
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    """Request body size, at most; more is a 413."""
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
 
 class PipelineSpec(Strict):
@@ -209,6 +584,22 @@ class PipelineSpec(Strict):
     teacher: TeacherSpec
     student: StudentSpec
     distill: DistillSpec = Field(default_factory=DistillSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    tune: TuneSpec | None = None
+    """The search of `distillery tune`; `--space tune/<file>.yaml` supplies or replaces it."""
+    serve: ServeSpec | None = None
+    """`distillery serve`: HTTP serving of teacher and student with a gradual rollout."""
+
+    @field_validator("evaluate")
+    @classmethod
+    def _shifts_fit_data(cls, evaluate: EvaluateSpec, info: ValidationInfo) -> EvaluateSpec:
+        data = info.data.get("data")
+        for i, shift in enumerate(evaluate.shifts):
+            if shift.kind in GENERATOR_SHIFTS and not isinstance(data, Mnist1dData | None):
+                raise ValueError(f"shifts.{i}.kind: {shift.kind!r} regenerates mnist1d data; "
+                                 f"{data.source} data takes gaussian_noise, feature_dropout "
+                                 "or scaling")
+        return evaluate
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
@@ -307,7 +698,9 @@ def _describe(raw: Any, error: dict) -> str:
     template = _MESSAGES.get(error["type"])
     reason = template.format(**error.get("ctx", {})) if template else error["msg"]
     reason = reason.removeprefix("Value error, ")
-    if error["type"] not in ("missing", "extra_forbidden"):
+    # a whole section as "got" would bury the reason; its path already says where to look
+    if error["type"] not in ("missing", "extra_forbidden") and not isinstance(error["input"],
+                                                                               dict):
         reason += f", got {json.dumps(error['input'], default=str)}"
     return f"{path or '<spec>'}: {reason}"
 

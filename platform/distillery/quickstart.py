@@ -1,4 +1,5 @@
-"""The end-to-end quickstart: teacher -> logit cache -> distilled student + label-only baseline."""
+"""The end-to-end quickstart: teacher -> logit cache -> distilled student + label-only baseline,
+ending with the evaluation report comparing all three."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from distillery.evaluation.report import evaluate
+from distillery.evaluation.selection import select_models
 from distillery.stages import Pipeline
 
 
@@ -27,6 +30,9 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
     student = timed("distill", pipeline.distill)
     baseline = timed("baseline", pipeline.baseline)
 
+    report = timed("evaluate", lambda: evaluate(
+        pipeline, select_models(pipeline, ["student", "baseline"])))
+
     summary = {
         "teacher": {"params": teacher["params"],
                     "accuracy": teacher["metrics"]["test_accuracy"]},
@@ -40,6 +46,8 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
         "stages": stages,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "store": pipeline.store.root,
+        "report": {"html": f"{report['location']}/report.html", "run_id": report["run_id"],
+                   "gates_passed": report["gates"]["passed"]},
     }
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,6 +56,7 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
     tmp.replace(out / "summary.json")
     print("\n" + format_table(summary))
     print(f"\nsummary: {out / 'summary.json'}")
+    print(f"report: {summary['report']['html']}")
     return summary
 
 

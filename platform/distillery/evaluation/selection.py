@@ -1,0 +1,77 @@
+"""Which stored models a report compares: the teacher, then students named on the command line.
+
+`student` and `baseline` name the newest exported model of that role for this pipeline (by the
+card's `created` time); anything else is a run id under `students/`. The teacher is always
+evaluated, first: fidelity is measured against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distillery.data import Splits
+from distillery.stages import Pipeline
+
+ROLES = ("student", "baseline")
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    key: str  # the report's column name: teacher, student, baseline or a run id
+    role: str  # teacher | student | baseline
+    parts: tuple[str, ...]  # store path of the model directory
+    card: dict
+
+
+def select_models(pipeline: Pipeline, names: list[str] | None) -> list[Evaluated]:
+    """The models to evaluate; `names` None = teacher, student and baseline where they exist."""
+    store = pipeline.store
+    teacher_parts = pipeline.teacher_parts()
+    chosen = [Evaluated("teacher", "teacher", teacher_parts, store.read_json(*teacher_parts,
+                                                                            "card.json"))]
+    cards = exported_students(pipeline)
+    if names is None:
+        names = [role for role in ROLES if any(c["role"] == role for c in cards.values())]
+    for name in names:
+        if name == "teacher":
+            continue
+        if name in ROLES:
+            runs = sorted((card["created"], run) for run, card in cards.items()
+                          if card["role"] == name)
+            if not runs:
+                raise FileNotFoundError(
+                    f"--models: no {name} of {pipeline.spec.name!r} in {store.root}; "
+                    f"run `distillery {'distill' if name == 'student' else 'baseline'}` first")
+            run = runs[-1][1]
+        else:
+            run = name
+            if not store.exists("students", run, "card.json"):
+                raise FileNotFoundError(
+                    f"--models: no exported student {run!r} in {store.root}; "
+                    f"valid: teacher, student, baseline or one of {sorted(cards) or 'none'}")
+        card = store.read_json("students", run, "card.json")
+        if any(m.parts == ("students", run) for m in chosen):
+            continue
+        chosen.append(Evaluated(name, card["role"], ("students", run), card))
+    return chosen
+
+
+def check_shapes(models: list[Evaluated], splits: Splits) -> None:
+    for model in models:
+        shape = (model.card["num_features"], model.card["num_classes"])
+        if shape != (splits.num_features, splits.num_classes):
+            raise ValueError(f"--models: {model.key} takes {shape[0]} features and predicts "
+                             f"{shape[1]} classes; the spec's data has {splits.num_features} "
+                             f"and {splits.num_classes}")
+
+
+def exported_students(pipeline: Pipeline) -> dict[str, dict]:
+    """run id -> card of every exported (card.json committed) student of this pipeline."""
+    store, name = pipeline.store, pipeline.spec.name
+    cards = {}
+    for run in store.listdir("students"):
+        if store.exists("students", run, "card.json"):
+            card = store.read_json("students", run, "card.json")
+            if card["spec"]["name"] == name:
+                cards[run] = card
+    return cards

@@ -1,0 +1,1 @@
+"""Serving: teacher and student behind HTTP with a gradual, gated rollout (Ray Serve)."""

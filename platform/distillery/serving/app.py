@@ -1,0 +1,110 @@
+"""The Serve application: teacher and student deployments bound into the router.
+
+`app_builder(args)` is what `serve run` / `serve deploy` import
+(`distillery.serving.app:app_builder`, args `config` and optional `set`); `distillery serve`
+calls `serve_forever`. Models are resolved from the store on the machine that builds the app;
+replicas load them from the store themselves, so they can run on any node.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray import serve
+from ray.serve import Application
+
+from distillery.config import ModelServingSpec, PipelineSpec, ServeSpec, SpecError, load_spec
+from distillery.serving.admin import TOKEN_ENV, token_digest
+from distillery.serving.deployments import ModelServer
+from distillery.serving.router import Router
+from distillery.serving.section import serving_override
+from distillery.storage import Store
+
+APP_NAME = "distillery"
+
+
+def resolve_student(store: Store, pipeline: str, wanted: str) -> str:
+    """Run id of the student to serve: `student` = the newest exported student of this
+    pipeline (by its card's `created` time), anything else a run id under students/."""
+    if wanted != "student":
+        if not store.exists("students", wanted, "card.json"):
+            raise FileNotFoundError(f"serve.student: no exported student {wanted!r} in "
+                                    f"{store.root}")
+        return wanted
+    runs = []
+    for run in store.listdir("students"):
+        if store.exists("students", run, "card.json"):
+            card = store.read_json("students", run, "card.json")
+            if card.get("role") == "student" and card.get("spec", {}).get("name") == pipeline:
+                runs.append((card["created"], run))
+    if not runs:
+        raise FileNotFoundError(f"serve.student: no student of {pipeline!r} in {store.root}; "
+                                "run `distillery distill` first")
+    return max(runs)[1]
+
+
+def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
+    serving = spec.serve or ServeSpec()
+    store = Store(spec.store)
+    teacher = spec.teacher.name
+    if not store.exists("teachers", teacher, "latest.json"):
+        raise FileNotFoundError(f"no teacher {teacher!r} in {store.root}; run `distillery "
+                                "train-teacher` first")
+    parts = {"teacher": ("teachers", teacher,
+                         store.read_json("teachers", teacher, "latest.json")["fingerprint"]),
+             "student": ("students", resolve_student(store, spec.name, serving.student))}
+    cards = {arm: store.read_json(*p, "card.json") for arm, p in parts.items()}
+    shapes = {arm: (c["num_features"], c["num_classes"]) for arm, c in cards.items()}
+    if shapes["teacher"] != shapes["student"]:
+        raise ValueError(f"teacher and student disagree on (features, classes): {shapes}")
+    versions = {"teacher": parts["teacher"][-1], "student": parts["student"][-1]}
+    handles = {arm: ModelServer.options(**_options(arm, getattr(serving, f"{arm}_deployment")))
+               .bind(store.root, parts[arm], getattr(serving, f"{arm}_deployment").max_batch_size,
+                     getattr(serving, f"{arm}_deployment").batch_wait_timeout_s)
+               for arm in parts}
+    return Router.options(ray_actor_options={"num_cpus": serving.router_cpus}).bind(
+        handles["teacher"], handles["student"], cards, versions, spec.name, store.root, serving,
+        admin_digest)
+
+
+def _options(name: str, deployment: ModelServingSpec) -> dict:
+    options = {"name": name, "ray_actor_options": {"num_cpus": deployment.cpus_per_replica},
+               # room for two batches in flight, or Serve caps the batch below max_batch_size
+               "max_ongoing_requests": max(2 * deployment.max_batch_size, 8)}
+    if deployment.autoscaling is None:
+        return {**options, "num_replicas": deployment.replicas}
+    return {**options, "autoscaling_config": deployment.autoscaling.model_dump()}
+
+
+def app_builder(args: dict) -> Application:
+    """`serve run distillery.serving.app:app_builder config=jobs/configs/mnist1d.yaml`, or a
+    Serve config file (serve/mnist1d.yaml) with args `config`, optional `serving` (the serve
+    section from a file) and `set` (a list of key.path=value overrides)."""
+    unknown = set(args) - {"config", "serving", "set"}
+    if "config" not in args or unknown:
+        raise SpecError(f"app args: `config` (the pipeline spec) is required; `serving` and "
+                        f"`set` are optional; unknown: {sorted(unknown)}")
+    overrides = args.get("set", [])
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    if args.get("serving"):
+        overrides.insert(0, serving_override(args["serving"]))
+    return build_app(load_spec(args["config"], overrides), token_digest())
+
+
+def serve_forever(spec: PipelineSpec, app: Application, port: int | None) -> None:
+    """Deploy `build_app(spec, ...)` on the connected Ray and block until interrupted
+    (`distillery serve`)."""
+    serving = spec.serve or ServeSpec()
+    serve.start(http_options={"host": serving.host, "port": port or serving.port})
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    print(f"serving {spec.name} on http://{serving.host}:{port or serving.port} "
+          f"(POST /v1/models/{{teacher,student,{spec.name}}}:predict); admin API "
+          + ("enabled" if token_digest() else f"disabled: set {TOKEN_ENV} to enable it"),
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        # an embedded local Ray, and Serve with it, ends with this process; on a cluster
+        # (--address) the app keeps serving until `serve shutdown`
+        print("stopped", flush=True)

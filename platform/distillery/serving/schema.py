@@ -1,0 +1,182 @@
+"""HTTP request validation and response shapes: V1 (TF-Serving/KServe V1) and V2 (the Open
+Inference Protocol of KServe, Triton and MLServer).
+
+Pure functions on bytes and arrays, so every rule is unit-tested without a server. A bad request
+raises `RequestError(status, code, message)`; the router renders it as
+`{"error": {"code", "message"}}` on V1 and `{"error": message}` on V2, as each protocol says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+V2_FLOAT_TYPES = {"FP16", "FP32", "FP64"}
+V2_INT_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+
+
+class RequestError(ValueError):
+    """A client error: HTTP `status` (4xx), a stable machine `code` and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Limits:
+    num_features: int
+    max_instances: int
+    max_body_bytes: int
+
+
+def parse_v1(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+    """`{"instances": [[f, ...], ...], "user_id"?: str|int}` -> ((B, D) float32, user key)."""
+    payload = _json_object(body, limits)
+    if "instances" not in payload:
+        raise RequestError(400, "missing_key", 'body needs "instances": a list of rows')
+    x = _matrix(payload["instances"], limits, "instances")
+    user = payload.get("user_id")
+    if user is not None and (isinstance(user, bool) or not isinstance(user, str | int)):
+        raise RequestError(400, "wrong_type", f"user_id must be a string or integer, got "
+                                              f"{type(user).__name__}")
+    return x, None if user is None else str(user)
+
+
+def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+    """`{"inputs": [{"name", "shape": [B, D], "datatype", "data"}], "id"?}` -> ((B, D) float32,
+    the request id)."""
+    payload = _json_object(body, limits)
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestError(400, "missing_key", '"inputs" must be a list of exactly one tensor '
+                                               '{"name", "shape", "datatype", "data"}')
+    tensor = inputs[0]
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    if missing:
+        raise RequestError(400, "missing_key", f"input tensor lacks {missing}")
+    datatype, shape = tensor["datatype"], tensor["shape"]
+    if datatype not in V2_FLOAT_TYPES | V2_INT_TYPES:
+        raise RequestError(400, "unsupported_datatype",
+                           f"datatype {datatype!r} is not numeric; use FP32 (or another FP*/INT* "
+                           "type)")
+    if (not isinstance(shape, list) or len(shape) != 2
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+        raise RequestError(400, "wrong_shape", f"shape must be [batch, {limits.num_features}], "
+                                               f"got {shape!r}")
+    if shape[0] > limits.max_instances:
+        raise RequestError(413, "too_many_instances", f"batch {shape[0]} exceeds the limit of "
+                                                      f"{limits.max_instances} rows")
+    if shape[0] < 1 or shape[1] != limits.num_features:
+        raise RequestError(400, "wrong_shape", f"shape must be [batch >= 1, "
+                                               f"{limits.num_features}], got {shape}")
+    flat = _numbers(tensor["data"], "data", integers=datatype in V2_INT_TYPES).ravel()
+    if flat.size != shape[0] * shape[1]:
+        raise RequestError(400, "shape_mismatch", f"shape {shape} needs {shape[0] * shape[1]} "
+                                                  f"values, data has {flat.size}")
+    request_id = payload.get("id")
+    return _finite(flat.reshape(shape), "data"), None if request_id is None else str(request_id)
+
+
+def _json_object(body: bytes, limits: Limits) -> dict:
+    if len(body) > limits.max_body_bytes:
+        raise RequestError(413, "body_too_large", f"body of {len(body)} bytes exceeds the limit "
+                                                  f"of {limits.max_body_bytes}")
+    if not body:
+        raise RequestError(400, "empty", "the request body is empty")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RequestError(400, "invalid_json", f"body is not JSON: {err}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(400, "invalid_request", f"body must be a JSON object, got "
+                                                   f"{type(payload).__name__}")
+    return payload
+
+
+def _matrix(rows: object, limits: Limits, field: str) -> np.ndarray:
+    if not isinstance(rows, list):
+        raise RequestError(400, "wrong_type", f"{field} must be a list of rows, got "
+                                              f"{type(rows).__name__}")
+    if not rows:
+        raise RequestError(400, "empty", f"{field} is empty; send at least one row")
+    if len(rows) > limits.max_instances:
+        raise RequestError(413, "too_many_instances", f"{len(rows)} rows exceed the limit of "
+                                                      f"{limits.max_instances}")
+    x = _numbers(rows, field, integers=False)
+    if x.ndim != 2 or x.shape[1] != limits.num_features:
+        raise RequestError(400, "wrong_shape", f"each row of {field} must hold "
+                                               f"{limits.num_features} numbers")
+    return _finite(x, field)
+
+
+def _numbers(values: object, field: str, *, integers: bool) -> np.ndarray:
+    """A rectangular nested list of JSON numbers as float64; bools and strings are refused,
+    not coerced (numpy would read "1.5" and true as numbers)."""
+    try:
+        arr = np.array(values, dtype=object)
+    except ValueError:  # ragged rows
+        raise RequestError(400, "wrong_shape", f"{field} rows differ in length") from None
+    if arr.ndim == 0:
+        raise RequestError(400, "wrong_type", f"{field} must be a list, got "
+                                              f"{type(values).__name__}")
+    allowed = (int,) if integers else (int, float)
+    bad = [v for v in arr.ravel() if type(v) not in allowed][:1]
+    if bad and isinstance(bad[0], list):  # numpy keeps ragged rows as list objects
+        raise RequestError(400, "wrong_shape", f"{field} rows differ in length")
+    if bad:
+        kind = "integers" if integers else "numbers"
+        raise RequestError(400, "wrong_type", f"{field} must hold only {kind}, got "
+                                              f"{bad[0]!r} ({type(bad[0]).__name__})")
+    return arr.astype(np.float64)
+
+
+def _finite(x: np.ndarray, field: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():  # NaN/Infinity literals, or beyond float32's range
+        raise RequestError(400, "not_finite", f"{field} holds NaN or infinite values (or "
+                                              "values beyond float32's range)")
+    return x32
+
+
+# ---------------------------------------------------------------- responses
+
+def v1_prediction(probs: np.ndarray, model: str, version: str, request_id: str) -> dict:
+    return {"predictions": probs.argmax(1).tolist(), "probabilities": probs.tolist(),
+            "model": model, "model_version": version, "request_id": request_id}
+
+
+def v2_prediction(probs: np.ndarray, model: str, version: str, request_id: str) -> dict:
+    batch, classes = probs.shape
+    return {"model_name": model, "model_version": version, "id": request_id, "outputs": [
+        {"name": "probabilities", "shape": [batch, classes], "datatype": "FP32",
+         "data": probs.ravel().tolist()},
+        {"name": "predictions", "shape": [batch], "datatype": "INT64",
+         "data": probs.argmax(1).tolist()}]}
+
+
+def v1_error(err: RequestError) -> dict:
+    return {"error": {"code": err.code, "message": err.message}}
+
+
+def v2_error(err: RequestError) -> dict:
+    return {"error": err.message}
+
+
+def v1_metadata(name: str, card: dict, version: str) -> dict:
+    keys = ("role", "architecture", "params", "num_features", "num_classes", "created",
+            "metrics", "fingerprint", "run_id")
+    return {"name": name, "model_version": version, **{k: card[k] for k in keys if k in card}}
+
+
+def v2_metadata(name: str, card: dict, version: str) -> dict:
+    return {"name": name, "versions": [version], "platform": "pytorch",
+            "inputs": [{"name": "input", "datatype": "FP32",
+                        "shape": [-1, card["num_features"]]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32",
+                         "shape": [-1, card["num_classes"]]},
+                        {"name": "predictions", "datatype": "INT64", "shape": [-1]}]}
+

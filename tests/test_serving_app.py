@@ -1,0 +1,200 @@
+"""The Serve app on the session's local Ray, driven by a real HTTP client: a canary promoted
+step by step, a restart that resumes mid-rollout, a bad student rolled back, bad inputs, admin.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from distillery.config import parse_model_spec
+from distillery.models import build_model, model_card, save_model
+from distillery.serving.admin import token_digest
+from distillery.storage import Store
+
+from conftest import free_port, tiny_spec
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+ROLLOUT = ["serve.rollout.min_requests=40", "serve.rollout.min_seconds=0.5",
+           "serve.rollout.interval_s=0.5", "serve.rollout.shadow_fraction=1.0",
+           "serve.rollout.failure_threshold=2", "serve.rollout.gates.min_agreement=0.9",
+           "serve.rollout.gates.min_agreement_samples=20",
+           "serve.rollout.gates.max_error_rate=0.0"]
+
+
+def add_students(root) -> None:
+    """`good`: the teacher's own weights (agreement 1); `bad`: random weights."""
+    store = Store(str(root))
+    teacher = ("teachers", "cnn-teacher",
+               store.read_json("teachers", "cnn-teacher", "latest.json")["fingerprint"])
+    card = store.read_json(*teacher, "card.json")
+    for name in ("model.pt", "model.ts"):
+        store.write_bytes(store.read_bytes(*teacher, name), "students", "good", name)
+    store.write_json({**card, "role": "student", "run_id": "good"}, "students", "good",
+                     "card.json")
+    spec = parse_model_spec({"arch": "cnn1d", "channels": [8, 16], "hidden": 16})
+    model = build_model(spec, card["num_features"], card["num_classes"])
+    save_model(store, ("students", "bad"), model, model_card(
+        model, spec, num_features=card["num_features"], num_classes=card["num_classes"],
+        role="student", run_id="bad", spec={"name": "mnist1d"}))
+
+
+class Client:
+    def __init__(self, port: int):
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.pool = ThreadPoolExecutor(8)
+
+    def predict(self, user: int) -> httpx.Response:
+        rows = np.random.default_rng(user).normal(size=(1, 40)).tolist()
+        return self.http.post("/v1/models/mnist1d:predict",
+                              json={"instances": rows, "user_id": user})
+
+    def burst(self, n: int, start: int) -> list[httpx.Response]:
+        return list(self.pool.map(self.predict, range(start, start + n)))
+
+    def rollout(self) -> dict:
+        return self.http.get("/admin/rollout", headers=ADMIN).json()
+
+    def admin(self, action: str) -> dict:
+        response = self.http.post(f"/admin/rollout/{action}", headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def stream_until(self, done, limit: int = 2000) -> tuple[list[int], list[float], dict]:
+        """Bursts of requests until done(status); (HTTP statuses, weights seen, status)."""
+        statuses, weights, sent = [], [], 0
+        while sent < limit:
+            statuses += [r.status_code for r in self.burst(16, sent)]
+            sent += 16
+            status = self.rollout()
+            if not weights or weights[-1] != status["weight"]:
+                weights.append(status["weight"])
+            if done(status):
+                return statuses, weights, status
+        raise AssertionError(f"not done after {limit} requests: {json.dumps(status)[:2000]}")
+
+
+def deploy(spec, port: int) -> None:
+    from ray import serve
+
+    from distillery.serving.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(spec, token_digest(TOKEN)), name="distillery", route_prefix="/")
+
+
+BAD_INPUTS = [  # (path, body) -> 4xx
+    ("/v1/models/mnist1d:predict", b"{not json"),
+    ("/v1/models/mnist1d:predict", b""),
+    ("/v1/models/mnist1d:predict", b'{"rows": [[1]]}'),
+    ("/v1/models/mnist1d:predict", b'{"instances": []}'),
+    ("/v1/models/mnist1d:predict", json.dumps({"instances": [[1.0] * 39]}).encode()),
+    ("/v1/models/mnist1d:predict", json.dumps({"instances": [["a"] * 40]}).encode()),
+    ("/v1/models/student:predict", ('{"instances": [[NaN' + ", 1" * 39 + "]]}").encode()),
+    ("/v1/models/teacher:predict", json.dumps({"instances": [[1.0] * 40] * 1025}).encode()),
+    ("/v1/models/teacher:predict", b'{"instances": [[1]], "pad": "' + b"x" * 1_000_001 + b'"}'),
+    ("/v1/models/nobody:predict", json.dumps({"instances": [[1.0] * 40]}).encode()),
+    ("/v2/models/teacher/infer", json.dumps({"inputs": [{"name": "input", "shape": [1, 40],
+                                                         "datatype": "BYTES",
+                                                         "data": ["a"] * 40}]}).encode()),
+    ("/v2/models/teacher/infer", json.dumps({"inputs": [{"name": "input", "shape": [2, 40],
+                                                         "datatype": "FP32",
+                                                         "data": [1.0] * 40}]}).encode()),
+]
+
+
+def check_http_api(client: Client) -> None:
+    http = client.http
+    assert http.get("/healthz").json()["status"] == "ok"
+    assert http.get("/v2/health/ready").json() == {"ready": True}
+    assert http.get("/v1/models/student").json()["model_version"] == "good"
+    assert http.get("/v2/models/teacher").json()["inputs"][0]["shape"] == [-1, 40]
+    for path, body in BAD_INPUTS:
+        response = http.post(path, content=body, headers={"content-type": "application/json"})
+        assert 400 <= response.status_code < 500, (path, body[:80], response.text)
+        error = response.json()["error"]
+        assert set(error) == {"code", "message"} if path.startswith("/v1") else isinstance(
+            error, str)
+        assert client.predict(0).status_code == 200  # the server keeps serving
+    v2 = http.post("/v2/models/student/infer", json={"inputs": [
+        {"name": "input", "shape": [2, 40], "datatype": "FP32", "data": [0.5] * 80}]}).json()
+    assert v2["model_name"] == "student" and v2["outputs"][1]["shape"] == [2]
+    assert http.get("/admin/rollout").status_code == 401
+    assert http.post("/admin/rollout/advance",
+                     headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
+        store_copy, local_ray, monkeypatch):
+    from ray import serve
+
+    from distillery.serving.client import admin_call
+
+    monkeypatch.setenv("DISTILLERY_ADMIN_TOKEN", TOKEN)
+    add_students(store_copy)
+    port = free_port()
+    client = Client(port)
+    try:
+        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port)
+        check_http_api(client)
+        # healthy gates promote 5 -> 25 -> 50; pause there and restart the app
+        statuses, weights, status = client.stream_until(lambda s: s["weight"] >= 50)
+        spec = tiny_spec(store_copy, "serve.student=good", *ROLLOUT)
+        assert admin_call(spec, "pause", f"http://127.0.0.1:{port}")["status"] == "paused"
+        assert set(statuses) == {200} and weights[:3] == [5, 25, 50]
+        decision = status["decisions"][-1]
+        assert decision["action"] == "promote" and decision["gates"][0]["value"] >= 0.9
+        models = {client.predict(7).json()["model"] for _ in range(5)}
+        assert len(models) == 1  # sticky: one user, one model at a step
+        answer = client.predict(8).json()
+        feedback = {"request_id": answer["request_id"], "success": True}
+        assert client.http.post("/v1/feedback", json=feedback).json()["model"] == answer["model"]
+        assert client.http.post("/v1/feedback", json=feedback).status_code == 404  # once only
+        assert client.rollout()["ab"][answer["model"]]["outcomes"] == 1
+
+        serve.delete("distillery")
+        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port)
+        status = client.rollout()
+        assert (status["status"], status["weight"]) == ("paused", 50)
+        client.admin("resume")
+        statuses, weights, status = client.stream_until(lambda s: s["status"] == "completed")
+        assert set(statuses) == {200} and weights[-1] == 100
+        assert Store(str(store_copy)).read_json("serve", "rollout-state.json")["status"] == (
+            "completed")
+
+        # a student with random weights disagrees with the teacher: rolled back, no failures
+        deploy(tiny_spec(store_copy, "serve.student=bad", *ROLLOUT), port)
+        statuses, _, status = client.stream_until(lambda s: s["status"] == "rolled_back")
+        assert set(statuses) == {200} and status["weight"] == 0
+        assert "agreement" in status["decisions"][-1]["reason"]
+        assert {r.json()["model"] for r in client.burst(32, 0)} == {"teacher"}
+
+        # shadow: the teacher answers; the mirrored student (slowed by a 0.5 s batch wait)
+        # never adds its latency to the response
+        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT, "serve.rollout.mode=shadow",
+                         "serve.student_deployment.batch_wait_timeout_s=0.5",
+                         "serve.student_deployment.max_batch_size=64"), port)
+        start = time.perf_counter()
+        assert client.http.post("/v1/models/student:predict",
+                                json={"instances": [[0.0] * 40]}).status_code == 200
+        assert time.perf_counter() - start >= 0.5
+        latencies = []
+        for user in range(24):
+            start = time.perf_counter()
+            assert client.predict(user).json()["model"] == "teacher"
+            latencies.append(time.perf_counter() - start)
+        # awaiting the mirror would put every response at >= 0.5 s
+        assert sorted(latencies)[12] < 0.25, latencies
+        time.sleep(1.0)  # the mirrored calls finish after their responses
+        status = client.rollout()
+        assert (status["status"], status["weight"]) == ("observing", 0)
+        assert status["gates"][0]["value"] == 1.0  # agreement over >= 20 mirrored rows
+    finally:
+        serve.shutdown()
