@@ -33,6 +33,18 @@ def test_summary_is_mean_and_sample_std_per_variant():
     assert response["mean"] == pytest.approx(0.9)
     assert response["std"] == pytest.approx(0.1)
     assert "test_agreement" not in result["variants"]["baseline"]
+    assert result["variants"]["baseline"]["vs_first"] == {
+        "variant": "response", "diff": pytest.approx(-0.2), "p_value": None}
     table = format_markdown(result)
-    assert "| response | 10 | 0.9000 ± 0.1000 | 0.9000 ± 0.0000 | 10 ± 0 |" in table
-    assert "| baseline | 10 | 0.7000 ± 0.0000 | - | 5 ± 0 |" in table
+    assert "| response | 10 | 0.9000 ± 0.1000 | - | 0.9000 ± 0.0000 | 10 ± 0 |" in table
+    assert "| baseline | 10 | 0.7000 ± 0.0000 | -0.2000 | - | 5 ± 0 |" in table
+
+
+def test_welch_p_value_against_the_first_variant():
+    # Welch's t for [1, 2, 3] vs [4, 5, 6]: t = -3 / sqrt(2/3), df = 4 -> p = 0.0213
+    runs = [{"variant": v, "seed": i, "run_id": "", "params": 1, "test_accuracy": acc,
+             "test_agreement": None, "wall_seconds": 1.0}
+            for v, accs in (("a", [4, 5, 6]), ("b", [1, 2, 3])) for i, acc in enumerate(accs)]
+    versus = summarize(runs, {"params": 1, "metrics": {"test_accuracy": 1}})["variants"]["b"]
+    assert versus["vs_first"]["diff"] == pytest.approx(-3.0)
+    assert versus["vs_first"]["p_value"] == pytest.approx(0.0213, abs=1e-4)

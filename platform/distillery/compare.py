@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import yaml
+from scipy import stats
 
 from distillery.config import SpecError, load_spec
 from distillery.stages import Pipeline
@@ -54,8 +55,11 @@ def compare_strategies(config: str | Path, overrides: list[str], variants: dict[
 
 
 def summarize(runs: list[dict], teacher: dict) -> dict:
-    """Mean and sample standard deviation per variant, in first-seen order."""
+    """Mean and sample standard deviation per variant, in first-seen order, and each
+    variant's test accuracy against the first variant's (`vs_first`: difference of means and
+    Welch's t-test p-value, with 2+ seeds on both sides)."""
     table = {}
+    accuracies = {}
     for name in dict.fromkeys(r["variant"] for r in runs):
         rows = [r for r in runs if r["variant"] == name]
         entry = {"params": rows[0]["params"], "seeds": len(rows)}
@@ -64,7 +68,14 @@ def summarize(runs: list[dict], teacher: dict) -> dict:
             if values:
                 entry[metric] = {"mean": statistics.fmean(values),
                                  "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+        accuracies[name] = [r["test_accuracy"] for r in rows]
         table[name] = entry
+    first = next(iter(accuracies))
+    for name, values in list(accuracies.items())[1:]:
+        diff = statistics.fmean(values) - statistics.fmean(accuracies[first])
+        p = (float(stats.ttest_ind(values, accuracies[first], equal_var=False).pvalue)
+             if min(len(values), len(accuracies[first])) > 1 else None)
+        table[name]["vs_first"] = {"variant": first, "diff": diff, "p_value": p}
     return {"teacher": {"params": teacher["params"],
                         "test_accuracy": teacher["metrics"]["test_accuracy"]},
             "variants": table, "runs": runs}
@@ -73,19 +84,31 @@ def summarize(runs: list[dict], teacher: dict) -> dict:
 def format_markdown(result: dict) -> str:
     t = result["teacher"]
     lines = [f"Teacher: {t['params']:,} params, test accuracy {t['test_accuracy']:.4f}.", "",
-             "| variant | params | test accuracy | agreement with teacher | wall s / run |",
-             "|---|---:|---:|---:|---:|"]
+             "| variant | params | test accuracy | vs first (p) | agreement with teacher | "
+             "wall s / run |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, v in result["variants"].items():
         lines.append(f"| {name} | {v['params']:,} | {_cell(v, 'test_accuracy', 4)} | "
-                     f"{_cell(v, 'test_agreement', 4)} | {_cell(v, 'wall_seconds', 0)} |")
+                     f"{_versus(v)} | {_cell(v, 'test_agreement', 4)} | "
+                     f"{_cell(v, 'wall_seconds', 0)} |")
     seeds = max(v["seeds"] for v in result["variants"].values())
-    lines.append(f"\nMean ± sample std over {seeds} seed(s) (`distill.seed`).")
+    lines.append(f"\nMean ± sample std over {seeds} seed(s) (`distill.seed`); \"vs first\": "
+                 "difference of mean test accuracy from the first variant, with Welch's "
+                 "t-test p-value.")
     return "\n".join(lines)
 
 
 def _cell(variant: dict, metric: str, digits: int) -> str:
     m = variant.get(metric)
     return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}" if m else "-"
+
+
+def _versus(variant: dict) -> str:
+    v = variant.get("vs_first")
+    if not v:
+        return "-"
+    p = f" (p={v['p_value']:.2f})" if v["p_value"] is not None else ""
+    return f"{v['diff']:+.4f}{p}"
 
 
 def write_result(result: dict, output: str | Path) -> None:
