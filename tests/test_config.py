@@ -137,3 +137,33 @@ def test_spec_hash_changes_with_any_field():
     b = load_spec(REFERENCE_SPEC, ["distill.alpha=0.5"])
     assert a.spec_hash() == load_spec(REFERENCE_SPEC).spec_hash()
     assert a.spec_hash() != b.spec_hash()
+
+
+def test_a_missing_pretrained_second_teacher_is_named(tmp_path):
+    raw = reference()
+    raw["distill"].update(strategy="multi_teacher", multi_teacher={"teachers": [
+        {"name": "b", "model": {"arch": "torchscript", "path": str(tmp_path / "b.ts")}}]})
+    with pytest.raises(SpecError, match=r"^distill.multi_teacher.teachers.0.model.path: file "
+                                        r"not found"):
+        load_spec(write(tmp_path, raw))
+
+
+@pytest.mark.parametrize(("distill", "message"), [
+    ({"strategy": "feature"}, "^distill: strategy feature needs its `feature` section$"),
+    ({"online": {"peers": [{"arch": "mlp"}]}},
+     "^distill: `online` is only used with strategy online, not response$"),
+    ({"strategy": "progressive", "progressive": {}},
+     "^distill.progressive: give assistants, a curriculum, or both$"),
+    ({"strategy": "multi_teacher", "multi_teacher": {
+        "teachers": [{"name": "b", "model": {"arch": "mlp"}, "train": {}}], "weights": [1]}},
+     r"^distill.multi_teacher: weights needs 2 values \(teacher and each of teachers\), got 1$"),
+    ({"kl": "forwards"}, "^distill.kl: "),
+    ({"strategy": "feature", "feature": {"pairs": []}}, "^distill.feature.pairs: "),
+    ({"strategy": "progressive", "progressive": {"curriculum": {"start": 0}}},
+     r"^distill.progressive.curriculum.start: must be > 0"),
+])
+def test_strategy_sections_are_validated(tmp_path, distill, message):
+    raw = reference()
+    raw["distill"].update(distill)
+    with pytest.raises(SpecError, match=message):
+        load_spec(write(tmp_path, raw))

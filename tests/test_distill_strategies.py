@@ -6,16 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distillery.config import SpecError
-from distillery.models import load_model
+from distillery.config import MLPSpec, SpecError
+from distillery.models import build_model, load_model
 from distillery.stages import Pipeline
 
 from conftest import tiny_spec
 
 FEATURE = "{pairs: [{student: features.3, teacher: features.3, loss: cosine}]}"
 ASSISTANT = "{assistants: [{arch: cnn1d, channels: [12, 16], hidden: 16}], curriculum: {}}"
-SECOND_TEACHER = ("{teachers: [{name: mlp-teacher, model: {arch: mlp, hidden: [32]}, "
-                  "train: {epochs: 2, batch_size: 128}}], weighting: confidence}")
+# pretrained (TorchScript), so the test trains no second teacher
+SECOND_TEACHER = ("{{teachers: [{{name: mlp-teacher, "
+                  "model: {{arch: torchscript, path: {path}}}}}], weighting: confidence}}")
 PEERS = "{peers: [{arch: mlp, hidden: [32]}]}"
 
 
@@ -74,11 +75,15 @@ def test_teacher_assistant_chain_with_curriculum_resumes_at_the_unfinished_stage
     assert pipeline.store.read_json(*run, "assistants", "0", "card.json") == assistant
 
 
-def test_multi_teacher_trains_both_teachers_and_joins_their_caches(local_ray, store_copy):
+def test_multi_teacher_stores_both_teachers_and_joins_their_caches(local_ray, store_copy,
+                                                                    tmp_path):
+    scripted = tmp_path / "mlp.ts"
+    torch.jit.save(torch.jit.script(build_model(MLPSpec(arch="mlp", hidden=[32]), 40, 10)),
+                   str(scripted))
     pipeline = Pipeline(tiny_spec(store_copy, "distill.epochs=1",
                                   "distill.strategy=multi_teacher",
-                                  f"distill.multi_teacher={SECOND_TEACHER}"))
-    pipeline.train_teacher()
+                                  f"distill.multi_teacher={SECOND_TEACHER.format(path=scripted)}"))
+    pipeline.train_teacher()  # imports the pretrained one, keeps the trained one
     assert pipeline.store.exists("teachers", "mlp-teacher", "latest.json")
     card = pipeline.distill()
     assert len(pipeline.store.listdir("cache")) == 2

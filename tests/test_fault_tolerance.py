@@ -49,6 +49,11 @@ def ray_processes(title: str, session_pid: int) -> list[psutil.Process]:
     return found
 
 
+def epoch_loss(log: str, epoch: int) -> float:
+    line = [li for li in log.splitlines() if f"[student] epoch {epoch}/4 " in li][-1]
+    return float(line.split(" loss=")[1].split()[0])
+
+
 def final_val_accuracy(run_dir) -> float:
     return json.loads((run_dir / "card.json").read_text())["metrics"]["val_accuracy"]
 
@@ -56,10 +61,6 @@ def final_val_accuracy(run_dir) -> float:
 def test_killed_training_worker_costs_at_most_one_epoch(store_copy, tmp_path, no_local_ray):
     overrides = tiny_overrides(store_copy, "data.transfer.num_samples=20000", "distill.epochs=4",
                                "distill.max_failures=1")
-    reference = cli("distill", "--config", str(REFERENCE_SPEC), *sets(overrides))
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    (reference_run,) = (store_copy / "students").iterdir()
-
     log = tmp_path / "run.log"
     proc = start("distill", overrides, log)
     students = store_copy / "students"
@@ -74,12 +75,15 @@ def test_killed_training_worker_costs_at_most_one_epoch(store_copy, tmp_path, no
     # every epoch trained, and at most one (the one whose checkpoint was in flight) twice
     runs_of_epoch = [output.count(f"[student] epoch {k}/4 ") for k in range(1, 5)]
     assert min(runs_of_epoch) == 1 and sum(runs_of_epoch) <= 5, runs_of_epoch
-    (run,) = [p for p in students.iterdir() if p != reference_run]
-    assert abs(final_val_accuracy(run) - final_val_accuracy(reference_run)) <= 0.1
+    # training went on from the checkpoint's weights: the loss keeps falling across the kill
+    losses = [epoch_loss(output, k) for k in (1, 4)]
+    assert losses[1] < losses[0], losses
+    (run,) = students.iterdir()
+    assert final_val_accuracy(run) > 0.3  # 10 classes: chance is 0.1
 
 
 def test_killed_inference_actor_is_retried(store_copy, tmp_path, no_local_ray):
-    overrides = tiny_overrides(store_copy, "data.transfer.num_samples=60000",
+    overrides = tiny_overrides(store_copy, "data.transfer.num_samples=30000",
                                "teacher.inference.batch_size=256")
     log = tmp_path / "infer.log"
     proc = start("teacher-infer", overrides, log)
@@ -90,13 +94,13 @@ def test_killed_inference_actor_is_retried(store_copy, tmp_path, no_local_ray):
     (cache,) = (store_copy / "cache").iterdir()
     manifest = json.loads((cache / "manifest.json").read_text())
     ids = pq.ParquetDataset(sorted(cache.glob("*.parquet"))).read(columns=["id"])["id"]
-    assert manifest["rows"] == len(ids) == 720 + 60000
+    assert manifest["rows"] == len(ids) == 720 + 30000
     assert len(set(ids.to_pylist())) == len(ids)  # every row once: no loss, no duplicates
 
 
 def test_teacher_infer_killed_mid_write_leaves_no_complete_looking_cache(store_copy, tmp_path,
                                                                           no_local_ray):
-    overrides = tiny_overrides(store_copy, "data.transfer.num_samples=60000",
+    overrides = tiny_overrides(store_copy, "data.transfer.num_samples=30000",
                                "teacher.inference.batch_size=256")
     log = tmp_path / "infer.log"
     proc = start("teacher-infer", overrides, log)
@@ -109,6 +113,6 @@ def test_teacher_infer_killed_mid_write_leaves_no_complete_looking_cache(store_c
 
     rerun = cli("teacher-infer", "--config", str(REFERENCE_SPEC), *sets(overrides))
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "wrote 60720 rows" in rerun.stdout
+    assert "wrote 30720 rows" in rerun.stdout
     ids = pq.ParquetDataset(sorted(cache.glob("*.parquet"))).read(columns=["id"])["id"]
-    assert len(ids) == len(set(ids.to_pylist())) == 60720
+    assert len(ids) == len(set(ids.to_pylist())) == 30720

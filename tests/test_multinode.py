@@ -2,14 +2,11 @@
 custom resource, with an s3:// store (moto's standalone server on 127.0.0.1) as the only thing
 the nodes share."""
 
-import json
-
 import pytest
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from distillery.quickstart import quickstart
 from distillery.runtime import ensure_ray
 from distillery.stages import Pipeline
 
@@ -38,7 +35,7 @@ def cluster(s3_env, monkeypatch, no_local_ray):
         cluster.shutdown()
 
 
-def test_quickstart_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_path):
+def test_pipeline_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_path):
     cluster, node_ids = cluster
     s3_client(s3_env).create_bucket(Bucket=BUCKET)
     store = f"s3://{BUCKET}/multinode"
@@ -47,8 +44,10 @@ def test_quickstart_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_p
                      "teacher.inference.resources={infer_node: 1}",
                      "distill.resources={distill_node: 1}")
     ensure_ray(cluster.address)
-    summary = quickstart(Pipeline(spec), str(tmp_path / "out"))
-    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    pipeline = Pipeline(spec)
+    pipeline.train_teacher()
+    pipeline.teacher_infer()
+    student = pipeline.distill()
     assert not (tmp_path / "unused").exists()  # nothing went to a local store
 
     nodes: dict[str, set] = {}
@@ -58,24 +57,22 @@ def test_quickstart_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_p
     map_workers = {n for cls, ids in nodes.items() if "MapWorker" in cls for n in ids}
     assert map_workers == {node_ids["infer_node"]}
     assert nodes["RayTrainWorker"] == {node_ids["teacher_node"], node_ids["distill_node"]}
-    check_s3_layout(s3_client(s3_env), "multinode", summary, tmp_path)
+    check_s3_layout(s3_client(s3_env), "multinode", student["run_id"], tmp_path)
 
 
-def check_s3_layout(s3, prefix: str, summary: dict, tmp_path) -> None:
+def check_s3_layout(s3, prefix: str, student_run: str, tmp_path) -> None:
     """DESIGN.md's layout: teachers/<name>/<fp>/, cache/<teacher_fp>-<data_fp>/,
     students/<run>/, each committed by its marker, and no local path in what was written."""
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=BUCKET, Prefix=f"{prefix}/") for o in page.get("Contents", [])]
     cards = [k for k in keys if k.endswith("card.json")]
-    student_run, baseline_run = summary["student"]["run_id"], summary["baseline"]["run_id"]
     teacher_cards = [k for k in cards if k.startswith(f"{prefix}/teachers/cnn-teacher/")]
     assert len(teacher_cards) == 1
     teacher_fp = teacher_cards[0].split("/")[3]
-    for run in (student_run, baseline_run):
-        assert f"{prefix}/students/{run}/card.json" in cards
-        assert f"{prefix}/students/{run}/model.ts" in keys
-        assert any(k.startswith(f"{prefix}/students/{run}/checkpoints/epoch-0002/")
-                   for k in keys)
+    assert f"{prefix}/students/{student_run}/card.json" in cards
+    assert f"{prefix}/students/{student_run}/model.ts" in keys
+    assert any(k.startswith(f"{prefix}/students/{student_run}/checkpoints/epoch-0002/")
+               for k in keys)
     manifests = [k for k in keys
                  if k.startswith(f"{prefix}/cache/") and k.endswith("manifest.json")]
     assert len(manifests) == 1 and manifests[0].split("/")[2].startswith(f"{teacher_fp}-")

@@ -655,8 +655,11 @@ def check_inputs(spec: PipelineSpec) -> None:
         candidates.append(("data.path", spec.data.path))
         if spec.data.transfer:
             candidates.append(("data.transfer.path", spec.data.transfer.path))
-    for role in ("teacher", "student"):
-        model = getattr(spec, role).model
+    models = [("teacher", spec.teacher.model), ("student", spec.student.model)]
+    if spec.distill.multi_teacher:
+        models += [(f"distill.multi_teacher.teachers.{i}", t.model)
+                   for i, t in enumerate(spec.distill.multi_teacher.teachers)]
+    for role, model in models:
         if isinstance(model, TorchScriptSpec):
             candidates.append((f"{role}.model.path", model.path))
         if isinstance(model, ImportSpec):

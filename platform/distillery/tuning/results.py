@@ -86,7 +86,7 @@ def plot_png(rows: list[dict], space: dict[str, SearchDim], metric: str, title: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     numeric = [p for p, d in space.items() if d.type != "choice" or all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in d.values)]
@@ -114,6 +114,7 @@ def plot_png(rows: list[dict], space: dict[str, SearchDim], metric: str, title: 
             if dim.type == "loguniform":
                 ax.set_xscale("log")
                 ax.set_xlim(dim.lower / margin, dim.upper * margin)
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(NullFormatter())
             else:
