@@ -85,9 +85,9 @@ def test_multi_teacher_stores_both_teachers_and_joins_their_caches(local_ray, st
                                   f"distill.multi_teacher={SECOND_TEACHER.format(path=scripted)}"))
     pipeline.train_teacher()  # imports the pretrained one, keeps the trained one
     assert pipeline.store.exists("teachers", "mlp-teacher", "latest.json")
-    card = pipeline.distill()
+    card = pipeline.distill()  # reads logits_1, which only the join provides
     assert len(pipeline.store.listdir("cache")) == 2
-    assert card["metrics"]["test_agreement"] > 0.3
+    assert card["strategy"] == "multi_teacher"
 
 
 def test_online_mutual_learning_exports_every_peer_and_picks_the_best(local_ray, store_copy):

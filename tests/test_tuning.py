@@ -191,7 +191,8 @@ def test_pareto_search_writes_table_best_spec_and_plot(store_copy, local_ray):
     front = pareto_front([(r["val_accuracy"], r["student_params"]) for r in rows])
     assert summary["pareto"] == [rows[i] for i in front]
     for r in rows:
-        assert (store_copy / "students" / r["student"] / "card.json").is_file()
+        assert (run / "trials" / r["student"] / "card.json").is_file()
+    assert not (store_copy / "students").exists()  # evaluate and serving never see trials
 
     best = load_spec(run / "best.yaml")
     winner = summary["best"]
@@ -245,7 +246,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(store_copy, tmp
         first.wait()
     (run,) = runs
     assert not (run / "summary.json").exists()
-    cards = {p: p.stat().st_mtime_ns for p in (store_copy / "students").glob("*/card.json")}
+    cards = {p: p.stat().st_mtime_ns for p in (run / "trials").glob("*/card.json")}
 
     result = cli(*args, env=env)  # the same command again: it finds the unfinished run
     assert result.returncode == 0, result.stderr[-3000:]

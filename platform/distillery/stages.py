@@ -33,6 +33,8 @@ LATEST = "latest.json"
 @dataclass
 class Pipeline:
     spec: PipelineSpec
+    students: tuple[str, ...] = ("students",)
+    """Where runs of distill and baseline go in the store (Tune trials: tune/<run_id>/trials)."""
 
     @cached_property
     def store(self) -> Store:
@@ -140,7 +142,7 @@ class Pipeline:
         for i, extra in enumerate(manifests[1:], start=1):
             rows = join_teacher(rows, read_cache(self.store, extra["key"]), f"logits_{i}")
         result = self._fit(self.spec.student.model, d, d.strategy, params, "student", rows,
-                           self.store.uri("students", run_id), callbacks)
+                           self.store.uri(*self.students, run_id), callbacks)
         return self._export_student(run_id, load_weights(result)[0], "student",
                                     self.spec.student.model, self.teacher_parts())
 
@@ -192,9 +194,9 @@ class Pipeline:
         d = self.spec.distill
         params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
         teacher = self.teacher_parts()
-        stages = [(("students", run_id, "assistants", str(i)), spec, f"assistant {i}")
+        stages = [((*self.students, run_id, "assistants", str(i)), spec, f"assistant {i}")
                   for i, spec in enumerate(d.progressive.assistants)]
-        stages.append((("students", run_id), self.spec.student.model, "student"))
+        stages.append(((*self.students, run_id), self.spec.student.model, "student"))
         for parts, model_spec, label in stages:
             if not self.store.exists(*parts, "card.json"):
                 manifest = self._cache(teacher, self.spec.teacher.inference)
@@ -207,7 +209,7 @@ class Pipeline:
                 self._export_student(run_id, load_weights(result)[0], role, model_spec,
                                      teacher, parts)
             teacher = parts
-        return self.store.read_json("students", run_id, "card.json")
+        return self.store.read_json(*self.students, run_id, "card.json")
 
     def _curriculum(self, cache_key_: str) -> dict:
         """Per-epoch difficulty thresholds from the teacher's outputs on every cached row."""
@@ -235,12 +237,12 @@ class Pipeline:
                   "peers": [p.model_dump() for p in d.online.peers],
                   "num_features": splits.num_features, "num_classes": splits.num_classes}
         result = self._fit(self.spec.student.model, d, "online", params, "online",
-                           splits.distill_rows(), self.store.uri("students", run_id), callbacks)
+                           splits.distill_rows(), self.store.uri(*self.students, run_id), callbacks)
         states = load_weights(result)
         val = []
         for k, (spec, state) in enumerate(zip(specs, states, strict=True)):
             card = self._export_student(run_id, state, "peer", spec, None,
-                                        ("students", run_id, "peers", str(k)))
+                                        (*self.students, run_id, "peers", str(k)))
             val.append(card["metrics"]["val_accuracy"])
         # a bigger peer may win on validation, but the student is what fits the budget
         best = max((k for k, spec in enumerate(specs) if spec == specs[0]), key=val.__getitem__)
@@ -263,15 +265,15 @@ class Pipeline:
         rows = to_table(splits.x_train[order], splits.y_train[order])
         run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
         result = self._fit(self.spec.student.model, self.spec.distill, "supervised", {},
-                           "baseline", rows, self.store.uri("students", run_id))
+                           "baseline", rows, self.store.uri(*self.students, run_id))
         return self._export_student(run_id, load_weights(result)[0], "baseline",
                                     self.spec.student.model, None)
 
     def unfinished_runs(self) -> list[str]:
         """students/<run_id> of this spec's distill runs without an exported card, oldest first."""
         pattern = re.compile(rf"{re.escape(self.spec.name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
-        return [r for r in self.store.listdir("students") if pattern.fullmatch(r)
-                and not self.store.exists("students", r, "card.json")]
+        return [r for r in self.store.listdir(*self.students) if pattern.fullmatch(r)
+                and not self.store.exists(*self.students, r, "card.json")]
 
     # ------------------------------------------------------------ shared
 
@@ -301,7 +303,7 @@ class Pipeline:
         `teacher_parts`: the model it learned from; agreement is always measured against the
         pipeline's `teacher` (when trained), so every strategy is compared on one scale."""
         splits, spec = self.splits, self.spec
-        parts = parts or ("students", run_id)
+        parts = parts or (*self.students, run_id)
         model = build_model(model_spec, splits.num_features, splits.num_classes)
         model.load_state_dict(state)
         metrics = {"val_accuracy": accuracy(model, splits.x_val, splits.y_val),

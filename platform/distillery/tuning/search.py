@@ -7,7 +7,8 @@ values, runs `Pipeline.distill` with Ray Tune's `TuneReportCallback` in the trai
 student's card metrics. Everything lands in the store under `tune/<run_id>/`: Tune's experiment
 state (what a resume restores), spec.json, trials.json, trials.md, best.yaml, plot.png and,
 written last, summary.json: a run without it is unfinished and the same spec resumes it.
-Trial students are `students/<run_id>-tNN/`; a trial stopped by ASHA leaves nothing behind.
+Trial students are `tune/<run_id>/trials/<trial_id>/`, apart from the students that
+`distillery evaluate` and serving pick from; a trial stopped by ASHA leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -50,14 +51,14 @@ def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dic
     # Two trials' progress bars of their few-second cache reads would interleave into noise.
     ray.data.DataContext.get_current().enable_progress_bars = False
     spec = trial_spec(base, config)
-    pipeline = Pipeline(spec)
+    pipeline = Pipeline(spec, students=trials_root(tune_run_id))
     # The driver loaded the data once for all trials (generating MNIST-1D alone takes ~12 s of
     # CPU); a cached_property takes an assigned value as its cache.
     pipeline.splits = splits
-    run_id = trial_run_id(tune_run_id, tune.get_context().get_trial_id())
-    if pipeline.store.exists("students", run_id, "card.json"):
+    run_id = tune.get_context().get_trial_id()
+    if pipeline.store.exists(*pipeline.students, run_id, "card.json"):
         # finished before the experiment state recorded it (a kill in between): not redone
-        card = pipeline.store.read_json("students", run_id, "card.json")
+        card = pipeline.store.read_json(*pipeline.students, run_id, "card.json")
     else:
         size = count_params(build_model(spec.student.model, splits.num_features,
                                         splits.num_classes))
@@ -83,8 +84,8 @@ class EpochReport(TuneReportCallback):
             super().after_report(run_context, [{**metrics[0], SIZE: self.size}], checkpoint)
 
 
-def trial_run_id(tune_run_id: str, trial_id: str) -> str:
-    return f"{tune_run_id}-{trial_id}"
+def trials_root(tune_run_id: str) -> tuple[str, ...]:
+    return ("tune", tune_run_id, "trials")
 
 
 def trial_dirname(trial) -> str:
@@ -183,7 +184,7 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
     rows = sorted((trial_row(r, t.metric) for r in grid), key=lambda r: r["order"])
     for r in rows:
         if r["status"] != "completed":  # its checkpoints are of a run nobody will finish
-            store.remove_dir("students", trial_run_id(run_id, r["trial"]))
+            store.remove_dir(*trials_root(run_id), r["trial"])
     return write_results(pipeline, run_id, rows, base, time.perf_counter() - started)
 
 
