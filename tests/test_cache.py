@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from distillery.cache import MANIFEST
+from distillery.config import MLPSpec
 from distillery.data.splits import fixed_list_to_numpy
-from distillery.models import load_model
+from distillery.models import build_model, load_model
 from distillery.stages import Pipeline
 
 from conftest import tiny_spec
@@ -51,14 +52,19 @@ def test_same_teacher_and_data_reuse_the_cache(store_copy, local_ray, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (store_copy / "cache" / key).iterdir()} == before
 
 
-def test_changed_data_or_teacher_makes_a_new_cache(store_copy, local_ray):
+def test_changed_data_or_teacher_makes_a_new_cache(store_copy, local_ray, tmp_path):
     base = Pipeline(tiny_spec(store_copy)).teacher_infer()
     other_data = Pipeline(tiny_spec(store_copy, "data.transfer.seed=99")).teacher_infer()
     assert other_data["data_fingerprint"] != base["data_fingerprint"]
     assert other_data["teacher_fingerprint"] == base["teacher_fingerprint"]
-    retrained = Pipeline(tiny_spec(store_copy, "teacher.train.seed=5"))
-    retrained.train_teacher()
-    other_teacher = retrained.teacher_infer()
+    # another teacher of the same name: a pretrained one, imported (no training to wait for)
+    scripted = tmp_path / "other.ts"
+    torch.jit.save(torch.jit.script(build_model(MLPSpec(arch="mlp", hidden=[8]), 40, 10)),
+                   str(scripted))
+    replaced = Pipeline(tiny_spec(store_copy, f"teacher.model={{arch: torchscript, path: "
+                                              f"{scripted}}}", "teacher.train=null"))
+    replaced.train_teacher()
+    other_teacher = replaced.teacher_infer()
     assert other_teacher["teacher_fingerprint"] != base["teacher_fingerprint"]
     assert len(list((store_copy / "cache").iterdir())) == 3
 

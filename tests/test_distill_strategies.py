@@ -29,12 +29,6 @@ def distill(store, *overrides):
     return pipeline, card
 
 
-def test_response_with_another_divergence(local_ray, store_copy):
-    # reverse KL and JSD share this path; their values are pinned in test_losses.py
-    _, card = distill(store_copy, "distill.kl=jsd")
-    assert card["metrics"]["test_agreement"] > 0.3
-
-
 @pytest.mark.parametrize("cached", [True, False])
 def test_feature_distillation_from_cache_or_live_teacher(local_ray, store_copy, cached):
     pipeline, card = distill(store_copy, "distill.strategy=feature",
