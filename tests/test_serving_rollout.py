@@ -186,7 +186,7 @@ def test_shipped_serve_configs_validate():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from distillery.serving.section import serving_override
+    from distillery.config import section_override
 
     from conftest import ROOT
 
@@ -194,6 +194,7 @@ def test_shipped_serve_configs_validate():
                                                              .read_text()))
     (app,) = config.applications
     assert app.import_path == "distillery.serving.app:app_builder"
-    spec = load_spec(ROOT / app.args["config"], [serving_override(str(ROOT / app.args["serving"]))])
+    serving = section_override("serve", ROOT / app.args["serving"], "serving")
+    spec = load_spec(ROOT / app.args["config"], [serving])
     assert spec.serve.rollout.steps == [5, 25, 50, 100]
     assert spec.serve.student_deployment.autoscaling.max_replicas == 2

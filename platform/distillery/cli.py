@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distillery.config import SpecError, load_spec
+from distillery.config import SpecError, load_spec, section_override
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,11 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = args.overrides
         if args.command in ("validate", "tune") and args.space:
-            from distillery.tuning.space import space_override
-            overrides = [space_override(args.space), *overrides]
+            overrides = [section_override("tune", args.space, "--space"), *overrides]
         if args.command in ("serve", "rollout") and args.serving:
-            from distillery.serving.section import serving_override
-            overrides = [serving_override(args.serving), *overrides]
+            overrides = [section_override("serve", args.serving, "--serving"), *overrides]
         spec = load_spec(args.config, overrides)
         if args.command == "tune" and spec.tune is None:
             raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "

@@ -609,20 +609,32 @@ class PipelineSpec(Strict):
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
     """Read, override and validate a pipeline spec; raise SpecError with a one-line reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"--config: file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    raw = read_mapping(path, "--config", "sections")
     for item in overrides:
         apply_override(raw, item)
     spec = validate_spec(raw)
     check_inputs(spec)
     return spec
+
+
+def read_mapping(path: str | Path, option: str, what: str) -> dict:
+    """A YAML file holding a mapping (of `what`), or a SpecError naming `option` or the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{option}: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping of {what}, got {type(raw).__name__}")
+    return raw
+
+
+def section_override(section: str, path: str | Path, option: str) -> str:
+    """A spec section kept in a file of its own (`--space`, `--serving`) as a `--set
+    section=...` override, so later --set items still apply."""
+    return f"{section}={json.dumps(read_mapping(path, option, f'{section} settings'))}"
 
 
 def validate_spec(raw: dict) -> PipelineSpec:

@@ -13,11 +13,17 @@ import time
 from ray import serve
 from ray.serve import Application
 
-from distillery.config import ModelServingSpec, PipelineSpec, ServeSpec, SpecError, load_spec
+from distillery.config import (
+    ModelServingSpec,
+    PipelineSpec,
+    ServeSpec,
+    SpecError,
+    load_spec,
+    section_override,
+)
 from distillery.serving.admin import TOKEN_ENV, token_digest
 from distillery.serving.deployments import ModelServer
 from distillery.serving.router import Router
-from distillery.serving.section import serving_override
 from distillery.storage import Store
 
 APP_NAME = "distillery"
@@ -87,7 +93,7 @@ def app_builder(args: dict) -> Application:
     overrides = args.get("set", [])
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
     if args.get("serving"):
-        overrides.insert(0, serving_override(args["serving"]))
+        overrides.insert(0, section_override("serve", args["serving"], "serving"))
     return build_app(load_spec(args["config"], overrides), token_digest())
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from distillery.config import PipelineSpec, SearchDim, SpecError, validate_spec
+from distillery.config import (
+    PipelineSpec,
+    SearchDim,
+    SpecError,
+    section_override,
+    validate_spec,
+)
 
 SEARCHABLE = ("distill", "student")
 """Top-level sections a space may reach into: trials share the teacher and its logit cache."""
@@ -26,17 +29,7 @@ SET_BY_TUNE = {"distill.num_workers": "tune.workers_per_trial", "distill.epochs"
 
 def space_override(path: str) -> str:
     """`--space FILE` as a `--set tune=...` override, so later --set items still apply."""
-    file = Path(path)
-    if not file.is_file():
-        raise SpecError(f"--space: file not found: {file}")
-    try:
-        section = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{file}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(section, dict):
-        raise SpecError(f"{file}: must be a mapping of tune settings, got "
-                        f"{type(section).__name__}")
-    return f"tune={json.dumps(section)}"
+    return section_override("tune", path, "--space")
 
 
 def trial_base(spec: PipelineSpec) -> dict:
