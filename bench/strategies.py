@@ -46,6 +46,9 @@ def main() -> None:
     overrides = [*BUDGET, *args.overrides]
     variants = load_variants(ROOT / "bench/strategies.yaml")
     only = args.only.split(",") if args.only else None
+    if only and set(only) - {*variants, "baseline"}:
+        parser.error(f"--only: unknown {sorted(set(only) - {*variants, 'baseline'})}; "
+                     f"variants: {[*variants, 'baseline']}")
     if only:
         variants = {name: v for name, v in variants.items() if name in only}
     result = compare_strategies(ROOT / "jobs/configs/mnist1d.yaml", overrides, variants,

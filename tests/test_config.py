@@ -158,6 +158,10 @@ def test_a_missing_pretrained_second_teacher_is_named(tmp_path):
         "teachers": [{"name": "b", "model": {"arch": "mlp"}, "train": {}}], "weights": [1]}},
      r"^distill.multi_teacher: weights needs 2 values \(teacher and each of teachers\), got 1$"),
     ({"kl": "forwards"}, "^distill.kl: "),
+    ({"strategy": "multi_teacher", "multi_teacher": {
+        "teachers": [{"name": "cnn-teacher", "model": {"arch": "mlp"}, "train": {}}]}},
+     "^distill: multi_teacher.teachers.0.name: 'cnn-teacher' is already the name of another "
+     "teacher"),
     ({"strategy": "feature", "feature": {"pairs": []}}, "^distill.feature.pairs: "),
     ({"strategy": "progressive", "progressive": {"curriculum": {"start": 0}}},
      r"^distill.progressive.curriculum.start: must be > 0"),

@@ -70,18 +70,21 @@ def test_teacher_assistant_chain_with_curriculum_resumes_at_the_unfinished_stage
 
 
 def test_multi_teacher_stores_both_teachers_and_joins_their_caches(local_ray, store_copy,
-                                                                    tmp_path):
+                                                                    tmp_path, capsys):
     scripted = tmp_path / "mlp.ts"
     torch.jit.save(torch.jit.script(build_model(MLPSpec(arch="mlp", hidden=[32]), 40, 10)),
                    str(scripted))
     pipeline = Pipeline(tiny_spec(store_copy, "distill.epochs=1",
                                   "distill.strategy=multi_teacher",
                                   f"distill.multi_teacher={SECOND_TEACHER.format(path=scripted)}"))
-    pipeline.train_teacher()  # imports the pretrained one, keeps the trained one
+    pipeline.ensure_teachers()  # imports the pretrained one, keeps the trained one
     assert pipeline.store.exists("teachers", "mlp-teacher", "latest.json")
     card = pipeline.distill()  # reads logits_1, which only the join provides
     assert len(pipeline.store.listdir("cache")) == 2
     assert card["strategy"] == "multi_teacher"
+    # the join lost no row: the student's last epoch saw every cached row
+    rows = pipeline.splits.num_distill_rows
+    assert f"student: training on {rows} rows" in capsys.readouterr().out
 
 
 def test_online_mutual_learning_exports_every_peer_and_picks_the_best(local_ray, store_copy):

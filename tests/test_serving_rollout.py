@@ -117,6 +117,11 @@ def test_shadow_and_ab_modes_never_move_traffic():
         assert state["weight"] == weight
         assert decide(state, spec, HEALTHY, 1000)[0]["weight"] == weight
         assert decide(state, spec, DISAGREEING, 1000)[0]["weight"] == weight
+        # nor can an operator turn them into a live canary, even after a rollback
+        rolled_back = operator_action(state, "rollback", 1.0)
+        for action in ("advance", "resume"):
+            with pytest.raises(ValueError, match=f"cannot {action} a {mode} rollout"):
+                operator_action(rolled_back, action, 2.0)
 
 
 def test_gates_wait_without_data_and_skip_when_unset():

@@ -48,6 +48,7 @@ BAD_V1 = [  # (body, status, code)
     (b'{"instances": [[1, NaN, 3]]}', 400, "not_finite"),
     (b'{"instances": [[1, Infinity, 3]]}', 400, "not_finite"),
     (v1({"instances": [[1, 1e39, 3]]}), 400, "not_finite"),  # overflows float32
+    (b'{"instances": [[1, ' + b"9" * 400 + b', 3]]}', 400, "not_finite"),  # beyond any float
     (v1({"instances": [[1, 2, 3]] * 5}), 413, "too_many_instances"),
     (v1({"instances": [[1, 2, 3]], "pad": "x" * 2000}), 413, "body_too_large"),
     (v1({"instances": [[1, 2, 3]], "user_id": [1]}), 400, "wrong_type"),

@@ -241,7 +241,7 @@ class ProgressiveSpec(Strict):
     """Easy rows first, by the stage's teacher (Bengio et al. 2009)."""
 
     @model_validator(mode="after")
-    def _something(self) -> ProgressiveSpec:
+    def _assistants_or_curriculum(self) -> ProgressiveSpec:
         if not self.assistants and self.curriculum is None:
             raise ValueError("give assistants, a curriculum, or both")
         return self
@@ -600,6 +600,20 @@ class PipelineSpec(Strict):
                                  f"{data.source} data takes gaussian_noise, feature_dropout "
                                  "or scaling")
         return evaluate
+
+    @field_validator("distill")
+    @classmethod
+    def _teacher_names_distinct(cls, distill: DistillSpec, info: ValidationInfo) -> DistillSpec:
+        # each teacher's store entry is teachers/<name>/: a shared name would overwrite one
+        if distill.multi_teacher is None or info.data.get("teacher") is None:
+            return distill
+        seen = {info.data["teacher"].name}
+        for i, teacher in enumerate(distill.multi_teacher.teachers):
+            if teacher.name in seen:
+                raise ValueError(f"multi_teacher.teachers.{i}.name: {teacher.name!r} is already "
+                                 "the name of another teacher; each needs its own")
+            seen.add(teacher.name)
+        return distill
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]

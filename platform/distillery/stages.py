@@ -202,9 +202,11 @@ class Pipeline:
                 manifest = self._cache(teacher, self.spec.teacher.inference)
                 curriculum = (self._curriculum(manifest["key"]) if d.progressive.curriculum
                               else None)
+                # a Tune trial ranks the chain by its student, not by an assistant's epochs
                 result = self._fit(model_spec, d, "response", params, label,
                                    read_cache(self.store, manifest["key"]),
-                                   self.store.uri(*parts), callbacks, curriculum)
+                                   self.store.uri(*parts),
+                                   callbacks if label == "student" else None, curriculum)
                 role = "student" if label == "student" else "assistant"
                 self._export_student(run_id, load_weights(result)[0], role, model_spec,
                                      teacher, parts)
@@ -270,7 +272,8 @@ class Pipeline:
                                     self.spec.student.model, None)
 
     def unfinished_runs(self) -> list[str]:
-        """students/<run_id> of this spec's distill runs without an exported card, oldest first."""
+        """Run ids under `self.students` of this spec's distill runs without an exported card,
+        oldest first."""
         pattern = re.compile(rf"{re.escape(self.spec.name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
         return [r for r in self.store.listdir(*self.students) if pattern.fullmatch(r)
                 and not self.store.exists(*self.students, r, "card.json")]

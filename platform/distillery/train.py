@@ -202,11 +202,11 @@ def train_loop_per_worker(config: dict) -> None:
         batches_all, rows_all = totals[len(names):]
         seconds = time.perf_counter() - started
         metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
-        if num_models > 1:  # online peers: each one's, and the best as val_accuracy
+        if num_models > 1:  # online peers: each one's; val_accuracy stays the student's
             metrics.update({f"val_accuracy_{i}": c / seen for i, c in enumerate(correct)})
         metrics.update(
             epoch=epoch + 1,
-            val_accuracy=max(correct) / seen,
+            val_accuracy=correct[0] / seen,
             lr=scheduler.get_last_lr()[0],
             rows_per_second=rows_all / seconds,
             epoch_seconds=seconds,

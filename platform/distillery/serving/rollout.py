@@ -129,6 +129,11 @@ def promote(state: dict, now: float) -> dict:
 def operator_action(state: dict, action: str, now: float) -> dict:
     """advance | pause | resume | rollback from the admin API; returns the new state with the
     decision logged."""
+    if action in ("advance", "resume") and state["mode"] != "canary":
+        # only a canary moves traffic in steps; doing it to a shadow or A/B rollout would put
+        # the student live without the canary's gates
+        raise ValueError(f"cannot {action} a {state['mode']} rollout: only canary rollouts "
+                         "move traffic in steps")
     if action == "advance":
         if state["status"] not in ("running", "paused", "rolled_back"):
             raise ValueError(f"cannot advance a rollout that is {state['status']}")

@@ -168,18 +168,17 @@ class Router:
             self.errors_total.inc(tags={"model": known, "kind": "client"})
             return JSONResponse(render_error(err), err.status)
         request_id = uuid.uuid4().hex
-        if name == self.endpoint:
-            key = request.headers.get(self.rollout_spec.sticky_header) or key or request_id
-            arm, probs = await self._routed(x, key)
-            self._remember(request_id, arm)
-        else:
-            arm = name
-            try:
-                probs = await self._call(arm, x)
-            except Exception as err:  # the model failed, not the client: 5xx, no stack trace
-                logger.warning("%s failed: %s", arm, err)
-                failed = RequestError(503, "model_error", f"{arm} failed; retry")
-                return JSONResponse(render_error(failed), 503)
+        try:
+            if name == self.endpoint:
+                key = request.headers.get(self.rollout_spec.sticky_header) or key or request_id
+                arm, probs = await self._routed(x, key)
+                self._remember(request_id, arm)
+            else:
+                arm, probs = name, await self._call(name, x)
+        except Exception as err:  # the model failed, not the client: 5xx, no stack trace
+            logger.warning("%s failed: %s", name, err)
+            failed = RequestError(503, "model_error", f"{name} failed; retry")
+            return JSONResponse(render_error(failed), 503)
         return JSONResponse(render(probs, arm, self.versions[arm], request_id))
 
     async def _body(self, request: Request) -> bytes:

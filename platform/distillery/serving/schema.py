@@ -130,7 +130,11 @@ def _numbers(values: object, field: str, *, integers: bool) -> np.ndarray:
         kind = "integers" if integers else "numbers"
         raise RequestError(400, "wrong_type", f"{field} must hold only {kind}, got "
                                               f"{bad[0]!r} ({type(bad[0]).__name__})")
-    return arr.astype(np.float64)
+    try:
+        return arr.astype(np.float64)
+    except OverflowError:  # an integer literal too long for any float
+        raise RequestError(400, "not_finite", f"{field} holds a number too large for "
+                                              "float32") from None
 
 
 def _finite(x: np.ndarray, field: str) -> np.ndarray:

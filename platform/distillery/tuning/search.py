@@ -8,7 +8,8 @@ student's card metrics. Everything lands in the store under `tune/<run_id>/`: Tu
 state (what a resume restores), spec.json, trials.json, trials.md, best.yaml, plot.png and,
 written last, summary.json: a run without it is unfinished and the same spec resumes it.
 Trial students are `tune/<run_id>/trials/<trial_id>/`, apart from the students that
-`distillery evaluate` and serving pick from; a trial stopped by ASHA leaves nothing behind.
+`distillery evaluate` and serving pick from; a trial stopped by ASHA keeps no student there
+(only Tune's own trial directory).
 """
 
 from __future__ import annotations
