@@ -150,7 +150,7 @@ class Pipeline:
         """What the trainer's strategy is built from; feature pairs are checked here, before
         any Ray work."""
         d = self.spec.distill
-        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
+        params = self._kd_params()
         if d.strategy == "feature":
             student_shapes, teacher_shapes = self._feature_shapes()
             params.update(
@@ -163,6 +163,11 @@ class Pipeline:
             params.update(num_teachers=len(m.teachers) + 1, weighting=m.weighting,
                           teacher_weights=m.weights)
         return params
+
+    def _kd_params(self) -> dict:
+        """What every distilling strategy takes: the KD temperature, weight and divergence."""
+        d = self.spec.distill
+        return {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
 
     def _feature_shapes(self) -> tuple[dict, dict]:
         """Output shapes of the paired student and teacher layers; a SpecError naming the pair
@@ -192,7 +197,7 @@ class Pipeline:
         previous stage's cache, with the curriculum if one is given. Finished stages are kept,
         so a resumed chain restarts at its first unfinished stage."""
         d = self.spec.distill
-        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
+        params = self._kd_params()
         teacher = self.teacher_parts()
         stages = [((*self.students, run_id, "assistants", str(i)), spec, f"assistant {i}")
                   for i, spec in enumerate(d.progressive.assistants)]
@@ -235,7 +240,7 @@ class Pipeline:
         student's architecture is the student."""
         d, splits = self.spec.distill, self.splits
         specs = [self.spec.student.model, *d.online.peers]
-        params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl,
+        params = {**self._kd_params(),
                   "peers": [p.model_dump() for p in d.online.peers],
                   "num_features": splits.num_features, "num_classes": splits.num_classes}
         result = self._fit(self.spec.student.model, d, "online", params, "online",
