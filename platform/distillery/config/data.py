@@ -1,0 +1,53 @@
+"""Data specs: the generated MNIST-1D benchmark or a table, with transfer data."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+)
+
+from distillery.config.base import Strict
+
+
+class Mnist1dTransfer(Strict):
+    num_samples: int = Field(default=50_000, ge=10)
+    """Rounded down to a multiple of 10: the generator makes equally many of each class."""
+    seed: int = 7
+    """Generator seed; any seed other than the labelled set's gives unseen, unlabeled rows."""
+
+
+class Mnist1dData(Strict):
+    source: Literal["mnist1d"]
+    num_samples: int = Field(default=5000, ge=100)
+    """Rows generated (rounded down to a multiple of 10); the canonical benchmark is 5000
+    (4000 train / 1000 test)."""
+    seed: int = 42
+    """42 is the canonical MNIST-1D dataset."""
+    train_split: float = Field(default=0.8, gt=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    """Share of the train split held out for per-epoch validation."""
+    transfer: Mnist1dTransfer | None = None
+    """Unlabeled transfer set the teacher labels for distillation."""
+
+
+class TableTransfer(Strict):
+    path: str
+    """Parquet/CSV file or directory (local or s3://) with the feature columns, no labels needed."""
+
+
+class TableData(Strict):
+    source: Literal["parquet", "csv"]
+    path: str
+    """File or directory, local or s3://."""
+    features: list[str] = Field(min_length=1)
+    label: str
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    val_fraction: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = 0
+    """Seed of the deterministic train/val/test split."""
+    transfer: TableTransfer | None = None
+
+
+DataSpec = Annotated[Mnist1dData | TableData, Field(discriminator="source")]

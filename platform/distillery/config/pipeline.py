@@ -1,0 +1,217 @@
+"""The whole pipeline spec, and loading it from YAML with overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from distillery.config.base import SpecError, Strict
+from distillery.config.data import DataSpec, Mnist1dData, TableData
+from distillery.config.evaluation import (
+    GENERATOR_SHIFTS,
+    EvaluateSpec,
+)
+from distillery.config.models import (
+    ImportSpec,
+    TorchScriptSpec,
+)
+from distillery.config.serving import (
+    ServeSpec,
+)
+from distillery.config.training import (
+    DistillSpec,
+    StudentSpec,
+    TeacherSpec,
+)
+from distillery.config.tuning import TuneSpec
+from distillery.storage import is_remote, path_exists
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    store: str = "./runs"
+    """Root of every artifact: a local directory or s3://bucket/prefix."""
+    data: DataSpec
+    teacher: TeacherSpec
+    student: StudentSpec
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    tune: TuneSpec | None = None
+    """The search of `distillery tune`; `--space tune/<file>.yaml` supplies or replaces it."""
+    serve: ServeSpec | None = None
+    """`distillery serve`: HTTP serving of teacher and student with a gradual rollout."""
+
+    @field_validator("evaluate")
+    @classmethod
+    def _shifts_fit_data(cls, evaluate: EvaluateSpec, info: ValidationInfo) -> EvaluateSpec:
+        data = info.data.get("data")
+        for i, shift in enumerate(evaluate.shifts):
+            if shift.kind in GENERATOR_SHIFTS and not isinstance(data, Mnist1dData | None):
+                raise ValueError(f"shifts.{i}.kind: {shift.kind!r} regenerates mnist1d data; "
+                                 f"{data.source} data takes gaussian_noise, feature_dropout "
+                                 "or scaling")
+        return evaluate
+
+    @field_validator("distill")
+    @classmethod
+    def _teacher_names_distinct(cls, distill: DistillSpec, info: ValidationInfo) -> DistillSpec:
+        # each teacher's store entry is teachers/<name>/: a shared name would overwrite one
+        if distill.multi_teacher is None or info.data.get("teacher") is None:
+            return distill
+        seen = {info.data["teacher"].name}
+        for i, teacher in enumerate(distill.multi_teacher.teachers):
+            if teacher.name in seen:
+                raise ValueError(f"multi_teacher.teachers.{i}.name: {teacher.name!r} is already "
+                                 "the name of another teacher; each needs its own")
+            seen.add(teacher.name)
+        return distill
+
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
+    """Read, override and validate a pipeline spec; raise SpecError with a one-line reason."""
+    raw = read_mapping(path, "--config", "sections")
+    for item in overrides:
+        apply_override(raw, item)
+    spec = validate_spec(raw)
+    check_inputs(spec)
+    return spec
+
+
+def read_mapping(path: str | Path, option: str, what: str) -> dict:
+    """A YAML file holding a mapping (of `what`), or a SpecError naming `option` or the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{option}: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping of {what}, got {type(raw).__name__}")
+    return raw
+
+
+def section_override(section: str, path: str | Path, option: str) -> str:
+    """A spec section kept in a file of its own (`--space`, `--serving`) as a `--set
+    section=...` override, so later --set items still apply."""
+    return f"{section}={json.dumps(read_mapping(path, option, f'{section} settings'))}"
+
+
+def validate_spec(raw: dict) -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise SpecError(_describe(raw, first)) from None
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply `a.b.c=value` (value parsed as YAML) to the raw spec dict in place."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {item}: expected key.path=value")
+    *parents, leaf = key.split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {item}: {'.'.join(parents[: i + 1])} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value) if value else ""
+
+
+def check_inputs(spec: PipelineSpec) -> None:
+    """Local input files must exist and factories import; remote files are checked when read."""
+    candidates = []
+    if isinstance(spec.data, TableData):
+        candidates.append(("data.path", spec.data.path))
+        if spec.data.transfer:
+            candidates.append(("data.transfer.path", spec.data.transfer.path))
+    models = [("teacher", spec.teacher.model), ("student", spec.student.model)]
+    if spec.distill.multi_teacher:
+        models += [(f"distill.multi_teacher.teachers.{i}", t.model)
+                   for i, t in enumerate(spec.distill.multi_teacher.teachers)]
+    for role, model in models:
+        if isinstance(model, TorchScriptSpec):
+            candidates.append((f"{role}.model.path", model.path))
+        if isinstance(model, ImportSpec):
+            _check_factory(f"{role}.model.factory", model.factory)
+            if model.weights:
+                candidates.append((f"{role}.model.weights", model.weights))
+    for field, location in candidates:
+        if not is_remote(location) and not path_exists(location):
+            raise SpecError(f"{field}: file not found: {location}")
+
+
+def _check_factory(field: str, factory: str) -> None:
+    module_name, func = factory.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise SpecError(f"{field}: cannot import {module_name!r}: {err}") from None
+    if not callable(getattr(module, func, None)):
+        raise SpecError(f"{field}: {module_name!r} has no callable {func!r}")
+
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "extra_forbidden": "unknown key",
+    "missing": "required field is missing",
+}
+
+
+def _describe(raw: Any, error: dict) -> str:
+    path = _input_path(raw, error["loc"])
+    if error["type"] == "union_tag_invalid":
+        ctx = error["ctx"]
+        field = ctx["discriminator"].strip("'")
+        return (f"{path}.{field}: unknown {error['input'].get(field)!r}; "
+                f"valid: {ctx['expected_tags']}")
+    template = _MESSAGES.get(error["type"])
+    reason = template.format(**error.get("ctx", {})) if template else error["msg"]
+    reason = reason.removeprefix("Value error, ")
+    # a whole section as "got" would bury the reason; its path already says where to look
+    if error["type"] not in ("missing", "extra_forbidden") and not isinstance(error["input"],
+                                                                               dict):
+        reason += f", got {json.dumps(error['input'], default=str)}"
+    return f"{path or '<spec>'}: {reason}"
+
+
+def _input_path(raw: Any, loc: tuple) -> str:
+    """Field path as the user wrote it: pydantic's loc also holds union tags, which we drop."""
+    parts, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            parts.append(str(part))
+            node = node[part]
+        elif not (isinstance(node, dict) and isinstance(part, str) and part not in node
+                  and _is_union_tag(node, part)):
+            parts.append(str(part))
+            node = None
+    return ".".join(parts)
+
+
+def _is_union_tag(node: dict, part: str) -> bool:
+    return part in (node.get("arch"), node.get("source"))
