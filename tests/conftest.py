@@ -85,6 +85,38 @@ def store_copy(teacher_store, tmp_path) -> Path:
     return dst
 
 
+def add_students(root) -> None:
+    """`good`: the teacher's own weights (agreement 1); `bad`: random weights."""
+    from distillery.config import parse_model_spec
+    from distillery.models import build_model, model_card, save_model
+    from distillery.storage import Store
+
+    store = Store(str(root))
+    teacher = ("teachers", "cnn-teacher",
+               store.read_json("teachers", "cnn-teacher", "latest.json")["fingerprint"])
+    card = store.read_json(*teacher, "card.json")
+    for name in ("model.pt", "model.ts"):
+        store.write_bytes(store.read_bytes(*teacher, name), "students", "good", name)
+    store.write_json({**card, "role": "student", "run_id": "good"}, "students", "good",
+                     "card.json")
+    spec = parse_model_spec({"arch": "cnn1d", "channels": [8, 16], "hidden": 16})
+    model = build_model(spec, card["num_features"], card["num_classes"])
+    save_model(store, ("students", "bad"), model, model_card(
+        model, spec, num_features=card["num_features"], num_classes=card["num_classes"],
+        role="student", run_id="bad", spec={"name": "mnist1d"}))
+
+
+def deploy_app(spec, port: int, token: str) -> None:
+    """The Serve app of `spec` on the session's local Ray, HTTP on 127.0.0.1:port."""
+    from ray import serve
+
+    from distillery.serving.admin import token_digest
+    from distillery.serving.app import build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(spec, token_digest(token)), name="distillery", route_prefix="/")
+
+
 def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed `distillery` CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True,

@@ -7,17 +7,17 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
-from distillery.config import parse_model_spec
-from distillery.models import build_model, model_card, save_model
-from distillery.serving.admin import token_digest
+from distillery.monitoring.request_log import read_requests
 from distillery.storage import Store
 
-from conftest import free_port, tiny_spec
+from conftest import add_students, deploy_app, free_port, tiny_spec
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token"
@@ -26,24 +26,8 @@ ROLLOUT = ["serve.rollout.min_requests=40", "serve.rollout.min_seconds=0.5",
            "serve.rollout.interval_s=0.5", "serve.rollout.shadow_fraction=1.0",
            "serve.rollout.failure_threshold=2", "serve.rollout.gates.min_agreement=0.9",
            "serve.rollout.gates.min_agreement_samples=20",
-           "serve.rollout.gates.max_error_rate=0.0"]
-
-
-def add_students(root) -> None:
-    """`good`: the teacher's own weights (agreement 1); `bad`: random weights."""
-    store = Store(str(root))
-    teacher = ("teachers", "cnn-teacher",
-               store.read_json("teachers", "cnn-teacher", "latest.json")["fingerprint"])
-    card = store.read_json(*teacher, "card.json")
-    for name in ("model.pt", "model.ts"):
-        store.write_bytes(store.read_bytes(*teacher, name), "students", "good", name)
-    store.write_json({**card, "role": "student", "run_id": "good"}, "students", "good",
-                     "card.json")
-    spec = parse_model_spec({"arch": "cnn1d", "channels": [8, 16], "hidden": 16})
-    model = build_model(spec, card["num_features"], card["num_classes"])
-    save_model(store, ("students", "bad"), model, model_card(
-        model, spec, num_features=card["num_features"], num_classes=card["num_classes"],
-        role="student", run_id="bad", spec={"name": "mnist1d"}))
+           "serve.rollout.gates.max_error_rate=0.0",
+           "monitor.check_interval_s=null"]  # no drift checks: tests/test_monitoring_app.py
 
 
 class Client:
@@ -81,15 +65,6 @@ class Client:
         raise AssertionError(f"not done after {limit} requests: {json.dumps(status)[:2000]}")
 
 
-def deploy(spec, port: int) -> None:
-    from ray import serve
-
-    from distillery.serving.app import build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(spec, token_digest(TOKEN)), name="distillery", route_prefix="/")
-
-
 BAD_INPUTS = [  # (path, body) -> 4xx
     ("/v1/models/mnist1d:predict", b"{not json"),
     ("/v1/models/mnist1d:predict", b""),
@@ -123,9 +98,10 @@ def check_http_api(client: Client) -> None:
         assert set(error) == {"code", "message"} if path.startswith("/v1") else isinstance(
             error, str)
         assert client.predict(0).status_code == 200  # the server keeps serving
-    v2 = http.post("/v2/models/student/infer", json={"inputs": [
+    v2 = http.post("/v2/models/student/infer", json={"id": "client-7", "inputs": [
         {"name": "input", "shape": [2, 40], "datatype": "FP32", "data": [0.5] * 80}]}).json()
     assert v2["model_name"] == "student" and v2["outputs"][1]["shape"] == [2]
+    assert v2["id"] == "client-7"  # the protocol echoes the client's request id
     assert http.get("/admin/rollout").status_code == 401
     assert http.post("/admin/rollout/advance",
                      headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -142,7 +118,7 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
     port = free_port()
     client = Client(port)
     try:
-        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port)
+        deploy_app(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port, TOKEN)
         check_http_api(client)
         # healthy gates promote 5 -> 25 -> 50; pause there and restart the app
         statuses, weights, status = client.stream_until(lambda s: s["weight"] >= 50)
@@ -160,7 +136,7 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
         assert client.rollout()["ab"][answer["model"]]["outcomes"] == 1
 
         serve.delete("distillery")
-        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port)
+        deploy_app(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port, TOKEN)
         status = client.rollout()
         assert (status["status"], status["weight"]) == ("paused", 50)
         client.admin("resume")
@@ -170,7 +146,7 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
             "completed")
 
         # a student with random weights disagrees with the teacher: rolled back, no failures
-        deploy(tiny_spec(store_copy, "serve.student=bad", *ROLLOUT), port)
+        deploy_app(tiny_spec(store_copy, "serve.student=bad", *ROLLOUT), port, TOKEN)
         statuses, _, status = client.stream_until(lambda s: s["status"] == "rolled_back")
         assert set(statuses) == {200} and status["weight"] == 0
         assert "agreement" in status["decisions"][-1]["reason"]
@@ -178,9 +154,10 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
 
         # shadow: the teacher answers; the mirrored student (slowed by a 0.5 s batch wait)
         # never adds its latency to the response
-        deploy(tiny_spec(store_copy, "serve.student=good", *ROLLOUT, "serve.rollout.mode=shadow",
-                         "serve.student_deployment.batch_wait_timeout_s=0.5",
-                         "serve.student_deployment.max_batch_size=64"), port)
+        shadow = tiny_spec(store_copy, "serve.student=good", *ROLLOUT, "serve.rollout.mode=shadow",
+                           "serve.student_deployment.batch_wait_timeout_s=0.5",
+                           "serve.student_deployment.max_batch_size=64")
+        deploy_app(shadow, port, TOKEN)
         start = time.perf_counter()
         assert client.http.post("/v1/models/student:predict",
                                 json={"instances": [[0.0] * 40]}).status_code == 200
@@ -198,3 +175,9 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
         assert status["gates"][0]["value"] == 1.0  # agreement over >= 20 mirrored rows
     finally:
         serve.shutdown()
+    # every answered request is in the request log; mirrored ones carry the pair's agreement
+    logged = read_requests(Store(str(store_copy)), datetime(2026, 1, 1, tzinfo=timezone.utc),
+                           datetime.now(timezone.utc) + timedelta(minutes=1))
+    assert logged.num_rows >= 200
+    assert set(logged.column("model").to_pylist()) == {"teacher", "student"}
+    assert logged.filter(pc.is_valid(logged["agrees"])).num_rows > 0

@@ -23,9 +23,9 @@ from conftest import REFERENCE_SPEC
 SPEC = RolloutSpec(steps=[5, 25, 50, 100], min_requests=100, min_seconds=60, failure_threshold=3,
                    gates={"min_agreement": 0.9, "min_agreement_samples": 20, "max_p99_ms": 50,
                           "max_error_rate": 0.01})
-HEALTHY = Measurement(requests=100, student_requests=10, student_errors=0, student_p99_ms=12.0,
+HEALTHY = Measurement(requests=100, student_calls=10, student_errors=0, student_p99_ms=12.0,
                       agreements=19, pairs=20)
-DISAGREEING = Measurement(requests=100, student_requests=10, student_errors=0,
+DISAGREEING = Measurement(requests=100, student_calls=10, student_errors=0,
                           student_p99_ms=12.0, agreements=4, pairs=20)
 
 
@@ -81,12 +81,24 @@ def test_rollback_after_consecutive_failures_only():
 @pytest.mark.parametrize("failing", [
     Measurement(100, 10, 1, 12.0, 19, 20),  # error rate 0.1 > 0.01
     Measurement(100, 10, 0, 80.0, 19, 20),  # p99 80 ms > 50
+    Measurement(100, 10, 0, 12.0, 19, 20, alerts=1, alerts_gate=True),  # a monitoring alert
 ])
 def test_pause_policy_holds_the_weight(failing):
     spec = SPEC.model_copy(update={"on_failure": "pause", "failure_threshold": 1})
     state, decision = decide(initial_state(spec, "run-1", 0.0), spec, failing, 60)
     assert decision["action"] == "pause"
     assert state["status"] == "paused" and state["weight"] == 5
+
+
+def test_alerts_gate_waits_for_the_first_check_and_is_skipped_when_off():
+    waiting = Measurement(100, 10, 0, 12.0, 19, 20, alerts=None, alerts_gate=True)
+    gate = check_gates(SPEC.gates, waiting)[-1]
+    assert (gate.name, gate.value, gate.ok) == ("alerts", None, None)
+    assert decide(initial_state(SPEC, "run-1", 0.0), SPEC, waiting, 60)[1]["action"] == "hold"
+    quiet = Measurement(100, 10, 0, 12.0, 19, 20, alerts=0, alerts_gate=True)
+    assert decide(initial_state(SPEC, "run-1", 0.0), SPEC, quiet, 60)[0]["weight"] == 25
+    off = Measurement(100, 10, 0, 12.0, 19, 20, alerts=3, alerts_gate=False)
+    assert "alerts" not in [c.name for c in check_gates(SPEC.gates, off)]
 
 
 def test_operator_actions():

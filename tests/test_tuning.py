@@ -1,5 +1,5 @@
-"""`distillery tune`: the search space checked against the spec, the result files, and real
-searches on the local Ray (one in-process, one killed mid-run and resumed from the CLI)."""
+"""`distillery tune`: the search space checked against the spec, the result files, and a real
+search on a local Ray, killed mid-run and resumed from the CLI."""
 
 import json
 import os
@@ -15,7 +15,7 @@ from distillery.config import SpecError, load_spec
 from distillery.tuning.results import best_yaml, compare, markdown_table, pareto_front
 from distillery.tuning.space import check_space, space_override, trial_base, trial_spec
 
-from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides, tiny_spec
+from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides
 
 SPACES = sorted((ROOT / "tune").glob("*.yaml"))
 RESPONSE = ROOT / "tune" / "mnist1d_response.yaml"
@@ -171,41 +171,6 @@ def test_markdown_table_ranks_completed_then_stopped_then_failed():
 
 # ------------------------------------------------------------------ searches
 
-@pytest.mark.integration
-def test_pareto_search_writes_table_best_spec_and_plot(store_copy, local_ray):
-    from distillery.stages import Pipeline
-    from distillery.tuning.search import run_search
-
-    spec = tiny_spec(store_copy, space_override(str(SIZE)), "tune.num_samples=2",
-                     "tune.epochs=2")
-    summary = run_search(Pipeline(spec))
-    run = store_copy / "tune" / summary["run_id"]
-    rows = json.loads((run / "trials.json").read_text())
-    assert len(rows) == 2
-    assert all(r["status"] == "completed" and r["epochs"] == 2 for r in rows)  # fifo
-    # the first trial evaluates the spec's own values
-    assert rows[0] == summary["spec_values"]
-    assert rows[0]["params"] == {"student.model.channels.0": 8, "student.model.channels.1": 16,
-                                 "distill.temperature": 4.0, "distill.alpha": 0.9}
-    assert rows[0]["student_params"] == 5498
-    front = pareto_front([(r["val_accuracy"], r["student_params"]) for r in rows])
-    assert summary["pareto"] == [rows[i] for i in front]
-    for r in rows:
-        assert (run / "trials" / r["student"] / "card.json").is_file()
-    assert not (store_copy / "students").exists()  # evaluate and serving never see trials
-
-    best = load_spec(run / "best.yaml")
-    winner = summary["best"]
-    assert winner["val_accuracy"] == max(r["val_accuracy"] for r in rows)
-    assert best.distill.temperature == winner["params"]["distill.temperature"]
-    assert best.student.model.channels == [winner["params"]["student.model.channels.0"],
-                                           winner["params"]["student.model.channels.1"]]
-    assert best.distill.num_workers == 1 and best.distill.epochs == 2 and best.tune is None
-    assert (run / "plot.png").read_bytes().startswith(b"\x89PNG")
-    assert "| trial | status |" in (run / "trials.md").read_text()
-    assert summary["best_vs_spec_values"]["val_rows"] == 80
-
-
 def recorded(run: Path) -> dict[str, str]:
     """Trial id -> status, as Tune's last saved experiment state has them."""
     states = sorted(run.glob("experiment_state-*.json"))
@@ -220,11 +185,12 @@ def recorded(run: Path) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_killed_search_resumes_without_repeating_finished_trials(store_copy, tmp_path,
-                                                                 no_local_ray):
-    args = ["tune", "--config", str(REFERENCE_SPEC), "--space", str(RESPONSE),
+def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(store_copy, tmp_path,
+                                                                          no_local_ray):
+    """One search, killed after its first trial and resumed by rerunning the same command."""
+    args = ["tune", "--config", str(REFERENCE_SPEC), "--space", str(SIZE),
             *sets(tiny_overrides(store_copy, "tune.num_samples=2", "tune.max_concurrent=1",
-                                 "tune.epochs=2", "tune.scheduler.grace_period=1"))]
+                                 "tune.epochs=2"))]
     # Tune saves its experiment state every 10 s or more; every second here, so the kill can
     # follow a trial's end closely
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
@@ -254,9 +220,31 @@ def test_killed_search_resumes_without_repeating_finished_trials(store_copy, tmp
     assert f"tune: resuming run {run.name}" in output
     for trial in done:
         assert f"tune: trial {trial} started" not in output
-    rows = json.loads((run / "trials.json").read_text())
-    assert len(rows) == 2
-    assert {r["status"] for r in rows} <= {"completed", "stopped"}
-    assert (run / "summary.json").is_file() and (run / "best.yaml").is_file()
     for card, mtime in cards.items():  # students of finished trials are not exported again
         assert card.stat().st_mtime_ns == mtime
+
+    summary = json.loads((run / "summary.json").read_text())
+    rows = json.loads((run / "trials.json").read_text())
+    assert len(rows) == 2
+    assert all(r["status"] == "completed" and r["epochs"] == 2 for r in rows)  # fifo
+    # the first trial evaluates the spec's own values
+    assert rows[0] == summary["spec_values"]
+    assert rows[0]["params"] == {"student.model.channels.0": 8, "student.model.channels.1": 16,
+                                 "distill.temperature": 4.0, "distill.alpha": 0.9}
+    assert rows[0]["student_params"] == 5498
+    front = pareto_front([(r["val_accuracy"], r["student_params"]) for r in rows])
+    assert summary["pareto"] == [rows[i] for i in front]
+    for r in rows:
+        assert (run / "trials" / r["student"] / "card.json").is_file()
+    assert not (store_copy / "students").exists()  # evaluate and serving never see trials
+
+    best = load_spec(run / "best.yaml")
+    winner = summary["best"]
+    assert winner["val_accuracy"] == max(r["val_accuracy"] for r in rows)
+    assert best.distill.temperature == winner["params"]["distill.temperature"]
+    assert best.student.model.channels == [winner["params"]["student.model.channels.0"],
+                                           winner["params"]["student.model.channels.1"]]
+    assert best.distill.num_workers == 1 and best.distill.epochs == 2 and best.tune is None
+    assert (run / "plot.png").read_bytes().startswith(b"\x89PNG")
+    assert "| trial | status |" in (run / "trials.md").read_text()
+    assert summary["best_vs_spec_values"]["val_rows"] == 80

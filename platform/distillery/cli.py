@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (serve, rollout):
         sub.add_argument("--serving", default=None, metavar="FILE",
                          help="the serve section from a file, e.g. serve/rollout-canary.yaml")
+    drift = command("drift", "compare a window of logged requests with the reference: Evidently "
+                             "drift report, control charts and alerts (monitor/reports/)")
+    monitor = command("monitor", "monitoring views of the request log")
+    monitor.add_argument("view", choices=("charts",),
+                         help="charts: control charts of the window, no drift report, no alerts "
+                              "sent")
+    for sub in (drift, monitor):
+        sub.add_argument("--window", default=None, metavar="DURATION",
+                         help="the last 90s, 30m, 1h, 2d (default: monitor.window_s)")
+        sub.add_argument("--from", dest="start", default=None, metavar="ISO-TIME",
+                         help="window start, e.g. 2026-11-29T20:00 (UTC unless an offset is given)")
+        sub.add_argument("--to", dest="end", default=None, metavar="ISO-TIME",
+                         help="window end (default: now)")
     quick = command("quickstart", "all stages end to end, with a side-by-side summary")
     quick.add_argument("--output-dir", default="quickstart-out",
                        help="where summary.json goes (default: quickstart-out)")
@@ -103,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         return 0
+
+    if args.command in ("drift", "monitor"):  # reads the store; no Ray needed
+        return _monitor(spec, args)
 
     from distillery.runtime import ensure_ray
     from distillery.stages import Pipeline
@@ -195,6 +211,27 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _monitor(spec, args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from distillery.monitoring.check import parse_window, run_check
+
+    try:
+        window = (args.window if args.window or args.start
+                  else f"{spec.monitor.window_s:g}s")
+        start, end = parse_window(window, args.start, args.end, datetime.now(timezone.utc))
+        result = run_check(spec, start, end, drift=args.command == "drift",
+                           send_alerts=args.command == "drift")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    status = result.status()
+    print(json.dumps({k: status[k] for k in ("window", "rows", "drift", "alerts", "files")},
+                     indent=2))
     return 0
 
 

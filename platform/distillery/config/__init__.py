@@ -32,6 +32,17 @@ from distillery.config.models import (
     TorchScriptSpec,
     parse_model_spec,
 )
+from distillery.config.monitoring import (
+    SIGNALS,
+    AlertRule,
+    AlertsSpec,
+    ControlSpec,
+    DriftSpec,
+    MonitorSpec,
+    RequestLogSpec,
+    StatTest,
+    WebhookSpec,
+)
 from distillery.config.pipeline import (
     PipelineSpec,
     apply_override,
@@ -69,6 +80,15 @@ from distillery.config.tuning import (
 )
 
 __all__ = [
+    "SIGNALS",
+    "AlertRule",
+    "AlertsSpec",
+    "ControlSpec",
+    "DriftSpec",
+    "MonitorSpec",
+    "RequestLogSpec",
+    "StatTest",
+    "WebhookSpec",
     "SpecError",
     "Strict",
     "MLPSpec",

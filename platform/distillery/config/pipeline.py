@@ -26,6 +26,7 @@ from distillery.config.models import (
     ImportSpec,
     TorchScriptSpec,
 )
+from distillery.config.monitoring import MonitorSpec
 from distillery.config.serving import (
     ServeSpec,
 )
@@ -51,6 +52,8 @@ class PipelineSpec(Strict):
     """The search of `distillery tune`; `--space tune/<file>.yaml` supplies or replaces it."""
     serve: ServeSpec | None = None
     """`distillery serve`: HTTP serving of teacher and student with a gradual rollout."""
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    """Request log, drift reports, control charts and alerts of the served models."""
 
     @field_validator("evaluate")
     @classmethod

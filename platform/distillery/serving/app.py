@@ -22,6 +22,7 @@ from distillery.config import (
     section_override,
 )
 from distillery.serving.admin import TOKEN_ENV, token_digest
+from distillery.serving.catalog import served_models
 from distillery.serving.deployments import ModelServer
 from distillery.serving.router import Router
 from distillery.storage import Store
@@ -29,48 +30,19 @@ from distillery.storage import Store
 APP_NAME = "distillery"
 
 
-def resolve_student(store: Store, pipeline: str, wanted: str) -> str:
-    """Run id of the student to serve: `student` = the newest exported student of this
-    pipeline (by its card's `created` time), anything else a run id under students/."""
-    if wanted != "student":
-        if not store.exists("students", wanted, "card.json"):
-            raise FileNotFoundError(f"serve.student: no exported student {wanted!r} in "
-                                    f"{store.root}")
-        return wanted
-    runs = []
-    for run in store.listdir("students"):
-        if store.exists("students", run, "card.json"):
-            card = store.read_json("students", run, "card.json")
-            if card.get("role") == "student" and card.get("spec", {}).get("name") == pipeline:
-                runs.append((card["created"], run))
-    if not runs:
-        raise FileNotFoundError(f"serve.student: no student of {pipeline!r} in {store.root}; "
-                                "run `distillery distill` first")
-    return max(runs)[1]
-
-
 def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
     serving = spec.serve or ServeSpec()
     store = Store(spec.store)
-    teacher = spec.teacher.name
-    if not store.exists("teachers", teacher, "latest.json"):
-        raise FileNotFoundError(f"no teacher {teacher!r} in {store.root}; run `distillery "
-                                "train-teacher` first")
-    parts = {"teacher": ("teachers", teacher,
-                         store.read_json("teachers", teacher, "latest.json")["fingerprint"]),
-             "student": ("students", resolve_student(store, spec.name, serving.student))}
-    cards = {arm: store.read_json(*p, "card.json") for arm, p in parts.items()}
-    shapes = {arm: (c["num_features"], c["num_classes"]) for arm, c in cards.items()}
-    if shapes["teacher"] != shapes["student"]:
-        raise ValueError(f"teacher and student disagree on (features, classes): {shapes}")
+    parts, cards = served_models(spec)
     versions = {"teacher": parts["teacher"][-1], "student": parts["student"][-1]}
     handles = {arm: ModelServer.options(**_options(arm, getattr(serving, f"{arm}_deployment")))
                .bind(store.root, parts[arm], getattr(serving, f"{arm}_deployment").max_batch_size,
                      getattr(serving, f"{arm}_deployment").batch_wait_timeout_s)
                for arm in parts}
+    # replicas may run elsewhere: they get the store as an absolute path or URI
+    pipeline = spec.model_copy(update={"store": store.root})
     return Router.options(ray_actor_options={"num_cpus": serving.router_cpus}).bind(
-        handles["teacher"], handles["student"], cards, versions, spec.name, store.root, serving,
-        admin_digest)
+        handles["teacher"], handles["student"], cards, versions, pipeline, admin_digest)
 
 
 def _options(name: str, deployment: ModelServingSpec) -> dict:

@@ -32,11 +32,13 @@ class Measurement:
     """What the router saw since the current step began."""
 
     requests: int  # routed requests, either model
-    student_requests: int
-    student_errors: int
-    student_p99_ms: float | None  # None: no student answers yet
+    student_calls: int  # the student's answers and shadow calls
+    student_errors: int  # of those, the ones that raised
+    student_p99_ms: float | None  # None: no student calls yet
     agreements: int  # shadowed pairs where student and teacher predicted the same class
     pairs: int  # shadowed pairs
+    alerts: int | None = None  # active monitoring alerts; None: no check has run yet
+    alerts_gate: bool = False  # whether active alerts fail the rollout (monitor.alerts)
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,12 @@ def check_gates(gates: RolloutGates, m: Measurement) -> list[GateCheck]:
         checks.append(GateCheck("p99_ms", value, gates.max_p99_ms,
                                 None if value is None else value <= gates.max_p99_ms))
     if gates.max_error_rate is not None:
-        value = m.student_errors / m.student_requests if m.student_requests else None
+        value = m.student_errors / m.student_calls if m.student_calls else None
         checks.append(GateCheck("error_rate", value, gates.max_error_rate,
                                 None if value is None else value <= gates.max_error_rate))
+    if m.alerts_gate:
+        checks.append(GateCheck("alerts", m.alerts, 0, None if m.alerts is None
+                                else m.alerts == 0))
     return checks
 
 

@@ -1,9 +1,11 @@
 """The ingress: HTTP API (V1 and Open Inference Protocol V2), routing, shadowing, A/B feedback,
-the rollout controller and the admin API.
+the rollout controller, the request log, the scheduled monitoring check and the admin API.
 
 One replica: it holds the rollout state (persisted in the store at every change) and applies a
 new weight to the next request, so traffic moves without restarting any replica. The controller
-is a task on the replica's event loop that calls `rollout.decide` every `interval_s`.
+is a task on the replica's event loop that calls `rollout.decide` every `interval_s`. Two more
+tasks flush the request log (writes run in a thread) and run the monitoring check every
+`monitor.check_interval_s`; the latest check's alerts feed the rollout's `alerts` gate.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
 runtime, and Serve's ingress wrapper does not resolve string ones (`request` became a query
@@ -12,6 +14,7 @@ parameter, 422).
 
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -19,6 +22,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -27,7 +31,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from distillery.config import ServeSpec
+from distillery.config import PipelineSpec, ServeSpec
+from distillery.monitoring.check import run_check
+from distillery.monitoring.request_log import Entry, RequestLog
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
 from distillery.serving.routing import sticky_arm, two_proportion_ztest
@@ -57,32 +63,50 @@ class Window:
     """What the controller measures, since the current step began."""
 
     requests: int = 0
-    student_requests: int = 0
+    student_calls: int = 0  # answers and shadow calls
     student_errors: int = 0
     student_latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     agreements: int = 0
     pairs: int = 0
 
-    def measurement(self) -> rollout.Measurement:
+    def measurement(self, alerts: int | None, alerts_gate: bool) -> rollout.Measurement:
         p99 = rollout.percentile(list(self.student_latency_ms), 99) if (
             self.student_latency_ms) else None
-        return rollout.Measurement(self.requests, self.student_requests, self.student_errors,
-                                   p99, self.agreements, self.pairs)
+        return rollout.Measurement(self.requests, self.student_calls, self.student_errors,
+                                   p99, self.agreements, self.pairs, alerts, alerts_gate)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    parse: object  # body, limits -> (x, id); the id is a user key (V1) or request id (V2)
+    render: object
+    render_error: object
+    id_is_request_id: bool  # V2 echoes the client's `id`; V1's `user_id` is a sticky key
+
+
+V1 = Protocol(parse_v1, v1_prediction, v1_error, id_is_request_id=False)
+V2 = Protocol(parse_v2, v2_prediction, v2_error, id_is_request_id=True)
 
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Router:
     async def __init__(self, teacher: DeploymentHandle, student: DeploymentHandle,
-                       cards: dict[str, dict], versions: dict[str, str], endpoint: str,
-                       store_root: str, spec: ServeSpec, admin_digest: str | None):
+                       cards: dict[str, dict], versions: dict[str, str], pipeline: PipelineSpec,
+                       admin_digest: str | None):
+        spec = pipeline.serve or ServeSpec()
         self.handles = {"teacher": teacher, "student": student}
-        self.cards, self.versions, self.endpoint = cards, versions, endpoint
-        self.spec, self.rollout_spec, self.admin_digest = spec, spec.rollout, admin_digest
+        self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
+        self.pipeline, self.monitor = pipeline, pipeline.monitor
+        self.rollout_spec, self.admin_digest = spec.rollout, admin_digest
         self.limits = Limits(cards["teacher"]["num_features"], spec.max_instances,
                              spec.max_body_bytes)
-        self.store = Store(store_root)
+        self.store = Store(pipeline.store)
         self.window = Window()
+        self.request_log = (RequestLog(self.store, self.monitor.request_log)
+                            if self.monitor.request_log.enabled else None)
+        self.alerts: list | None = None  # the latest monitoring check's; None: none ran yet
+        self.last_check: dict | None = None
         self.arm_of: OrderedDict[str, str] = OrderedDict()  # request id -> arm, for feedback
         self.feedback = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
         self.shadow_tasks: set[asyncio.Task] = set()
@@ -97,12 +121,23 @@ class Router:
                                  tag_keys=("model",))
         self.weight_gauge = Gauge("distillery_rollout_weight", "percent of routed traffic the "
                                   "student gets")
+        self.log_rows = Counter("distillery_request_log_rows", "request-log rows, by outcome: "
+                                "written, or dropped (buffer full while the store was down)",
+                                tag_keys=("outcome",))
+        self.alerts_gauge = Gauge("distillery_active_alerts", "alerts of the latest monitoring "
+                                  "check")
+        self.dropped_reported = 0
         state, note = await asyncio.to_thread(rollout.load_state, self.store, self.rollout_spec,
                                               versions["student"], time.time())
         logger.info("rollout: %s", note)
         self.state = state
         self.weight_gauge.set(state["weight"])
-        self.controller = asyncio.get_running_loop().create_task(self._control())
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._control())]
+        if self.request_log:
+            self.tasks.append(loop.create_task(self._flush_loop()))
+        if self.monitor.check_interval_s is not None:
+            self.tasks.append(loop.create_task(self._monitor_loop()))
 
     # ------------------------------------------------------------ health and metadata
 
@@ -150,36 +185,40 @@ class Router:
 
     @api.post("/v1/models/{name}:predict")
     async def v1_predict(self, name: str, request: Request) -> JSONResponse:
-        return await self._infer(name, request, parse_v1, v1_prediction, v1_error)
+        return await self._infer(name, request, V1)
 
     @api.post("/v2/models/{name}/infer")
     async def v2_infer(self, name: str, request: Request) -> JSONResponse:
-        return await self._infer(name, request, parse_v2, v2_prediction, v2_error)
+        return await self._infer(name, request, V2)
 
-    async def _infer(self, name: str, request: Request, parse, render, render_error
-                     ) -> JSONResponse:
+    async def _infer(self, name: str, request: Request, protocol: Protocol) -> JSONResponse:
         try:
             if name not in (*ARMS, self.endpoint):
                 raise self._unknown(name)
             body = await self._body(request)
-            x, key = parse(body, self.limits)
+            x, ident = protocol.parse(body, self.limits)
         except RequestError as err:
             known = name if name in (*ARMS, self.endpoint) else "unknown"  # bounded tags
             self.errors_total.inc(tags={"model": known, "kind": "client"})
-            return JSONResponse(render_error(err), err.status)
-        request_id = uuid.uuid4().hex
+            return JSONResponse(protocol.render_error(err), err.status)
+        request_id = (ident if protocol.id_is_request_id and ident else None) or uuid.uuid4().hex
+        received = time.time()
         try:
             if name == self.endpoint:
-                key = request.headers.get(self.rollout_spec.sticky_header) or key or request_id
-                arm, probs = await self._routed(x, key)
+                key = (request.headers.get(self.rollout_spec.sticky_header)
+                       or (None if protocol.id_is_request_id else ident) or request_id)
+                arm, probs = await self._routed(x, key, request_id, received)
                 self._remember(request_id, arm)
             else:
-                arm, probs = name, await self._call(name, x)
+                arm = name
+                probs, latency_ms = await self._call(name, x)
+                self._log(Entry(received, request_id, name, arm, self.versions[arm], x, probs,
+                                latency_ms))
         except Exception as err:  # the model failed, not the client: 5xx, no stack trace
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
-            return JSONResponse(render_error(failed), 503)
-        return JSONResponse(render(probs, arm, self.versions[arm], request_id))
+            return JSONResponse(protocol.render_error(failed), 503)
+        return JSONResponse(protocol.render(probs, arm, self.versions[arm], request_id))
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "0")
@@ -188,52 +227,69 @@ class Router:
                                                       f"limit of {self.limits.max_body_bytes}")
         return await request.body()
 
-    async def _routed(self, x: np.ndarray, key: str) -> tuple[str, np.ndarray]:
+    async def _routed(self, x: np.ndarray, key: str, request_id: str,
+                      received: float) -> tuple[str, np.ndarray]:
         """The arm the rollout picks for this key; a failing student falls back to the
         teacher (the failure counts against the student's gates, the client never sees it)."""
         self.window.requests += 1
         arm = sticky_arm(key, self.state["weight"])
         if arm == "student":
-            self.window.student_requests += 1
             try:
-                probs = await self._call("student", x)
+                probs, latency_ms = await self._call("student", x)
             except Exception as err:
-                self.window.student_errors += 1
-                self.errors_total.inc(tags={"model": "student", "kind": "model"})
                 logger.warning("student failed, teacher answers: %s", err)
-                arm, probs = "teacher", await self._call("teacher", x)
+                arm = "teacher"
+                probs, latency_ms = await self._call("teacher", x)
         else:
-            probs = await self._call("teacher", x)
+            probs, latency_ms = await self._call("teacher", x)
+        entry = Entry(received, request_id, self.endpoint, arm, self.versions[arm], x, probs,
+                      latency_ms)
         if random.random() < self.rollout_spec.shadow_fraction:
-            other = "teacher" if arm == "student" else "student"
-            task = asyncio.get_running_loop().create_task(self._mirror(other, x, probs))
+            task = asyncio.get_running_loop().create_task(self._mirror(entry))
             self.shadow_tasks.add(task)  # keep a reference until it finishes
             task.add_done_callback(self.shadow_tasks.discard)
+        else:
+            self._log(entry)
         return arm, probs
 
-    async def _call(self, arm: str, x: np.ndarray) -> np.ndarray:
-        start = time.perf_counter()
-        probs = await self.handles[arm].predict.remote(x)
+    async def _call(self, arm: str, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """(B, C) probabilities and the call's latency in ms; a student failure is counted
+        against the student's error-rate gate, answer or shadow alike."""
+        window, start = self.window, time.perf_counter()
+        if arm == "student":
+            window.student_calls += 1
+        try:
+            probs = await self.handles[arm].predict.remote(x)
+        except Exception:
+            self.errors_total.inc(tags={"model": arm, "kind": "model"})
+            if arm == "student":
+                window.student_errors += 1
+            raise
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.requests_total.inc(tags={"model": arm})
         self.latency.observe(elapsed_ms, tags={"model": arm})
         if arm == "student":
-            self.window.student_latency_ms.append(elapsed_ms)
-        return probs
+            window.student_latency_ms.append(elapsed_ms)
+        return probs, elapsed_ms
 
-    async def _mirror(self, arm: str, x: np.ndarray, answered: np.ndarray) -> None:
+    async def _mirror(self, entry: Entry) -> None:
         """The other model on the same rows, after the response went out; the pair's top-1
-        agreement feeds the agreement gate."""
+        agreement feeds the agreement gate and the request log."""
         window = self.window
+        other = "teacher" if entry.model == "student" else "student"
         try:
-            probs = await self._call(arm, x)
+            probs, _ = await self._call(other, entry.inputs)
         except Exception as err:
-            if arm == "student":
-                window.student_errors += 1
-            logger.warning("shadow call to %s failed: %s", arm, err)
+            logger.warning("shadow call to %s failed: %s", other, err)
+            self._log(entry)
             return
-        window.pairs += len(x)
-        window.agreements += int((probs.argmax(1) == answered.argmax(1)).sum())
+        window.pairs += len(probs)
+        window.agreements += int((probs.argmax(1) == entry.probs.argmax(1)).sum())
+        self._log(dataclasses.replace(entry, shadow_probs=probs))
+
+    def _log(self, entry: Entry) -> None:
+        if self.request_log:
+            self.request_log.append(entry)  # a full buffer drops the rows and counts them
 
     def _remember(self, request_id: str, arm: str) -> None:
         self.arm_of[request_id] = arm
@@ -280,11 +336,69 @@ class Router:
             await asyncio.sleep(self.rollout_spec.interval_s)
             try:
                 new, decision = rollout.decide(self.state, self.rollout_spec,
-                                               self.window.measurement(), time.time())
+                                               self._measurement(), time.time())
                 logger.info("rollout decision: %s", json.dumps(decision))
                 await self._apply(new)
             except Exception:  # the controller must outlive one bad tick; the state is kept
                 logger.exception("rollout controller tick failed")
+
+    def _measurement(self) -> rollout.Measurement:
+        # only the scheduled check in this app produces alerts the gate can wait for
+        gated = self.monitor.alerts.gate_rollout and self.monitor.check_interval_s is not None
+        return self.window.measurement(None if self.alerts is None else len(self.alerts), gated)
+
+    # ------------------------------------------------------------ request log and monitoring
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.monitor.request_log.flush_seconds))
+            if self.request_log.due():
+                await self._flush()
+
+    async def _flush(self) -> None:
+        log = self.request_log
+        entries = log.take()
+        if entries:
+            try:
+                written = await asyncio.to_thread(log.write, entries)
+                self.log_rows.inc(written, tags={"outcome": "written"})
+            except Exception as err:  # the store is down: keep the rows while there is room
+                log.give_back(entries)
+                logger.warning("request log: write to %s failed (%s); %d rows buffered, %d "
+                               "dropped so far", self.store.root, err, log.rows, log.dropped)
+        if log.dropped > self.dropped_reported:
+            self.log_rows.inc(log.dropped - self.dropped_reported, tags={"outcome": "dropped"})
+            self.dropped_reported = log.dropped
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.monitor.check_interval_s)
+            end = datetime.now(timezone.utc)
+            start = end - timedelta(seconds=self.monitor.window_s)
+            try:
+                if self.request_log:
+                    await self._flush()  # the check reads what is in the store
+                result = await asyncio.to_thread(run_check, self.pipeline, start, end)
+            except Exception:  # one failed check must not end the schedule
+                logger.exception("monitoring check failed")
+                continue
+            self.alerts, self.last_check = result.alerts, result.status()
+            self.alerts_gauge.set(len(result.alerts))
+
+    async def __del__(self) -> None:
+        """Serve calls this when the replica stops (a redeploy, `serve shutdown`, scaling
+        down): what is buffered goes to the store, so only a crash loses a buffer."""
+        for task in self.tasks:
+            task.cancel()
+        if self.request_log:
+            await self._flush()
+
+    def _monitor_status(self) -> dict:
+        log = self.request_log
+        return {"request_log": None if log is None else {
+                    "buffered": log.rows, "written": log.written, "dropped": log.dropped},
+                "alerts": None if self.alerts is None else [a.to_json() for a in self.alerts],
+                "last_check": self.last_check}
 
     async def _apply(self, new: dict) -> None:
         old, self.state = self.state, new
@@ -300,8 +414,9 @@ class Router:
         state = {k: v for k, v in self.state.items() if k != "decisions"}
         return {**state, "endpoint": self.endpoint, "models": self.versions,
                 "gates": [vars(c) for c in rollout.check_gates(
-                    self.rollout_spec.gates, self.window.measurement())],
+                    self.rollout_spec.gates, self._measurement())],
                 "requests_in_step": self.window.requests, "ab": self.ab_summary(),
+                "monitor": self._monitor_status(),
                 "decisions": self.state["decisions"][-10:]}
 
     @api.get("/admin/rollout")

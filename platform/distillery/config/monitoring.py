@@ -1,0 +1,112 @@
+"""The monitoring spec: request log, drift reports, control charts and alerts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from distillery.config.base import Strict
+
+SIGNALS = ("confidence", "agreement", "p99_latency_ms", "class_share")
+
+
+class RequestLogSpec(Strict):
+    enabled: bool = True
+    flush_rows: int = Field(default=1000, gt=0)
+    """Buffered rows that trigger a write of one Parquet file."""
+    flush_seconds: float = Field(default=5.0, gt=0)
+    """Seconds after the oldest buffered row at which the buffer is written anyway."""
+    max_buffer_rows: int = Field(default=100_000, gt=0)
+    """Rows held while the store is slow or down; beyond this new rows are dropped and counted
+    (distillery_request_log_dropped), never failing a request."""
+
+
+class StatTest(Strict):
+    method: str | None = None
+    """An Evidently stattest name (e.g. `wasserstein`, `ks`, `psi`, `jensenshannon`, `chisquare`);
+    None: Evidently's default for the column type and size."""
+    threshold: float | None = Field(default=None, gt=0)
+    """The method's drift threshold; None: the method's default."""
+
+
+class DriftSpec(Strict):
+    reference_rows: int = Field(default=2000, gt=0)
+    """Rows of the training split (with the teacher's outputs on them) used as the reference."""
+    min_rows: int = Field(default=500, gt=0)
+    """A live window with fewer rows is not compared (too few to tell drift from noise)."""
+    numerical: StatTest = Field(default_factory=StatTest)
+    """Test for numeric columns: the inputs, confidence, entropy."""
+    categorical: StatTest = Field(default_factory=StatTest)
+    """Test for categorical columns: the predicted class, agreement with the teacher."""
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of drifted columns at which the whole dataset counts as drifted."""
+
+
+class ControlSpec(Strict):
+    bucket_seconds: float = Field(default=60.0, gt=0)
+    """Width of one point on a control chart."""
+    reference_buckets: int = Field(default=20, ge=2)
+    """The first buckets of the charted range estimate the control limits."""
+    min_bucket_rows: int = Field(default=20, gt=0)
+    """Buckets with fewer logged rows are left off the chart (too noisy to judge)."""
+    k_sigma: float = Field(default=3.0, gt=0)
+    """Shewhart limits: reference mean +/- k_sigma x reference standard deviation."""
+    ewma_lambda: float = Field(default=0.2, gt=0, le=1)
+    """EWMA weight of the newest point; small values catch small persistent shifts."""
+    ewma_k: float = Field(default=3.0, gt=0)
+    """EWMA limits in units of the EWMA statistic's asymptotic standard deviation."""
+    signals: list[Literal[SIGNALS]] = Field(default_factory=lambda: list(SIGNALS), min_length=1)
+
+
+class AlertRule(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["drift_share", "control_violation", "consecutive_beyond"]
+    """drift_share: share of drifted columns >= threshold; control_violation: a point of
+    `signal` outside its Shewhart or EWMA limits; consecutive_beyond: `count` consecutive points
+    of `signal` on one side of the reference mean beyond `threshold` sigmas."""
+    signal: Literal[SIGNALS] | None = None
+    threshold: float | None = Field(default=None, ge=0)
+    count: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> AlertRule:
+        if self.kind == "drift_share":
+            if self.threshold is None or self.threshold > 1:
+                raise ValueError("threshold: drift_share rules need a share in 0-1")
+            if self.signal is not None:
+                raise ValueError("signal: drift_share rules take no signal")
+        elif self.signal is None:
+            raise ValueError(f"signal: {self.kind} rules need one of {list(SIGNALS)}")
+        if self.kind == "consecutive_beyond" and self.threshold is None:
+            raise ValueError("threshold: consecutive_beyond rules need a number of sigmas")
+        return self
+
+
+class WebhookSpec(Strict):
+    url: HttpUrl
+    timeout_s: float = Field(default=5.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    """Attempts after the first, with exponential backoff from 0.5 s."""
+
+
+class AlertsSpec(Strict):
+    rules: list[AlertRule] = Field(default_factory=lambda: [
+        AlertRule(name="dataset-drift", kind="drift_share", threshold=0.5),
+        AlertRule(name="confidence-out-of-control", kind="control_violation",
+                  signal="confidence")])
+    webhook: WebhookSpec | None = None
+    """Each alert is POSTed here as JSON; alerts always go to the log."""
+    gate_rollout: bool = True
+    """An active alert fails the rollout's `alerts` gate (rollback or pause, per on_failure)."""
+
+
+class MonitorSpec(Strict):
+    request_log: RequestLogSpec = Field(default_factory=RequestLogSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    control: ControlSpec = Field(default_factory=ControlSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    check_interval_s: float | None = Field(default=300.0, gt=0)
+    """The Serve app checks the latest `window_s` this often; None: only `distillery drift`."""
+    window_s: float = Field(default=3600.0, gt=0)
+    """Length of the live window the scheduled check compares with the reference."""

@@ -1,0 +1,1 @@
+"""Monitoring: the request log, Evidently drift reports, control charts and alerts."""

@@ -1,0 +1,155 @@
+"""One monitoring check over a window of live traffic: drift report, control charts, alerts.
+
+`distillery drift`, `distillery monitor charts`, `jobs/drift.py` and the Serve app's schedule
+all call `run_check`. Everything it writes goes under monitor/reports/<window>/: the Evidently
+report (report.html, report.json, summary.json), one control-chart PNG per signal and
+check.json (what was measured, every alert).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import torch
+
+from distillery.config import PipelineSpec
+from distillery.data.splits import load_splits
+from distillery.models import load_model
+from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
+from distillery.monitoring.control_charts import Chart, bucket_signals, chart, plot_control_chart
+from distillery.monitoring.drift import (
+    REPORTS_DIR,
+    drift_report,
+    reference_frame,
+    save_report,
+    window_frame,
+    window_label,
+)
+from distillery.monitoring.request_log import read_requests
+from distillery.serving.catalog import served_models
+from distillery.storage import Store
+
+logger = logging.getLogger("distillery.monitor")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(window: str | None, start: str | None, end: str | None,
+                 now: datetime) -> tuple[datetime, datetime]:
+    """`--window 90s|30m|1h|2d` (ending now) or `--from ISO [--to ISO]` (UTC unless an offset
+    is given) -> (start, end); ValueError with a one-line reason."""
+    if window is not None and (start or end):
+        raise ValueError("give --window or --from/--to, not both")
+    if window is not None:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", window.strip())
+        if not match or float(match[1]) <= 0:
+            raise ValueError(f"--window: expected a duration like 90s, 30m, 1h or 2d, got "
+                             f"{window!r}")
+        return now - timedelta(seconds=float(match[1]) * UNITS[match[2]]), now
+    if start is None:
+        raise ValueError("give --window DURATION or --from ISO-TIME")
+    begin, finish = _instant(start, "--from"), _instant(end, "--to") if end else now
+    if begin >= finish:
+        raise ValueError(f"--from {begin.isoformat()} is not before --to {finish.isoformat()}")
+    return begin, finish
+
+
+def _instant(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option}: not an ISO time (e.g. 2026-11-29T20:00), got {text!r}"
+                         ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    window: str
+    rows: int
+    drift: dict | None  # the drift summary; None when the window had too few rows
+    charts: dict[str, Chart]
+    alerts: list[Alert]
+    files: dict[str, str]  # what was written -> URI
+
+    def status(self) -> dict:
+        """The JSON a user or the admin API sees."""
+        return {"window": self.window, "rows": self.rows, "drift": self.drift,
+                "charts": {name: chart_summary(c) for name, c in self.charts.items()},
+                "alerts": [a.to_json() for a in self.alerts], "files": self.files}
+
+
+def chart_summary(chart: Chart) -> dict:
+    """A chart in a few numbers: its limits and the buckets found out of control."""
+    limits = chart.limits
+    return {"statistic": chart.statistic, "points": len(chart.values),
+            "reference_points": chart.reference, "mean": limits.mean, "lower": limits.lower,
+            "upper": limits.upper,
+            "out_of_control": [str(t) + "Z" for t in chart.start[chart.out_of_control]]}
+
+
+def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool = True,
+              send_alerts: bool = True) -> CheckResult:
+    """Compare the logged requests in [start, end) with the reference (unless `drift` is
+    off), chart the signals, evaluate the alert rules and (with `send_alerts`) send what fires
+    to the configured sinks."""
+    monitor, store = spec.monitor, Store(spec.store)
+    label = window_label(start, end)
+    table = read_requests(store, start, end)
+    files, summary = {}, None
+    if drift and table.num_rows >= monitor.drift.min_rows:
+        result = drift_report(reference(spec), window_frame(table), monitor.drift)
+        files |= save_report(store, label, result)
+        summary = result.summary
+    elif drift:
+        logger.info("drift: %d rows in %s, fewer than drift.min_rows=%d; not compared",
+                    table.num_rows, label, monitor.drift.min_rows)
+    num_classes = served_models(spec)[1]["teacher"]["num_classes"]
+    series = bucket_signals(table, monitor.control.bucket_seconds,
+                            monitor.control.min_bucket_rows, num_classes)
+    charts = {}
+    for name in monitor.control.signals:
+        if len(series[name].values) > monitor.control.reference_buckets:  # limits need a reference
+            charts[name] = chart(series[name], monitor.control)
+            store.write_bytes(plot_control_chart(charts[name], f"{spec.name}: {name}"),
+                              *REPORTS_DIR, label, f"control-{name}.png")
+            files[f"control-{name}"] = store.uri(*REPORTS_DIR, label, f"control-{name}.png")
+    alerts = evaluate_rules(monitor.alerts.rules, summary, charts, label)
+    if send_alerts:
+        dispatch(alerts, monitor.alerts, logger)
+    files["check"] = store.uri(*REPORTS_DIR, label, "check.json")
+    check = CheckResult(label, table.num_rows, summary, charts, alerts, files)
+    store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
+    return check
+
+
+def reference(spec: PipelineSpec):
+    """The reference frame: `drift.reference_rows` training rows with the served teacher's
+    outputs on them (and the student's, for agreement). Kept per process: the scheduled check
+    reuses it until the served pair or the data changes."""
+    parts, _ = served_models(spec)
+    key = (Store(spec.store).root, parts["teacher"], parts["student"],
+           spec.data.model_dump_json(), spec.monitor.drift.reference_rows)
+    if key not in _REFERENCES:
+        _REFERENCES.clear()
+        _REFERENCES[key] = _build_reference(spec, parts)
+    return _REFERENCES[key]
+
+
+_REFERENCES: dict[tuple, object] = {}
+
+
+def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
+    store, splits = Store(spec.store), load_splits(spec.data)
+    rows = min(spec.monitor.drift.reference_rows, len(splits.x_train))
+    pick = np.sort(np.random.default_rng(0).choice(len(splits.x_train), rows, replace=False))
+    x = torch.from_numpy(splits.x_train[pick])
+    logits = {}
+    for arm, where in parts.items():
+        model, _ = load_model(store, where)
+        with torch.inference_mode():
+            logits[arm] = model(x).float().numpy()  # (rows, C)
+    return reference_frame(x.numpy(), logits["teacher"], logits["student"])

@@ -1,0 +1,48 @@
+"""Which teacher and student a pipeline serves, as store locations (`parts`) with their cards.
+
+Shared by the Serve app (what to deploy) and monitoring (which models the reference and the
+live traffic came from), so both always agree.
+"""
+
+from __future__ import annotations
+
+from distillery.config import PipelineSpec, ServeSpec
+from distillery.storage import Store
+
+
+def resolve_student(store: Store, pipeline: str, wanted: str) -> str:
+    """Run id of the student to serve: `student` = the newest exported student of this
+    pipeline (by its card's `created` time), anything else a run id under students/."""
+    if wanted != "student":
+        if not store.exists("students", wanted, "card.json"):
+            raise FileNotFoundError(f"serve.student: no exported student {wanted!r} in "
+                                    f"{store.root}")
+        return wanted
+    runs = []
+    for run in store.listdir("students"):
+        if store.exists("students", run, "card.json"):
+            card = store.read_json("students", run, "card.json")
+            if card.get("role") == "student" and card.get("spec", {}).get("name") == pipeline:
+                runs.append((card["created"], run))
+    if not runs:
+        raise FileNotFoundError(f"serve.student: no student of {pipeline!r} in {store.root}; "
+                                "run `distillery distill` first")
+    return max(runs)[1]
+
+
+def served_models(spec: PipelineSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, dict]]:
+    """({arm: store parts}, {arm: card}) of the teacher and the student `spec` serves."""
+    serving = spec.serve or ServeSpec()
+    store = Store(spec.store)
+    teacher = spec.teacher.name
+    if not store.exists("teachers", teacher, "latest.json"):
+        raise FileNotFoundError(f"no teacher {teacher!r} in {store.root}; run `distillery "
+                                "train-teacher` first")
+    parts = {"teacher": ("teachers", teacher,
+                         store.read_json("teachers", teacher, "latest.json")["fingerprint"]),
+             "student": ("students", resolve_student(store, spec.name, serving.student))}
+    cards = {arm: store.read_json(*p, "card.json") for arm, p in parts.items()}
+    shapes = {arm: (c["num_features"], c["num_classes"]) for arm, c in cards.items()}
+    if shapes["teacher"] != shapes["student"]:
+        raise ValueError(f"teacher and student disagree on (features, classes): {shapes}")
+    return parts, cards
