@@ -218,12 +218,16 @@ def _monitor(spec, args: argparse.Namespace) -> int:
     import json
     from datetime import datetime, timezone
 
-    from distillery.monitoring.check import parse_window, run_check
+    from distillery.monitoring.windows import parse_window
+    from distillery.serving.catalog import served_models
 
     try:
         window = (args.window if args.window or args.start
                   else f"{spec.monitor.window_s:g}s")
         start, end = parse_window(window, args.start, args.end, datetime.now(timezone.utc))
+        served_models(spec)  # a missing model fails before the heavy imports
+        from distillery.monitoring.check import run_check
+
         result = run_check(spec, start, end, drift=args.command == "drift",
                            send_alerts=args.command == "drift")
     except (FileNotFoundError, ValueError) as err:
