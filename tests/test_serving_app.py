@@ -152,6 +152,19 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
         assert "agreement" in status["decisions"][-1]["reason"]
         assert {r.json()["model"] for r in client.burst(32, 0)} == {"teacher"}
 
+        # A/B: a fixed split, per-arm success rates from feedback and their z-test
+        deploy_app(tiny_spec(store_copy, "serve.student=good", *ROLLOUT, "serve.rollout.mode=ab",
+                             "serve.rollout.ab_split=50"), port, TOKEN)
+        answers = [r.json() for r in client.burst(64, 1000)]
+        assert {a["model"] for a in answers} == {"teacher", "student"}
+        for a in answers:  # the student "succeeds" every time, the teacher never
+            client.http.post("/v1/feedback", json={"request_id": a["request_id"],
+                                                   "success": a["model"] == "student"})
+        ab = client.rollout()["ab"]
+        assert ab["student"]["rate"] == 1.0 and ab["teacher"]["rate"] == 0.0
+        assert ab["student"]["outcomes"] + ab["teacher"]["outcomes"] == 64
+        assert ab["p_value"] < 1e-6 and client.rollout()["weight"] == 50
+
         # shadow: the teacher answers; the mirrored student (slowed by a 0.5 s batch wait)
         # never adds its latency to the response
         shadow = tiny_spec(store_copy, "serve.student=good", *ROLLOUT, "serve.rollout.mode=shadow",

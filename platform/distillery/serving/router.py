@@ -307,7 +307,9 @@ class Router:
         """`{"request_id": "...", "success": true|false}` for a routed response."""
         try:
             payload = json.loads(await self._body(request))
-        except (RequestError, ValueError):
+        except RequestError as err:  # too large
+            return JSONResponse(v1_error(err), err.status)
+        except ValueError:
             payload = None
         if (not isinstance(payload, dict) or not isinstance(payload.get("success"), bool)
                 or not isinstance(payload.get("request_id"), str)):
