@@ -1,5 +1,7 @@
-"""`ray job submit` of a stage against a real `ray start --head` cluster, from a clean clone."""
+"""`ray job submit` of the quickstart to a real `ray start --head` cluster, from a clean
+clone."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT, free_port, tiny_overrides
 
@@ -30,18 +33,41 @@ def cluster(tmp_path, no_local_ray):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_distill_job_from_a_clean_clone(cluster, store_copy, tmp_path):
+def test_quickstart_job_from_a_clean_clone(cluster, store_copy, tmp_path):
+    """`ray job submit` of the quickstart (every stage; the store already holds the teacher)
+    from a plain clone, checked as a user would read its output."""
     address, env = cluster
-    clone = tmp_path / "clone"
+    clone, out = tmp_path / "clone", tmp_path / "out"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     sets = [a for item in tiny_overrides(store_copy) for a in ("--set", item)]
     result = subprocess.run(
         ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
-         "python", "jobs/distill.py", "--config", "jobs/configs/mnist1d.yaml", *sets],
+         "python", "jobs/quickstart.py", "--config", "jobs/configs/mnist1d.yaml", *sets,
+         "--output-dir", str(out)],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "succeeded" in output
+    assert "student" in output and "x smaller" in output  # the side-by-side table
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"data", "train-teacher", "teacher-infer", "distill",
+                                      "baseline", "evaluate"}
+    assert set(summary["teacher"]) >= {"params", "accuracy"}
+    assert set(summary["student"]) >= {"params", "accuracy", "agreement"}
+    assert summary["student"]["params"] == summary["baseline"]["params"]
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    for role in ("teacher", "student", "baseline"):
+        assert 0.0 <= summary[role]["accuracy"] <= 1.0
+
     # the job ran the clone's code and committed a student to the store
-    (run,) = (store_copy / "students").iterdir()
-    assert (run / "card.json").exists() and (run / "model.ts").exists()
+    run = store_copy / "students" / summary["student"]["run_id"]
+    card = json.loads((run / "card.json").read_text())
+    assert card["role"] == "student" and card["teacher_fingerprint"]
+    assert card["metrics"]["test_accuracy"] == summary["student"]["accuracy"]
+    assert card["spec"]["distill"]["temperature"] == 4.0
+    scripted = torch.jit.load(str(run / "model.ts"))
+    assert scripted(torch.randn(2, 40)).shape == (2, 10)
+    # distill reported one metrics row and checkpoint per epoch to Ray Train
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == ["epoch-0001",
+                                                                             "epoch-0002"]
