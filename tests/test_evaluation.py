@@ -158,11 +158,12 @@ def test_report_html_shows_every_plot_in_headless_chromium(evaluated):
     assert all(i["inline"] and i["loaded"] for i in images), images
 
 
-def test_unknown_model_is_named(store_copy):
-    result = cli("evaluate", "--config", str(REFERENCE_SPEC), "--models", "teacher,nope",
+@pytest.mark.parametrize("name", ["nope", "../teachers/cnn-teacher"])
+def test_unknown_model_is_named(store_copy, name):
+    result = cli("evaluate", "--config", str(REFERENCE_SPEC), "--models", f"teacher,{name}",
                  *sets(tiny_overrides(store_copy)), timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: --models: no exported student 'nope' in ")
+    assert result.stderr.strip().startswith(f"error: --models: no exported student {name!r} in ")
     assert "valid: teacher, student, baseline" in result.stderr
 
 

@@ -8,6 +8,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -188,6 +189,11 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
         assert status["gates"][0]["value"] == 1.0  # agreement over >= 20 mirrored rows
     finally:
         serve.shutdown()
+    # admin calls, rollout decisions and errors were all logged, the token never
+    import ray
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaked = [p for p in logs.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaked == []
     # every answered request is in the request log; mirrored ones carry the pair's agreement
     logged = read_requests(Store(str(store_copy)), datetime(2026, 1, 1, tzinfo=timezone.utc),
                            datetime.now(timezone.utc) + timedelta(minutes=1))

@@ -193,6 +193,12 @@ def test_serve_section_is_validated_with_field_paths(override, message):
         load_spec(REFERENCE_SPEC, [override])
 
 
+@pytest.mark.parametrize("run_id", ["../teachers/cnn-teacher", ".hidden", "a/b", ""])
+def test_served_student_is_one_store_name(run_id):
+    with pytest.raises(SpecError, match="serve.student: String should match pattern"):
+        load_spec(REFERENCE_SPEC, [f"serve.student={run_id}"])
+
+
 def test_serve_section_defaults():
     spec = load_spec(REFERENCE_SPEC, ["serve.port=8123"])
     assert spec.serve.port == 8123 and spec.serve.rollout.steps == [5, 25, 50, 100]

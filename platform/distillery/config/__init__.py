@@ -7,6 +7,7 @@ One module per section; everything is importable from `distillery.config`.
 """
 
 from distillery.config.base import (
+    NAME_PATTERN,
     SpecError,
     Strict,
 )
@@ -80,6 +81,7 @@ from distillery.config.tuning import (
 )
 
 __all__ = [
+    "NAME_PATTERN",
     "SIGNALS",
     "AlertRule",
     "AlertsSpec",

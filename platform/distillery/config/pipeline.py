@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from distillery.config.base import SpecError, Strict
+from distillery.config.base import NAME_PATTERN, SpecError, Strict
 from distillery.config.data import DataSpec, Mnist1dData, TableData
 from distillery.config.evaluation import (
     GENERATOR_SHIFTS,
@@ -40,7 +40,7 @@ from distillery.storage import is_remote, path_exists
 
 
 class PipelineSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     store: str = "./runs"
     """Root of every artifact: a local directory or s3://bucket/prefix."""
     data: DataSpec

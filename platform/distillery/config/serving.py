@@ -10,7 +10,7 @@ from pydantic import (
     model_validator,
 )
 
-from distillery.config.base import Strict
+from distillery.config.base import NAME_PATTERN, Strict
 
 
 class RolloutGates(Strict):
@@ -90,7 +90,7 @@ class ModelServingSpec(Strict):
 class ServeSpec(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
-    student: str = Field(default="student", min_length=1)
+    student: str = Field(default="student", pattern=NAME_PATTERN)
     """`student`: the newest exported student of this pipeline; otherwise a run id under
     students/."""
     teacher_deployment: ModelServingSpec = Field(default_factory=ModelServingSpec)

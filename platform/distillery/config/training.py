@@ -9,7 +9,7 @@ from pydantic import (
     model_validator,
 )
 
-from distillery.config.base import Strict
+from distillery.config.base import NAME_PATTERN, Strict
 from distillery.config.models import (
     ImportSpec,
     ModelSpec,
@@ -68,7 +68,7 @@ class InferenceSpec(Strict):
 
 
 class TeacherSpec(Strict):
-    name: str = Field(default="teacher", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(default="teacher", pattern=NAME_PATTERN)
     model: ModelSpec
     train: TrainSpec | None = None
     """How train-teacher trains it; omit for a pretrained (TorchScript or weights) teacher."""

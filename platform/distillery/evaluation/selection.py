@@ -7,8 +7,10 @@ evaluated, first: fidelity is measured against it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from distillery.config import NAME_PATTERN
 from distillery.data import Splits
 from distillery.stages import Pipeline
 
@@ -45,7 +47,8 @@ def select_models(pipeline: Pipeline, names: list[str] | None) -> list[Evaluated
             run = runs[-1][1]
         else:
             run = name
-            if not store.exists("students", run, "card.json"):
+            if not re.fullmatch(NAME_PATTERN, run) or not store.exists("students", run,
+                                                                        "card.json"):
                 raise FileNotFoundError(
                     f"--models: no exported student {run!r} in {store.root}; "
                     f"valid: teacher, student, baseline or one of {sorted(cards) or 'none'}")
