@@ -7,6 +7,7 @@ and one line on stderr naming what is wrong.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from distillery.config import SpecError, load_spec, section_override
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             write_result(result, args.output)
             print("\n" + format_markdown(result) + f"\n\nresults: {args.output}")
         elif args.command == "serve":
-            serve_forever(spec, app, args.port)
+            embedded = not (args.address or os.environ.get("RAY_ADDRESS"))
+            serve_forever(spec, app, args.port, embedded)
         elif args.command == "quickstart":
             from distillery.quickstart import quickstart
             quickstart(pipeline, args.output_dir)

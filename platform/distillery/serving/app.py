@@ -8,6 +8,7 @@ replicas load them from the store themselves, so they can run on any node.
 
 from __future__ import annotations
 
+import signal
 import time
 
 from ray import serve
@@ -69,20 +70,26 @@ def app_builder(args: dict) -> Application:
     return build_app(load_spec(args["config"], overrides), token_digest())
 
 
-def serve_forever(spec: PipelineSpec, app: Application, port: int | None) -> None:
-    """Deploy `build_app(spec, ...)` on the connected Ray and block until interrupted
-    (`distillery serve`)."""
+def serve_forever(spec: PipelineSpec, app: Application, port: int | None,
+                  embedded: bool) -> None:
+    """Deploy `build_app(spec, ...)` on the connected Ray and block until Ctrl-C or SIGTERM
+    (`distillery serve`). On an `embedded` local Ray, Serve is shut down gracefully, so the
+    router writes its buffered request log; on a cluster the app keeps serving until
+    `serve shutdown`."""
     serving = spec.serve or ServeSpec()
-    serve.start(http_options={"host": serving.host, "port": port or serving.port})
-    serve.run(app, name=APP_NAME, route_prefix="/")
-    print(f"serving {spec.name} on http://{serving.host}:{port or serving.port} "
-          f"(POST /v1/models/{{teacher,student,{spec.name}}}:predict); admin API "
-          + ("enabled" if token_digest() else f"disabled: set {TOKEN_ENV} to enable it"),
-          flush=True)
-    try:
+    # process managers stop services with SIGTERM: treat it like Ctrl-C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:  # a signal during startup stops as cleanly as one later
+        serve.start(http_options={"host": serving.host, "port": port or serving.port})
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        print(f"serving {spec.name} on http://{serving.host}:{port or serving.port} "
+              f"(POST /v1/models/{{teacher,student,{spec.name}}}:predict); admin API "
+              + ("enabled" if token_digest() else f"disabled: set {TOKEN_ENV} to enable it"),
+              flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        # an embedded local Ray, and Serve with it, ends with this process; on a cluster
-        # (--address) the app keeps serving until `serve shutdown`
-        print("stopped", flush=True)
+        if embedded:
+            serve.shutdown()
+        print("stopped" if embedded else "detached; the app keeps serving until `serve "
+              "shutdown`", flush=True)
