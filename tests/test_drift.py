@@ -44,11 +44,11 @@ def gaussian_frame(seed: int, n: int, shift: float = 0.0, agree_rate: float = 0.
     return frame(x, rng.integers(0, 10, n), rng.random(n), rng.random(n), agrees)
 
 
-def test_reference_frame_takes_outputs_from_teacher_logits():
+def test_reference_frame_takes_outputs_from_the_monitored_models_logits():
     inputs = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
-    teacher = np.array([[0.0, 0.0], [0.0, math.log(3.0)]])  # p = (1/2, 1/2), (1/4, 3/4)
-    student = np.array([[1.0, 0.0], [1.0, 0.0]])
-    df = reference_frame(inputs, teacher, student)
+    student = np.array([[0.0, 0.0], [0.0, math.log(3.0)]])  # p = (1/2, 1/2), (1/4, 3/4)
+    teacher = np.array([[1.0, 0.0], [1.0, 0.0]])
+    df = reference_frame(inputs, student, teacher)
     assert list(df.columns) == ["x0", "x1", "prediction", "confidence", "entropy", "agrees"]
     assert df[["x0", "x1"]].to_numpy().tolist() == inputs.tolist()
     assert df["prediction"].tolist() == [0, 1]
@@ -56,7 +56,7 @@ def test_reference_frame_takes_outputs_from_teacher_logits():
     np.testing.assert_allclose(
         df["entropy"], [math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))], rtol=1e-6)
     assert df["agrees"].tolist() == [True, False]
-    assert "agrees" not in reference_frame(inputs, teacher).columns
+    assert "agrees" not in reference_frame(inputs, student).columns
 
 
 def test_frame_rejects_mismatched_lengths():

@@ -94,8 +94,8 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
 
 
 def reference(spec: PipelineSpec):
-    """The reference frame: `drift.reference_rows` training rows with the served teacher's
-    outputs on them (and the student's, for agreement). Kept per process: the scheduled check
+    """The reference frame: `drift.reference_rows` training rows with the served student's
+    outputs on them (and the teacher's, for agreement). Kept per process: the scheduled check
     reuses it until the served pair or the data changes."""
     parts, _ = served_models(spec)
     key = (Store(spec.store).root, parts["teacher"], parts["student"],
@@ -110,7 +110,9 @@ _REFERENCES: dict[tuple, object] = {}
 
 
 def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
-    store, splits = Store(spec.store), load_splits(spec.data)
+    # the transfer set (often the largest part) is not needed here
+    store = Store(spec.store)
+    splits = load_splits(spec.data.model_copy(update={"transfer": None}))
     rows = min(spec.monitor.drift.reference_rows, len(splits.x_train))
     pick = np.sort(np.random.default_rng(0).choice(len(splits.x_train), rows, replace=False))
     x = torch.from_numpy(splits.x_train[pick])
@@ -119,4 +121,4 @@ def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
         model, _ = load_model(store, where)
         with torch.inference_mode():
             logits[arm] = model(x).float().numpy()  # (rows, C)
-    return reference_frame(x.numpy(), logits["teacher"], logits["student"])
+    return reference_frame(x.numpy(), logits["student"], logits["teacher"])

@@ -91,17 +91,18 @@ def _nullable_bool(values: np.ndarray) -> pd.arrays.BooleanArray:
     return pd.arrays.BooleanArray(values == 1.0, mask=~known)
 
 
-def reference_frame(inputs: np.ndarray, teacher_logits: np.ndarray,
-                    student_logits: np.ndarray | None = None) -> pd.DataFrame:
-    """The reference from the teacher's logits (N, C) on `inputs` (N, D):
-    p = softmax(teacher_logits), prediction = argmax p, confidence = max p,
-    entropy = -sum_c p_c ln p_c; agrees = argmax student == argmax teacher when the student's
-    logits on the same rows are given."""
-    logp = log_softmax(np.asarray(teacher_logits, dtype=np.float64))
+def reference_frame(inputs: np.ndarray, logits: np.ndarray,
+                    teacher_logits: np.ndarray | None = None) -> pd.DataFrame:
+    """The reference from the monitored model's logits (N, C) on `inputs` (N, D):
+    p = softmax(logits), prediction = argmax p, confidence = max p, entropy = -sum_c p_c ln p_c;
+    agrees = argmax p == argmax teacher_logits when the teacher's logits on the same rows are
+    given. The monitored model is the served student: live rows carry its answers, and a
+    teacher-based reference would flag its (lower) confidence as drift in every window."""
+    logp = log_softmax(np.asarray(logits, dtype=np.float64))
     p = np.exp(logp)
     agrees = None
-    if student_logits is not None:
-        agrees = np.argmax(student_logits, axis=1) == p.argmax(axis=1)
+    if teacher_logits is not None:
+        agrees = np.argmax(teacher_logits, axis=1) == p.argmax(axis=1)
     return frame(inputs, p.argmax(axis=1), p.max(axis=1), -(p * logp).sum(axis=1), agrees)
 
 
