@@ -30,6 +30,7 @@ test: $(STAMP)
 # its section of BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python bench/strategies.py
+	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/monitor.py
 
 clean:

@@ -1,0 +1,435 @@
+"""Serving bench: the Ray Serve app's student, teacher and routed endpoint against the same
+student in a bare FastAPI server, and the routed endpoint with the request log on and off; one
+load generator for every target. Writes bench/results/serve.json and the "serve" section of
+BENCHMARKS.md.
+
+    .venv/bin/python bench/serve.py [--store ./runs] [--requests 1000] [--concurrency 1,8,32]
+        [--repetitions 3] [--output bench/results/serve.json] [--fast-dataplane] [--smoke]
+
+Models: the teacher and the newest student of the quickstart pipeline in `--store` (what `make
+demo` writes). Nothing is written there: the app serves copies of the two models from a scratch
+store, so rollout state and request-log rows of synthetic traffic never reach the user's store.
+
+Load: `c` clients on one asyncio loop (aiohttp), each sending its next request when the last one
+is answered (a closed loop). Bodies are rows of the pipeline's test split, one row per request,
+identical for every target. Each point (target, c, repetition) opens its connections with a
+warm-up, then times `--requests` requests: rows/s = answered rows / wall seconds; p50 and p99
+of per-request latency (send to last byte read; linear interpolation between order
+statistics). The request log is a deployment setting, so its "off" point is the same app
+redeployed with `monitor.request_log.enabled=false`; see `measure` for the order of points.
+
+`--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
+(Serve reads them when Ray starts, so it is a run of its own) and writes
+results/serve-fast-dataplane.json and its own section. `--smoke`: seconds, for the test (20
+requests, c 1 and 4, one repetition, BENCHMARKS.md untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks_md import ROOT, machine, update_section  # noqa: E402
+
+from distillery.config import PipelineSpec, load_spec  # noqa: E402
+from distillery.data.splits import load_splits  # noqa: E402
+from distillery.models.artifacts import library_versions  # noqa: E402
+from distillery.serving.catalog import served_models  # noqa: E402
+from distillery.storage import Store  # noqa: E402
+
+SPEC = ROOT / "jobs/configs/mnist1d.yaml"
+RESULTS = ROOT / "bench/results"
+ROWS_PER_REQUEST = 1
+# Serve sized to this 2-CPU machine: router, teacher and two student replicas of half a CPU.
+# Fixed replica counts: autoscaling mid-run would change what is measured.
+SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
+          "serve.teacher_deployment.cpus_per_replica=0.5", "serve.student_deployment.replicas=2",
+          "serve.student_deployment.cpus_per_replica=0.5"]
+# The routed endpoint stays at the canary's first step (5% student, 10% mirrored) for the whole
+# run: a promotion mid-run would change its mix. The scheduled drift check (Evidently, every
+# 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
+PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
+FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+TARGETS = {  # name -> (server, path)
+    "serve-student": ("serve", "/v1/models/student:predict"),
+    "serve-teacher": ("serve", "/v1/models/teacher:predict"),
+    "serve-routed": ("serve", "/v1/models/mnist1d:predict"),
+    "serve-routed-nolog": ("serve", "/v1/models/mnist1d:predict"),
+    "fastapi-student": ("fastapi", "/v1/models/student:predict"),
+}
+# Targets measured while the Serve app runs with its request log on, and with it off
+BLOCKS = {True: ("serve-student", "serve-teacher", "serve-routed", "fastapi-student"),
+          False: ("serve-routed-nolog",)}
+LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, teacher",
+          "serve-routed": "Ray Serve, routed (request log on)",
+          "serve-routed-nolog": "Ray Serve, routed (request log off)",
+          "fastapi-student": "FastAPI + uvicorn, student"}
+
+
+# ---------------------------------------------------------------- load
+
+async def drive(url: str, bodies: list[bytes], concurrency: int, requests: int,
+                warmup: int) -> dict:
+    """`requests` POSTs from `concurrency` closed-loop clients after `warmup` untimed ones;
+    request i sends bodies[i % len(bodies)]."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client(indices: Iterator[int], latencies: list[float], errors: list[str]):
+            for i in indices:  # one iterator shared by all clients: each index is sent once
+                start = time.perf_counter()
+                try:
+                    async with session.post(url, data=bodies[i % len(bodies)],
+                                            headers=headers) as response:
+                        body, status = await response.read(), response.status
+                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                    errors.append(f"{type(err).__name__}: {err}")
+                    continue
+                if status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors.append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
+
+        async def phase(n: int) -> tuple[list[float], list[str], float]:
+            indices, latencies, errors = iter(range(n)), [], []
+            start = time.perf_counter()
+            await asyncio.gather(*(client(indices, latencies, errors)
+                                   for _ in range(concurrency)))
+            return latencies, errors, time.perf_counter() - start
+
+        await phase(warmup)
+        latencies, errors, seconds = await phase(requests)
+    ms = np.asarray(latencies) * 1000
+    return {"requests": requests, "errors": len(errors), "first_error": errors[0] if errors
+            else None, "seconds": seconds,
+            "rows_per_s": len(latencies) * ROWS_PER_REQUEST / seconds,
+            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
+
+
+def measure(urls: dict[str, str], deploy: Callable[[bool], None], bodies: list[bytes],
+            concurrency: list[int], requests: int, repetitions: int) -> list[dict]:
+    """Every target at every c, `repetitions` times. A repetition is a block of targets with
+    the app's request log on and one with it off (`deploy(log)` redeploys, ~10 s); repetitions
+    alternate which block comes first, so the app is redeployed once per repetition and neither
+    state always runs first. Odd repetitions also reverse the order of targets in a block."""
+    runs, log_first = [], True
+    for repetition in range(repetitions):
+        for log in (log_first, not log_first):
+            deploy(log)
+            for c in concurrency:
+                for target in BLOCKS[log][::-1 if repetition % 2 else 1]:
+                    run = asyncio.run(drive(urls[target], bodies, c, requests,
+                                            warmup=max(20, 4 * c)))
+                    runs.append({"target": target, "concurrency": c,
+                                 "repetition": repetition, **run})
+                    print(f"rep {repetition} c={c:<3} {target:<20} "
+                          f"{run['rows_per_s']:8.0f} rows/s  p50 {run['p50_ms'] or 0:7.2f} ms  "
+                          f"p99 {run['p99_ms'] or 0:7.2f} ms  errors {run['errors']}",
+                          flush=True)
+        log_first = not log_first
+    return runs
+
+
+# ---------------------------------------------------------------- summary
+
+def summarize(runs: list[dict]) -> dict:
+    """{target: {str(c): {metric: {median, min, max}, "errors": total}}} over repetitions."""
+    summary: dict = {}
+    for run in runs:
+        summary.setdefault(run["target"], {}).setdefault(str(run["concurrency"]), []).append(run)
+    for by_c in summary.values():
+        for c, group in by_c.items():
+            stats = {"errors": sum(r["errors"] for r in group)}
+            for metric in ("rows_per_s", "p50_ms", "p99_ms"):
+                values = [r[metric] for r in group if r[metric] is not None]
+                stats[metric] = ({"median": statistics.median(values), "min": min(values),
+                                  "max": max(values)} if values else None)
+            by_c[c] = stats
+    return summary
+
+
+def ratios(summary: dict, c: int) -> dict:
+    """The three headline ratios at concurrency `c`, from medians over repetitions:
+    student/teacher and Serve/FastAPI throughput, and p50(log on) / p50(log off) - 1."""
+    def median(target: str, metric: str) -> float:
+        return summary[target][str(c)][metric]["median"]
+
+    return {
+        f"student_vs_teacher_throughput_c{c}": (median("serve-student", "rows_per_s")
+                                                / median("serve-teacher", "rows_per_s")),
+        f"rayserve_vs_fastapi_throughput_c{c}": (median("serve-student", "rows_per_s")
+                                                 / median("fastapi-student", "rows_per_s")),
+        "request_log_p50_overhead": (median("serve-routed", "p50_ms")
+                                     / median("serve-routed-nolog", "p50_ms") - 1),
+    }
+
+
+def format_markdown(result: dict) -> str:
+    inputs, summary = result["inputs"], result["summary"]
+    lines = ["| target | c | rows/s | p50 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|"]
+
+    def cell(stats: dict | None, digits: int) -> str:
+        if stats is None:
+            return "-"
+        return (f"{stats['median']:,.{digits}f} ({stats['min']:,.{digits}f}-"
+                f"{stats['max']:,.{digits}f})")
+
+    for target in TARGETS:
+        for c, stats in summary[target].items():
+            lines.append(f"| {LABELS[target]} | {c} | {cell(stats['rows_per_s'], 0)} | "
+                         f"{cell(stats['p50_ms'], 2)} | {cell(stats['p99_ms'], 2)} | "
+                         f"{stats['errors']} |")
+    c = max(inputs["concurrency"])
+    r = result["ratios"]
+    by_c = ", ".join(f"c={k}: {v:+.1%}" for k, v in
+                     result["request_log_p50_overhead_by_concurrency"].items())
+    models = inputs["models"]
+    return "\n".join([
+        f"{result['machine']['cpus']} CPUs ({result['machine']['platform']}), Ray "
+        f"{result['versions']['ray']}, torch {result['versions']['torch']}; data plane: "
+        f"{inputs['dataplane']}. Teacher {models['teacher']['version']} "
+        f"({models['teacher']['params']:,} params), student {models['student']['version']} "
+        f"({models['student']['params']:,} params).",
+        "",
+        f"Serve: one app, a router, 1 teacher and 2 student replicas of 0.5 CPU; the routed "
+        f"endpoint's \"request log off\" rows come from the same app redeployed with "
+        f"`monitor.request_log.enabled=false`, alternating with it on at each c. "
+        f"`@serve.batch` up to "
+        f"{inputs['max_batch_size']} requests or {inputs['batch_wait_ms']:g} ms; the routed "
+        f"endpoint holds the canary's first step ({inputs['routed_student_weight']:g}% student, "
+        f"{inputs['shadow_fraction']:.0%} mirrored). FastAPI: one uvicorn worker, one torch "
+        f"thread, a forward pass per request. Load: {inputs['client']}, {ROWS_PER_REQUEST} test "
+        f"row per request, {inputs['requests']} timed requests per point after a warm-up, "
+        f"{inputs['repetitions']} repetitions: median (min-max). Client and servers share the "
+        f"machine's cores.",
+        "",
+        *lines,
+        "",
+        f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x; "
+        f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x; "
+        f"request log p50 overhead {r['request_log_p50_overhead']:+.1%} ({by_c}).",
+    ])
+
+
+def write_result(result: dict, output: Path) -> None:
+    """Atomically: a reader never sees half a file. (distillery.compare has the same four lines,
+    but importing it pulls in Ray Train and SciPy: 3 s of the smoke test.)"""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(output)
+
+
+# ---------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, seconds: float, process: subprocess.Popen | None = None,
+                  stderr: IO[bytes] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                stderr.seek(0)
+                raise RuntimeError(f"{url}: the server exited with {process.returncode}; "
+                                   f"stderr: {stderr.read().decode()[-2000:]}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url}: no answer after {seconds:.0f} s") from None
+            time.sleep(0.2)
+
+
+def bench_spec(store: str, student: str | None = None, log: bool = True) -> PipelineSpec:
+    extra = [] if student is None else [f"serve.student={student}"]
+    return load_spec(SPEC, [f"store={store}", *SIZING, *PINNED, *extra,
+                            f"monitor.request_log.enabled={str(log).lower()}"])
+
+
+def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ...]]) -> str:
+    """A store at `root` holding only the served teacher and student (the files `load_model`
+    reads), with the teacher's `latest.json`; its root."""
+    src, dst = Store(spec.store), Store(str(root))
+    for where in parts.values():
+        for name in ("card.json", "model.pt", "model.ts"):
+            if src.exists(*where, name):
+                dst.write_bytes(src.read_bytes(*where, name), *where, name)
+    dst.write_json({"fingerprint": parts["teacher"][-1]}, "teachers", spec.teacher.name,
+                   "latest.json")
+    return dst.root
+
+
+@contextmanager
+def serve_app(specs: dict[bool, PipelineSpec]) -> Iterator[tuple[str, Callable[[bool], None]]]:
+    """Serve on the local Ray; yields the base URL and `deploy(log)`, which (re)deploys the app
+    of `specs[log]` unless that one is running."""
+    # imported here: Serve reads the data-plane variables at import, after main() set them
+    from ray import serve
+
+    from distillery.serving.app import build_app
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    running = None
+
+    def deploy(log: bool) -> None:
+        nonlocal running
+        if running is log:
+            return
+        start = time.monotonic()
+        serve.run(build_app(specs[log], None), name="distillery", route_prefix="/")
+        wait_until_up(f"{base}/healthz", 60)
+        # serve.run returns once the new replicas run; the old ones may still be stopping
+        deadline = time.monotonic() + 60
+        while any(n and state != "RUNNING" for d in
+                  serve.status().applications["distillery"].deployments.values()
+                  for state, n in d.replica_states.items()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Serve: old replicas still not stopped after 60 s")
+            time.sleep(0.5)
+        running = log
+        print(f"deployed with the request log {'on' if log else 'off'} "
+              f"({time.monotonic() - start:.0f} s)", flush=True)
+
+    try:
+        yield base, deploy
+    finally:
+        serve.shutdown()
+
+
+@contextmanager
+def fastapi_server(store: str, student: tuple[str, ...]) -> Iterator[tuple[str, Callable]]:
+    """Starts the bare server and yields its base URL and a `ready()` to call before the first
+    request: it loads while Ray starts and Serve deploys."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # a file, not a pipe: a pipe nobody reads would block the server once full
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen([sys.executable, str(ROOT / "bench/fastapi_student.py"),
+                                    "--store", store, "--model", "/".join(student),
+                                    "--port", str(port)], stderr=stderr)
+        try:
+            yield base, lambda: wait_until_up(f"{base}/healthz", 60, process, stderr)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="./runs")
+    parser.add_argument("--requests", type=int, default=1000, help="timed requests per point")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--output", default=None, help="default: bench/results/serve.json, "
+                                                       "serve-fast-dataplane.json with "
+                                                       "--fast-dataplane")
+    parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.concurrency, args.repetitions = 20, "1,4", 1
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    name = "serve-fast-dataplane" if args.fast_dataplane else "serve"
+    output = Path(args.output or RESULTS / f"{name}.json")
+    if args.fast_dataplane:
+        os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
+
+    spec = bench_spec(args.store)
+    try:
+        parts, cards = served_models(spec)
+    except FileNotFoundError as err:
+        print(f"bench/serve.py: {err}\nThe serving bench serves the quickstart's teacher and "
+              f"student from --store {args.store}; `make demo` trains them there.",
+              file=sys.stderr)
+        sys.exit(2)
+    rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
+    bodies = [json.dumps({"instances": rows[i:i + ROWS_PER_REQUEST].tolist()}).encode()
+              for i in range(0, len(rows), ROWS_PER_REQUEST)]
+
+    from distillery.runtime import ensure_ray
+
+    with tempfile.TemporaryDirectory() as scratch:
+        store = scratch_store(spec, Path(scratch), parts)
+        specs = {log: bench_spec(store, parts["student"][-1], log) for log in (True, False)}
+        with fastapi_server(store, parts["student"]) as (bare, bare_ready):
+            ensure_ray()
+            with serve_app(specs) as (base, deploy):
+                deploy(True)
+                bare_ready()
+                urls = {target: (base if server == "serve" else bare) + path
+                        for target, (server, path) in TARGETS.items()}
+                runs = measure(urls, deploy, bodies, concurrency, args.requests,
+                               args.repetitions)
+
+    summary = summarize(runs)
+    serving = specs[True].serve
+    overhead = {c: ratios(summary, c)["request_log_p50_overhead"] for c in concurrency}
+    result = {
+        "bench": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(), "versions": library_versions(),
+        "inputs": {
+            "store": args.store, "spec": str(SPEC.relative_to(ROOT)),
+            "overrides": [*SIZING, *PINNED],
+            "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
+                       for arm in parts},
+            "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
+            if args.fast_dataplane else "default (Serve proxy)",
+            "client": f"aiohttp {aiohttp.__version__}",
+            "data": f"{len(bodies)} request bodies from the test split of {spec.data.source}",
+            "rows_per_request": ROWS_PER_REQUEST, "requests": args.requests,
+            "concurrency": concurrency, "repetitions": args.repetitions,
+            "max_batch_size": serving.student_deployment.max_batch_size,
+            "batch_wait_ms": serving.student_deployment.batch_wait_timeout_s * 1000,
+            "routed_student_weight": serving.rollout.steps[0],
+            "shadow_fraction": serving.rollout.shadow_fraction,
+            "targets": {t: path for t, (_, path) in TARGETS.items()},
+        },
+        "runs": runs, "summary": summary,
+        "ratios": ratios(summary, max(concurrency)),
+        "request_log_p50_overhead_by_concurrency": overhead,
+    }
+    write_result(result, output)
+    markdown = format_markdown(result)
+    if not args.smoke:
+        title = "Serving, fast data plane" if args.fast_dataplane else "Serving"
+        update_section(name, f"## {title} (`bench/serve.py"
+                             f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"
+                             + markdown)
+    print(markdown)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
