@@ -63,9 +63,8 @@ from distillery.monitoring.alerts import evaluate_rules  # noqa: E402
 from distillery.monitoring.check import CheckResult, run_check  # noqa: E402
 from distillery.monitoring.control_charts import Chart, Series, bucket_signals, chart  # noqa: E402
 from distillery.monitoring.request_log import Entry, RequestLog, read_requests  # noqa: E402
-from distillery.serving.catalog import served_models  # noqa: E402
 from distillery.storage import Store  # noqa: E402
-from serve import scratch_store  # noqa: E402
+from serve import models_or_exit, scratch_store  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 RESULTS = ROOT / "bench/results/monitor.json"
@@ -393,13 +392,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [*(SMOKE if args.smoke else []), *args.overrides]
     spec = load_spec(SPEC, [f"store={args.store}", *overrides])
-    try:
-        parts, cards = served_models(spec)
-    except FileNotFoundError as err:
-        print(f"bench/monitor.py: {err}\nThe monitoring bench serves the quickstart's teacher "
-              f"and student from --store {args.store}; `make demo` trains them there.",
-              file=sys.stderr)
-        sys.exit(2)
+    parts, cards = models_or_exit(spec, "bench/monitor.py", args.store)
     control = spec.monitor.control
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:

@@ -346,6 +346,16 @@ def fastapi_server(store: str, student: tuple[str, ...]) -> Iterator[tuple[str, 
 
 # ---------------------------------------------------------------- main
 
+def models_or_exit(spec, script: str, store: str) -> tuple[dict, dict]:
+    """The quickstart's served teacher and student, or exit 2 saying how to make them."""
+    try:
+        return served_models(spec)
+    except FileNotFoundError as err:
+        print(f"{script}: {err}\nThe bench uses the quickstart's teacher and student from "
+              f"--store {store}; `make demo` trains them there.", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./runs")
@@ -367,13 +377,7 @@ def main() -> None:
         os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
 
     spec = bench_spec(args.store)
-    try:
-        parts, cards = served_models(spec)
-    except FileNotFoundError as err:
-        print(f"bench/serve.py: {err}\nThe serving bench serves the quickstart's teacher and "
-              f"student from --store {args.store}; `make demo` trains them there.",
-              file=sys.stderr)
-        sys.exit(2)
+    parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
     rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
     bodies = [json.dumps({"instances": rows[i:i + ROWS_PER_REQUEST].tolist()}).encode()
               for i in range(0, len(rows), ROWS_PER_REQUEST)]

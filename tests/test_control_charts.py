@@ -16,19 +16,13 @@ from distillery.monitoring.control_charts import (
     ewma_limits,
     plot_control_chart,
 )
+from distillery.monitoring.request_log import SCHEMA
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 # the columns bucket_signals reads, typed as the request log writes them
-LOG_SCHEMA = pa.schema([
-    ("time", pa.timestamp("us", tz="UTC")),
-    ("request_id", pa.string()),
-    ("model", pa.string()),
-    ("prediction", pa.int64()),
-    ("confidence", pa.float32()),
-    ("latency_ms", pa.float32()),
-    ("agrees", pa.bool_()),
-])
+LOG_SCHEMA = pa.schema([SCHEMA.field(name) for name in (
+    "time", "request_id", "model", "prediction", "confidence", "latency_ms", "agrees")])
 
 
 def log_table(rows: list[tuple]) -> pa.Table:
