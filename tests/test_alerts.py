@@ -9,7 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from distillery.config import AlertRule, AlertsSpec, ControlSpec, WebhookSpec
+from distillery.config import (
+    AlertRule,
+    AlertsSpec,
+    ControlSpec,
+    SpecError,
+    WebhookSpec,
+    load_spec,
+)
 from distillery.monitoring.alerts import (
     Alert,
     dispatch,
@@ -19,7 +26,7 @@ from distillery.monitoring.alerts import (
 )
 from distillery.monitoring.control_charts import Series, chart
 
-from conftest import free_port
+from conftest import REFERENCE_SPEC, free_port
 
 WINDOW = "2026-01-01T00:00:00Z/2026-01-01T01:00:00Z"
 # reference -1, 0, 1: mean 0 and sigma 1 exactly, so points are in sigmas
@@ -196,14 +203,26 @@ def test_a_failed_webhook_returns_false_and_logs_only_the_origin(hook, caplog):
     assert "secret-token" not in record.getMessage()
 
 
-def test_a_webhook_that_never_answers_times_out_without_raising():
+def test_a_webhook_that_never_answers_times_out_without_raising_or_logging_its_token(caplog):
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks/secret-token"
         began = time.monotonic()
-        assert not post_webhook(ALERT, WebhookSpec(url=url, timeout_s=0.2, retries=1))
+        with caplog.at_level(logging.DEBUG):  # every logger, urllib3's retry warnings included
+            assert not post_webhook(ALERT, WebhookSpec(url=url, timeout_s=0.2, retries=1))
         assert time.monotonic() - began < 2.0  # 0.2 s + backoff 0.5 s + 0.2 s
+    assert caplog.records and "secret-token" not in caplog.text
+
+
+def test_the_webhook_url_is_masked_wherever_the_spec_is_dumped():
+    spec = load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=https://hooks.example.com/T/"
+                                      "secret-token"])
+    assert spec.monitor.alerts.webhook.target().host == "hooks.example.com"
+    assert "secret-token" not in spec.model_dump_json()
+    assert "secret-token" not in json.dumps(spec.model_dump(), default=str)  # as cards do
+    with pytest.raises(SpecError, match="monitor.alerts.webhook.url: must be an http"):
+        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=ftp://x/y"])
 
 
 def test_a_closed_port_returns_false_without_raising():

@@ -222,17 +222,19 @@ def _monitor(spec, args: argparse.Namespace) -> int:
 
     from distillery.monitoring.windows import parse_window
     from distillery.serving.catalog import served_models
+    from distillery.storage import StoreError, check_reachable
 
     try:
         window = (args.window if args.window or args.start
                   else f"{spec.monitor.window_s:g}s")
         start, end = parse_window(window, args.start, args.end, datetime.now(timezone.utc))
+        check_reachable(spec.store)
         served_models(spec)  # a missing model fails before the heavy imports
         from distillery.monitoring.check import run_check
 
         result = run_check(spec, start, end, drift=args.command == "drift",
                            send_alerts=args.command == "drift")
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, OSError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status = result.status()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import (
+    Field,
+    HttpUrl,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from distillery.config.base import Strict
 
@@ -19,7 +27,7 @@ class RequestLogSpec(Strict):
     """Seconds after the oldest buffered row at which the buffer is written anyway."""
     max_buffer_rows: int = Field(default=100_000, gt=0)
     """Rows held while the store is slow or down; beyond this new rows are dropped and counted
-    (distillery_request_log_dropped), never failing a request."""
+    (distillery_request_log_rows{outcome="dropped"}), never failing a request."""
 
 
 class StatTest(Strict):
@@ -32,7 +40,8 @@ class StatTest(Strict):
 
 class DriftSpec(Strict):
     reference_rows: int = Field(default=2000, gt=0)
-    """Rows of the training split (with the teacher's outputs on them) used as the reference."""
+    """Rows of the training split, with the served student's outputs on them (and its
+    agreement with the teacher), used as the reference."""
     min_rows: int = Field(default=500, gt=0)
     """A live window with fewer rows is not compared (too few to tell drift from noise)."""
     numerical: StatTest = Field(default_factory=StatTest)
@@ -86,10 +95,28 @@ class AlertRule(Strict):
 
 
 class WebhookSpec(Strict):
-    url: HttpUrl
+    url: SecretStr
+    """http(s) URL the alerts are POSTed to. Hook URLs often carry a token in their path, so it
+    is a secret: masked wherever the spec is dumped (cards, Tune results, logs)."""
     timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=3, ge=0)
     """Attempts after the first, with exponential backoff from 0.5 s."""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: SecretStr) -> SecretStr:
+        try:
+            _HTTP_URL.validate_python(url.get_secret_value())
+        except ValidationError:
+            raise ValueError("must be an http:// or https:// URL") from None
+        return url
+
+    def target(self) -> HttpUrl:
+        """The parsed URL (holds the secret: never log it)."""
+        return _HTTP_URL.validate_python(self.url.get_secret_value())
+
+
+_HTTP_URL = TypeAdapter(HttpUrl)
 
 
 class AlertsSpec(Strict):

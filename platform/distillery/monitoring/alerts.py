@@ -6,6 +6,7 @@ sends every alert to both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -148,6 +149,18 @@ class _Backoff(Retry):
         return min(self.backoff_max, BACKOFF_S * 2 ** (len(self.history) - 1))
 
 
+@contextlib.contextmanager
+def _quiet_retries():
+    """urllib3 logs each retry with the request's path, the hook URL's token included."""
+    pool = logging.getLogger("urllib3")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        pool.setLevel(level)
+
+
 def post_webhook(alert: Alert, spec: WebhookSpec) -> bool:
     """POST the alert as JSON; True when a 2xx answer came back.
 
@@ -158,14 +171,14 @@ def post_webhook(alert: Alert, spec: WebhookSpec) -> bool:
     logged with the webhook's origin (scheme, host, port) only, as the path and query of hook
     URLs often hold a token.
     """
-    url = str(spec.url)
+    target = spec.target()
     retry = _Backoff(total=spec.retries, status_forcelist=range(500, 600),
                      allowed_methods=["POST"], raise_on_status=False,
                      respect_retry_after_header=False)
-    with requests.Session() as session:
-        session.mount(f"{spec.url.scheme}://", HTTPAdapter(max_retries=retry))
+    with requests.Session() as session, _quiet_retries():
+        session.mount(f"{target.scheme}://", HTTPAdapter(max_retries=retry))
         try:
-            response = session.post(url, data=alert.to_json(), timeout=spec.timeout_s,
+            response = session.post(str(target), data=alert.to_json(), timeout=spec.timeout_s,
                                     headers={"Content-Type": "application/json"})
         except requests.RequestException as e:
             failure = type(e).__name__
@@ -173,7 +186,7 @@ def post_webhook(alert: Alert, spec: WebhookSpec) -> bool:
             if response.ok:
                 return True
             failure = f"HTTP {response.status_code}"
-    origin = f"{spec.url.scheme}://{spec.url.host}:{spec.url.port}"
+    origin = f"{target.scheme}://{target.host}:{target.port}"
     log.error("alert %s: webhook %s did not take it (%s; retries allowed: %d)", alert.rule,
               origin, failure, spec.retries)
     return False

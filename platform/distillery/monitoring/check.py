@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from distillery.config import PipelineSpec
@@ -49,6 +51,13 @@ class CheckResult:
                 "alerts": [a.to_json() for a in self.alerts], "files": self.files}
 
 
+def student_rows(table: pa.Table) -> pa.Table:
+    """The rows the student answered, as the reference holds its outputs; all rows when it
+    answered none (teacher-only or shadow serving), as for the charts' confidence."""
+    answered = table.filter(pc.equal(table["model"], "student"))
+    return answered if answered.num_rows else table
+
+
 def chart_summary(chart: Chart) -> dict:
     """A chart in a few numbers: its limits and the buckets found out of control."""
     limits = chart.limits
@@ -68,7 +77,8 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
     table = read_requests(store, start, end)
     files, summary = {}, None
     if drift and table.num_rows >= monitor.drift.min_rows:
-        result = drift_report(reference(spec), window_frame(table), monitor.drift)
+        result = drift_report(reference(spec), window_frame(student_rows(table)),
+                              monitor.drift)
         files |= save_report(store, label, result)
         summary = result.summary
     elif drift:

@@ -3,10 +3,11 @@
 Both sides are frames with the same columns, one row per instance:
 `x0..x{D-1}` (the inputs), `prediction` (top-1 class), `confidence` (top-1 probability),
 `entropy` (nats, -sum_c p_c ln p_c) and, when known, `agrees` (student and teacher top-1 agree).
-The reference is the training split with the teacher's outputs on it; the live window is read
-from the request log. Each column is compared on its own (Evidently's DataDriftPreset: the
-method per column type comes from the spec, or Evidently's default for the type and size), and
-the window counts as drifted when the share of drifted columns reaches `drift_share`.
+The reference is the training split with the served student's outputs on it, the live window
+the rows the student answered in the request log. Each column is compared on its own
+(Evidently's DataDriftPreset: the method per column type comes from the spec, or Evidently's
+default for the type and size), and the window counts as drifted when the share of drifted
+columns reaches `drift_share`.
 
 A report lands in the store as `monitor/reports/<window label>/`: report.html (Evidently's
 page), report.json (Evidently's snapshot: metrics and per-column tests) and summary.json (the

@@ -73,7 +73,7 @@ def app_builder(args: dict) -> Application:
 def serve_forever(spec: PipelineSpec, app: Application, port: int | None,
                   embedded: bool) -> None:
     """Deploy `build_app(spec, ...)` on the connected Ray and block until Ctrl-C or SIGTERM
-    (`distillery serve`). On an `embedded` local Ray, Serve is shut down gracefully, so the
+    (`distillery serve`). On an `embedded` local Ray the app is deleted gracefully, so the
     router writes its buffered request log; on a cluster the app keeps serving until
     `serve shutdown`."""
     serving = spec.serve or ServeSpec()
@@ -90,6 +90,7 @@ def serve_forever(spec: PipelineSpec, app: Application, port: int | None,
             time.sleep(3600)
     except KeyboardInterrupt:
         if embedded:
-            serve.shutdown()
+            # only our app: `ray.init()` may have joined a local `ray start` serving others
+            serve.delete(APP_NAME)
         print("stopped" if embedded else "detached; the app keeps serving until `serve "
               "shutdown`", flush=True)

@@ -201,7 +201,9 @@ class Router:
             known = name if name in (*ARMS, self.endpoint) else "unknown"  # bounded tags
             self.errors_total.inc(tags={"model": known, "kind": "client"})
             return JSONResponse(protocol.render_error(err), err.status)
-        request_id = (ident if protocol.id_is_request_id and ident else None) or uuid.uuid4().hex
+        # ours, unique: it keys feedback and the request log; V2 echoes the client's own id
+        request_id = uuid.uuid4().hex
+        answer_id = (ident if protocol.id_is_request_id else None) or request_id
         received = time.time()
         try:
             if name == self.endpoint:
@@ -218,7 +220,7 @@ class Router:
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
             return JSONResponse(protocol.render_error(failed), 503)
-        return JSONResponse(protocol.render(probs, arm, self.versions[arm], request_id))
+        return JSONResponse(protocol.render(probs, arm, self.versions[arm], answer_id))
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "0")
