@@ -29,6 +29,10 @@ test: $(STAMP)
 # Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
 # its section of BENCHMARKS.md.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/python bench/ceiling.py
+	$(BIN)/python bench/teacher_infer.py
+	$(BIN)/python bench/distill_epoch.py
 	$(BIN)/python bench/strategies.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/monitor.py

@@ -207,6 +207,10 @@ def format_markdown(result: dict) -> str:
     by_c = ", ".join(f"c={k}: {v:+.1%}" for k, v in
                      result["request_log_p50_overhead_by_concurrency"].items())
     models = inputs["models"]
+    spread = ", ".join(
+        f"{LABELS[t].removeprefix('Ray Serve, ')} {(p['max'] - p['min']) / p['median']:.0%}"
+        for t in ("serve-student", "serve-teacher", "serve-routed", "serve-routed-nolog")
+        for p in [summary[t][str(c)]["p50_ms"]])
     return "\n".join([
         f"{result['machine']['cpus']} CPUs ({result['machine']['platform']}), Ray "
         f"{result['versions']['ray']}, torch {result['versions']['torch']}; data plane: "
@@ -214,13 +218,13 @@ def format_markdown(result: dict) -> str:
         f"({models['teacher']['params']:,} params), student {models['student']['version']} "
         f"({models['student']['params']:,} params).",
         "",
-        f"Serve: one app, a router, 1 teacher and 2 student replicas of 0.5 CPU; the routed "
-        f"endpoint's \"request log off\" rows come from the same app redeployed with "
-        f"`monitor.request_log.enabled=false`, alternating with it on at each c. "
-        f"`@serve.batch` up to "
-        f"{inputs['max_batch_size']} requests or {inputs['batch_wait_ms']:g} ms; the routed "
-        f"endpoint holds the canary's first step ({inputs['routed_student_weight']:g}% student, "
-        f"{inputs['shadow_fraction']:.0%} mirrored). FastAPI: one uvicorn worker, one torch "
+        f"Serve: one app of a router, 1 teacher and 2 student replicas, 0.5 CPU each; "
+        f"`@serve.batch` up to {inputs['max_batch_size']} requests or "
+        f"{inputs['batch_wait_ms']:g} ms; the routed endpoint holds the canary's first step "
+        f"({inputs['routed_student_weight']:g}% student, {inputs['shadow_fraction']:.0%} "
+        f"mirrored). Its \"request log off\" rows come from the same app redeployed with "
+        f"`monitor.request_log.enabled=false`, before or after the log-on block in alternate "
+        f"repetitions. FastAPI: one uvicorn worker, one torch "
         f"thread, a forward pass per request. Load: {inputs['client']}, {ROWS_PER_REQUEST} test "
         f"row per request, {inputs['requests']} timed requests per point after a warm-up, "
         f"{inputs['repetitions']} repetitions: median (min-max). Client and servers share the "
@@ -230,7 +234,9 @@ def format_markdown(result: dict) -> str:
         "",
         f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x; "
         f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x; "
-        f"request log p50 overhead {r['request_log_p50_overhead']:+.1%} ({by_c}).",
+        f"request log p50 overhead {r['request_log_p50_overhead']:+.1%} ({by_c}). Spread of "
+        f"p50 between repetitions at c={c}, (max - min) / median: {spread}; a log overhead "
+        f"smaller than that is not resolved.",
     ])
 
 

@@ -80,7 +80,10 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     # to be re-sliced on the way (per-block overhead dominates for small models).
     blocks = [rows.slice(i, inference.batch_size)
               for i in range(0, rows.num_rows, inference.batch_size)]
-    ds = ray.data.from_arrow(blocks).map_batches(
+    # from_blocks reads the blocks' metadata here; from_arrow runs a remote task per block for
+    # it, and fresh workers importing Ray Data first cost ~1-1.5 s per cache on 2 CPUs
+    # (bench/teacher_infer.py).
+    ds = ray.data.from_blocks(blocks).map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"store_root": store.root, "teacher_parts": teacher_parts,
                                "metadata": metadata, "layers": layers},

@@ -1,0 +1,59 @@
+"""What the stage benches run on: MNIST-1D rows and teachers with random weights in a store.
+
+Throughput does not depend on the weights, so a bench installs an untrained teacher where the
+pipeline would train one, in the same store layout (`teachers/<name>/<fp>/` + `latest.json`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from distillery.config import ModelSpec
+from distillery.data.mnist1d import generate
+from distillery.data.splits import to_table
+from distillery.models import build_model, fingerprint, model_card, save_model
+from distillery.stages import LATEST
+from distillery.storage import Store
+
+NUM_FEATURES, NUM_CLASSES = 40, 10
+
+
+def mnist1d_rows(num_rows: int, generated: int = 25_000, seed: int = 7) -> pa.Table:
+    """`num_rows` rows as the pipeline's cache input (`id`, `x`, `label`): `generated` MNIST-1D
+    rows (the quickstart's transfer seed) repeated, with ids 0..num_rows-1. The generator
+    makes ~5k rows/s here, so 200k fresh rows would cost 40 s of a bench that measures 5."""
+    data = generate(min(generated, num_rows), seed, 1.0)
+    reps = -(-num_rows // len(data["x"]))
+    x = np.tile(data["x"].astype(np.float32), (reps, 1))[:num_rows]
+    y = np.tile(data["y"].astype(np.int64), reps)[:num_rows]
+    return to_table(x, y)
+
+
+def install_teacher(store: Store, name: str, model_spec: ModelSpec, seed: int = 0) -> tuple:
+    """A randomly initialised teacher saved where train-teacher would put it; returns its parts
+    (`teachers`, name, fingerprint)."""
+    torch.manual_seed(seed)
+    model = build_model(model_spec, NUM_FEATURES, NUM_CLASSES).eval()
+    fp = fingerprint(model_spec, model)
+    card = model_card(model, model_spec, num_features=NUM_FEATURES, num_classes=NUM_CLASSES,
+                      role="teacher", fingerprint=fp)
+    save_model(store, ("teachers", name, fp), model, card)
+    store.write_json({"fingerprint": fp}, "teachers", name, LATEST)
+    return ("teachers", name, fp)
+
+
+def flops_per_row(model: torch.nn.Module, train: bool = False) -> int:
+    """FLOPs of one row through `model` (forward; forward + backward with `train`), counted by
+    torch's FlopCounterMode (2 per multiply-add, convolutions and matmuls only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, NUM_FEATURES)
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            model(x).sum().backward()
+        else:
+            with torch.no_grad():
+                model(x)
+    return counter.get_total_flops()

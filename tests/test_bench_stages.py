@@ -1,0 +1,104 @@
+"""The stage benches (bench/teacher_infer.py, distill_epoch.py, ceiling.py): their statistics
+on hand-made runs, and a --smoke run of each end to end on the session's local Ray, writing a
+results file with every ratio and leaving BENCHMARKS.md alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "bench"
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module; registered in sys.modules, so that Ray can pickle what it
+    defines (the Train controller unpickles distill_epoch's callback) by value."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_is_min_median_max_per_group_in_first_seen_order():
+    measure = load_bench("measure")
+    runs = [{"mode": "b", "c": 2, "rows_per_s": v, "first": None} for v in (3.0, 1.0, 2.0)]
+    runs.append({"mode": "a", "c": 1, "rows_per_s": 5.0, "first": 0.5})
+    summary = measure.summarize(runs, ("mode", "c"), ("rows_per_s", "first"))
+    assert list(summary) == ["b", "a"]
+    assert summary["b"]["2"] == {"rows_per_s": {"min": 1.0, "median": 2.0, "max": 3.0}}
+    assert summary["a"]["1"]["first"] == {"min": 0.5, "median": 0.5, "max": 0.5}
+
+
+def test_break_even_rows_solves_the_fixed_plus_steady_model():
+    bench = load_bench("teacher_infer")
+    # plain 100 rows/s; Ray Data steady 100 rows/s after 2 s fixed: 1000 rows take 12 s.
+    # N / 100 >= 0.8 (2 + N / 100)  =>  N >= 800
+    run = {"steady_rows_per_s": 100.0, "seconds": 12.0, "rows": 1000.0}
+    summary = {"t": {"raydata": {"2": {k: {"median": v} for k, v in run.items()}},
+                     "plain": {"2": {"rows_per_s": {"median": 100.0}}}}}
+    assert bench.break_even_rows(summary, "t", 2, 0.8) == pytest.approx(800.0)
+    # slower steady state than 0.8x the loop: no row count closes the gap
+    summary["t"]["raydata"]["2"]["steady_rows_per_s"]["median"] = 70.0
+    assert bench.break_even_rows(summary, "t", 2, 0.8) is None
+
+
+def test_loop_profile_keeps_training_worker_samples_inside_the_loop():
+    bench = load_bench("distill_epoch")
+    worker = 'process 1:"python";process 7:"ray::RayTrainWorker.run"'
+    lines = [f"{worker};run;train_loop_per_worker (distillery/train.py:181);backward 6",
+             f"{worker};run;train_loop_per_worker (distillery/train.py:181);all_reduce (c.py:3) 1",
+             f"{worker};run;train_loop_per_worker (distillery/train.py:181);all_reduce (c.py:5) 1",
+             f"{worker};run;train_loop_per_worker (distillery/train.py:170);take 2",
+             f"{worker};run;import_module 50"]  # start-up, outside the loop
+    profile = bench.loop_profile(lines)
+    assert profile["samples"] == 10
+    assert profile["by_loop_line"] == [
+        {"frame": "train_loop_per_worker (distillery/train.py:181)", "share": 0.8},
+        {"frame": "train_loop_per_worker (distillery/train.py:170)", "share": 0.2}]
+    assert [e["frame"] for e in profile["by_leaf"]] == ["backward", "all_reduce (c.py)", "take"]
+
+
+def check_smoke(module, output, expected_ratios: set[str]) -> dict:
+    before = (ROOT / "BENCHMARKS.md").read_text()
+    result = module.main(["--smoke", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    assert set(result["ratios"]) == expected_ratios
+    assert all(math.isfinite(v) and v > 0 for v in result["ratios"].values())
+    assert {"machine", "versions", "inputs", "runs", "summary"} <= set(result)
+    assert (ROOT / "BENCHMARKS.md").read_text() == before
+    return result
+
+
+def test_ceiling_smoke(tmp_path):
+    result = check_smoke(load_bench("ceiling"), tmp_path / "ceiling.json",
+                         {"student_infer_fraction_of_ceiling"})
+    models = result["inputs"]["models"]
+    # the ~10x teacher of distill_epoch is what its name says, by FlopCounterMode's count
+    assert 8 <= models["teacher_10x"]["forward"] / models["student"]["forward"] <= 12
+    assert models["large_teacher"]["params"] >= 1_000_000
+
+
+@pytest.mark.integration
+def test_teacher_infer_smoke(local_ray, tmp_path):
+    result = check_smoke(load_bench("teacher_infer"), tmp_path / "teacher_infer.json",
+                         {f"raydata_vs_plain_c{c}{steady}{teacher}" for c in (1, 2)
+                          for steady in ("", "_steady") for teacher in ("", "_quickstart")})
+    assert len(result["runs"]) == 2 * 2 * 2  # teachers x concurrency x (plain, Ray Data)
+    assert result["profile"]["top"]
+
+
+@pytest.mark.integration
+def test_distill_epoch_smoke(local_ray, tmp_path):
+    result = check_smoke(load_bench("distill_epoch"), tmp_path / "distill_epoch.json",
+                         {"cached_vs_live_speedup", "cached_vs_live_speedup_quickstart_teacher",
+                          "raytrain_ds_vs_plain_time"})
+    assert [r["variant"] for r in result["runs"]] == list(load_bench("distill_epoch").VARIANTS)
+    assert result["summary"]["raytrain"]["startup_s"]["median"] > 0
