@@ -15,8 +15,14 @@ is answered (a closed loop). Bodies are rows of the pipeline's test split, one r
 identical for every target. Each point (target, c, repetition) opens its connections with a
 warm-up, then times `--requests` requests: rows/s = answered rows / wall seconds; p50 and p99
 of per-request latency (send to last byte read; linear interpolation between order
-statistics). The request log is a deployment setting, so its "off" point is the same app
-redeployed with `monitor.request_log.enabled=false`; see `measure` for the order of points.
+statistics).
+
+The request log's cost is measured apart, as a crossover: two copies of the app run at once
+(`/a` and `/b`, each a router, a teacher and a student of a quarter CPU), one with the log on;
+the client sends each routed request to one of them at random, so both see the same moments of
+a noisy machine; then the two swap settings. The overhead is the geometric mean of the two
+arrangements' p50(log on) / p50(log off), which cancels whatever makes one app faster than the
+other (reported as the A/A difference). See `log_overhead`.
 
 `--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
 (Serve reads them when Ray starts, so it is a run of its own) and writes
@@ -69,86 +75,116 @@ SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
 # 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
 PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
 FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+# The log comparison's two apps together take what the main app takes
+LOG_SIZING = ["serve.router_cpus=0.25", "serve.teacher_deployment.replicas=1",
+              "serve.teacher_deployment.cpus_per_replica=0.25",
+              "serve.student_deployment.replicas=1",
+              "serve.student_deployment.cpus_per_replica=0.25"]
+ROUTED = "/v1/models/mnist1d:predict"
 TARGETS = {  # name -> (server, path)
     "serve-student": ("serve", "/v1/models/student:predict"),
     "serve-teacher": ("serve", "/v1/models/teacher:predict"),
-    "serve-routed": ("serve", "/v1/models/mnist1d:predict"),
-    "serve-routed-nolog": ("serve", "/v1/models/mnist1d:predict"),
+    "serve-routed": ("serve", ROUTED),
     "fastapi-student": ("fastapi", "/v1/models/student:predict"),
 }
-# Targets measured while the Serve app runs with its request log on, and with it off
-BLOCKS = {True: ("serve-student", "serve-teacher", "serve-routed", "fastapi-student"),
-          False: ("serve-routed-nolog",)}
 LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, teacher",
-          "serve-routed": "Ray Serve, routed (request log on)",
-          "serve-routed-nolog": "Ray Serve, routed (request log off)",
-          "fastapi-student": "FastAPI + uvicorn, student"}
+          "serve-routed": "Ray Serve, routed", "fastapi-student": "FastAPI + uvicorn, student"}
 
 
 # ---------------------------------------------------------------- load
 
-async def drive(url: str, bodies: list[bytes], concurrency: int, requests: int,
-                warmup: int) -> dict:
-    """`requests` POSTs from `concurrency` closed-loop clients after `warmup` untimed ones;
-    request i sends bodies[i % len(bodies)]."""
+async def drive(urls: list[str], bodies: list[bytes], concurrency: int, requests: int,
+                warmup: int, seed: int = 0) -> list[dict]:
+    """`requests` POSTs per URL from `concurrency` closed-loop clients after `warmup` untimed
+    ones; request i sends bodies[i % len(bodies)] to a URL drawn by a seeded shuffle (each URL
+    gets exactly `requests`, interleaved: with two URLs both are timed in the same moments).
+    One result per URL; rows/s counts each URL's rows over the whole phase's seconds."""
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"content-type": "application/json"}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def client(indices: Iterator[int], latencies: list[float], errors: list[str]):
-            for i in indices:  # one iterator shared by all clients: each index is sent once
+        async def client(indices: Iterator[tuple[int, int]], latencies: list[list[float]],
+                         errors: list[list[str]]):
+            for i, u in indices:  # one iterator shared by all clients: each index is sent once
                 start = time.perf_counter()
                 try:
-                    async with session.post(url, data=bodies[i % len(bodies)],
+                    async with session.post(urls[u], data=bodies[i % len(bodies)],
                                             headers=headers) as response:
                         body, status = await response.read(), response.status
                 except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                    errors.append(f"{type(err).__name__}: {err}")
+                    errors[u].append(f"{type(err).__name__}: {err}")
                     continue
                 if status == 200:
-                    latencies.append(time.perf_counter() - start)
+                    latencies[u].append(time.perf_counter() - start)
                 else:
-                    errors.append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
+                    errors[u].append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
 
-        async def phase(n: int) -> tuple[list[float], list[str], float]:
-            indices, latencies, errors = iter(range(n)), [], []
+        async def phase(n: int, rng: np.random.Generator):
+            order = rng.permutation(np.repeat(np.arange(len(urls)), n))
+            indices = iter(enumerate(order.tolist()))
+            latencies, errors = [[] for _ in urls], [[] for _ in urls]
             start = time.perf_counter()
             await asyncio.gather(*(client(indices, latencies, errors)
                                    for _ in range(concurrency)))
             return latencies, errors, time.perf_counter() - start
 
-        await phase(warmup)
-        latencies, errors, seconds = await phase(requests)
-    ms = np.asarray(latencies) * 1000
-    return {"requests": requests, "errors": len(errors), "first_error": errors[0] if errors
-            else None, "seconds": seconds,
-            "rows_per_s": len(latencies) * ROWS_PER_REQUEST / seconds,
+        rng = np.random.default_rng(seed)
+        await phase(warmup, rng)
+        latencies, errors, seconds = await phase(requests, rng)
+    results = []
+    for lat, err in zip(latencies, errors, strict=True):
+        ms = np.asarray(lat) * 1000
+        results.append({
+            "requests": requests, "errors": len(err), "first_error": err[0] if err else None,
+            "seconds": seconds, "rows_per_s": len(lat) * ROWS_PER_REQUEST / seconds,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None}
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None})
+    return results
 
 
-def measure(urls: dict[str, str], deploy: Callable[[bool], None], bodies: list[bytes],
-            concurrency: list[int], requests: int, repetitions: int) -> list[dict]:
-    """Every target at every c, `repetitions` times. A repetition is a block of targets with
-    the app's request log on and one with it off (`deploy(log)` redeploys, ~10 s); repetitions
-    alternate which block comes first, so the app is redeployed once per repetition and neither
-    state always runs first. Odd repetitions also reverse the order of targets in a block."""
-    runs, log_first = [], True
+def log_line(label: str, run: dict) -> None:
+    print(f"{label:<40} {run['rows_per_s']:8.0f} rows/s  p50 {run['p50_ms'] or 0:7.2f} ms  "
+          f"p99 {run['p99_ms'] or 0:7.2f} ms  errors {run['errors']}", flush=True)
+
+
+def measure(urls: dict[str, str], bodies: list[bytes], concurrency: list[int], requests: int,
+            repetitions: int) -> list[dict]:
+    """Every target at every c, `repetitions` times; odd repetitions reverse the order of
+    targets, so that none always runs first."""
+    runs = []
     for repetition in range(repetitions):
-        for log in (log_first, not log_first):
-            deploy(log)
+        for c in concurrency:
+            for target in list(TARGETS)[::-1 if repetition % 2 else 1]:
+                [run] = asyncio.run(drive([urls[target]], bodies, c, requests,
+                                          warmup=max(20, 4 * c)))
+                runs.append({"target": target, "concurrency": c, "repetition": repetition,
+                             **run})
+                log_line(f"rep {repetition} c={c:<3} {target}", run)
+    return runs
+
+
+def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
+                concurrency: list[int], requests: int, repetitions: int) -> list[dict]:
+    """The routed endpoint of two apps at once, `/a` and `/b`, requests interleaved at random;
+    `deploy(a_logs)` (re)deploys both, the request log on in `/a` when `a_logs`, else in `/b`.
+    Each repetition runs both arrangements, in alternating order (one redeploy per repetition
+    after the first)."""
+    runs, a_logs = [], True
+    for repetition in range(repetitions):
+        for arrangement in (a_logs, not a_logs):
+            deploy(arrangement)
             for c in concurrency:
-                for target in BLOCKS[log][::-1 if repetition % 2 else 1]:
-                    run = asyncio.run(drive(urls[target], bodies, c, requests,
-                                            warmup=max(20, 4 * c)))
-                    runs.append({"target": target, "concurrency": c,
-                                 "repetition": repetition, **run})
-                    print(f"rep {repetition} c={c:<3} {target:<20} "
-                          f"{run['rows_per_s']:8.0f} rows/s  p50 {run['p50_ms'] or 0:7.2f} ms  "
-                          f"p99 {run['p99_ms'] or 0:7.2f} ms  errors {run['errors']}",
-                          flush=True)
-        log_first = not log_first
+                a, b = asyncio.run(drive([f"{base}/a{ROUTED}", f"{base}/b{ROUTED}"], bodies, c,
+                                         requests, warmup=max(20, 4 * c),
+                                         seed=repetition * 1000 + c))
+                on, off = (a, b) if arrangement else (b, a)
+                for log, run in (("on", on), ("off", off)):
+                    runs.append({"log": log, "logging_app": "a" if arrangement else "b",
+                                 "concurrency": c, "repetition": repetition, **run})
+                    log_line(f"rep {repetition} c={c:<3} log {log} (app "
+                             f"{'a' if (log == 'on') == arrangement else 'b'})", run)
+        a_logs = not a_logs
     return runs
 
 
@@ -170,9 +206,30 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def ratios(summary: dict, c: int) -> dict:
-    """The three headline ratios at concurrency `c`, from medians over repetitions:
-    student/teacher and Serve/FastAPI throughput, and p50(log on) / p50(log off) - 1."""
+def log_overhead(log_runs: list[dict]) -> dict[str, dict]:
+    """Per c: `overhead` = sqrt(r_a * r_b) - 1 and `a_vs_b` = sqrt(r_a / r_b) - 1, where r_x is
+    the median over repetitions of p50(log on) / p50(log off) measured together while app x
+    logs. If the log adds a factor L and app a is a factor A slower than b, r_a = L * A and
+    r_b = L / A: the product isolates L, the quotient A (the A/A difference). `ratios` are the
+    per-repetition ratios, for their spread."""
+    paired: dict = {}
+    for run in log_runs:
+        key = (str(run["concurrency"]), run["logging_app"], run["repetition"])
+        paired.setdefault(key, {})[run["log"]] = run["p50_ms"]
+    by_c: dict = {}
+    for (c, app, _), p50 in paired.items():
+        by_c.setdefault(c, {}).setdefault(app, []).append(p50["on"] / p50["off"])
+    result = {}
+    for c, per_app in by_c.items():
+        r_a, r_b = (statistics.median(per_app[app]) for app in ("a", "b"))
+        result[c] = {"overhead": (r_a * r_b) ** 0.5 - 1, "a_vs_b": (r_a / r_b) ** 0.5 - 1,
+                     "ratios": {app: values for app, values in per_app.items()}}
+    return result
+
+
+def ratios(summary: dict, overhead: dict[str, dict], c: int) -> dict:
+    """The three headline ratios at concurrency `c`: student/teacher and Serve/FastAPI
+    throughput (medians over repetitions) and the request log's p50 overhead."""
     def median(target: str, metric: str) -> float:
         return summary[target][str(c)][metric]["median"]
 
@@ -181,8 +238,7 @@ def ratios(summary: dict, c: int) -> dict:
                                                 / median("serve-teacher", "rows_per_s")),
         f"rayserve_vs_fastapi_throughput_c{c}": (median("serve-student", "rows_per_s")
                                                  / median("fastapi-student", "rows_per_s")),
-        "request_log_p50_overhead": (median("serve-routed", "p50_ms")
-                                     / median("serve-routed-nolog", "p50_ms") - 1),
+        "request_log_p50_overhead": overhead[str(c)]["overhead"],
     }
 
 
@@ -204,13 +260,13 @@ def format_markdown(result: dict) -> str:
                          f"{stats['errors']} |")
     c = max(inputs["concurrency"])
     r = result["ratios"]
-    by_c = ", ".join(f"c={k}: {v:+.1%}" for k, v in
-                     result["request_log_p50_overhead_by_concurrency"].items())
     models = inputs["models"]
-    spread = ", ".join(
-        f"{LABELS[t].removeprefix('Ray Serve, ')} {(p['max'] - p['min']) / p['median']:.0%}"
-        for t in ("serve-student", "serve-teacher", "serve-routed", "serve-routed-nolog")
-        for p in [summary[t][str(c)]["p50_ms"]])
+    log_lines = ["| c | p50 overhead of the request log | per-repetition p50 ratios, app a "
+                 "logging / app b logging | A/A: app a vs app b |", "|---:|---:|---|---:|"]
+    for lc, o in result["request_log_p50_overhead"].items():
+        per_rep = " / ".join(", ".join(f"{v:.3f}" for v in o["ratios"][app])
+                             for app in ("a", "b"))
+        log_lines.append(f"| {lc} | {o['overhead']:+.1%} | {per_rep} | {o['a_vs_b']:+.1%} |")
     return "\n".join([
         f"{result['machine']['cpus']} CPUs ({result['machine']['platform']}), Ray "
         f"{result['versions']['ray']}, torch {result['versions']['torch']}; data plane: "
@@ -222,21 +278,25 @@ def format_markdown(result: dict) -> str:
         f"`@serve.batch` up to {inputs['max_batch_size']} requests or "
         f"{inputs['batch_wait_ms']:g} ms; the routed endpoint holds the canary's first step "
         f"({inputs['routed_student_weight']:g}% student, {inputs['shadow_fraction']:.0%} "
-        f"mirrored). Its \"request log off\" rows come from the same app redeployed with "
-        f"`monitor.request_log.enabled=false`, before or after the log-on block in alternate "
-        f"repetitions. FastAPI: one uvicorn worker, one torch "
-        f"thread, a forward pass per request. Load: {inputs['client']}, {ROWS_PER_REQUEST} test "
-        f"row per request, {inputs['requests']} timed requests per point after a warm-up, "
+        f"mirrored). FastAPI: one uvicorn worker, one torch thread, a forward pass per request. "
+        f"Load: {inputs['client']}, {ROWS_PER_REQUEST} test row per request, "
+        f"{inputs['requests']} timed requests per point after a warm-up, "
         f"{inputs['repetitions']} repetitions: median (min-max). Client and servers share the "
         f"machine's cores.",
         "",
         *lines,
         "",
         f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x; "
-        f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x; "
-        f"request log p50 overhead {r['request_log_p50_overhead']:+.1%} ({by_c}). Spread of "
-        f"p50 between repetitions at c={c}, (max - min) / median: {spread}; a log overhead "
-        f"smaller than that is not resolved.",
+        f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x.",
+        "",
+        f"Request log (crossover, see the script's docstring): two apps of a router, a teacher "
+        f"and a student at 0.25 CPU each, the routed endpoint of both driven at once with "
+        f"requests interleaved at random, {inputs['requests']} timed requests per app and point,"
+        f" {inputs['repetitions']} repetitions of both arrangements. "
+        f"`request_log_p50_overhead` (c={c}): {r['request_log_p50_overhead']:+.1%} "
+        f"(target < +5%: {'met' if r['request_log_p50_overhead'] < 0.05 else '**missed**'}).",
+        "",
+        *log_lines,
     ])
 
 
@@ -274,9 +334,10 @@ def wait_until_up(url: str, seconds: float, process: subprocess.Popen | None = N
             time.sleep(0.2)
 
 
-def bench_spec(store: str, student: str | None = None, log: bool = True) -> PipelineSpec:
+def bench_spec(store: str, student: str | None = None, log: bool = True,
+               sizing: list[str] = SIZING) -> PipelineSpec:
     extra = [] if student is None else [f"serve.student={student}"]
-    return load_spec(SPEC, [f"store={store}", *SIZING, *PINNED, *extra,
+    return load_spec(SPEC, [f"store={store}", *sizing, *PINNED, *extra,
                             f"monitor.request_log.enabled={str(log).lower()}"])
 
 
@@ -294,9 +355,10 @@ def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ..
 
 
 @contextmanager
-def serve_app(specs: dict[bool, PipelineSpec]) -> Iterator[tuple[str, Callable[[bool], None]]]:
-    """Serve on the local Ray; yields the base URL and `deploy(log)`, which (re)deploys the app
-    of `specs[log]` unless that one is running."""
+def serve_apps() -> Iterator[tuple[str, Callable[[dict[str, PipelineSpec]], None]]]:
+    """Serve on the local Ray; yields the base URL and `deploy(apps)`, which runs the app of
+    each {route prefix: spec} (a changed spec redeploys it), deletes any other app, and returns
+    once only the new replicas run."""
     # imported here: Serve reads the data-plane variables at import, after main() set them
     from ray import serve
 
@@ -305,26 +367,25 @@ def serve_app(specs: dict[bool, PipelineSpec]) -> Iterator[tuple[str, Callable[[
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    running = None
 
-    def deploy(log: bool) -> None:
-        nonlocal running
-        if running is log:
-            return
+    def deploy(apps: dict[str, PipelineSpec]) -> None:
         start = time.monotonic()
-        serve.run(build_app(specs[log], None), name="distillery", route_prefix="/")
-        wait_until_up(f"{base}/healthz", 60)
+        names = {prefix: prefix.strip("/") or "distillery" for prefix in apps}
+        for name in set(serve.status().applications) - set(names.values()):
+            serve.delete(name)
+        # all at once: their replicas start side by side
+        serve.run_many([serve.RunTarget(build_app(spec, None), name=names[prefix],
+                                        route_prefix=prefix) for prefix, spec in apps.items()])
+        for prefix in apps:
+            wait_until_up(f"{base}{prefix.rstrip('/')}/healthz", 60)
         # serve.run returns once the new replicas run; the old ones may still be stopping
         deadline = time.monotonic() + 60
-        while any(n and state != "RUNNING" for d in
-                  serve.status().applications["distillery"].deployments.values()
-                  for state, n in d.replica_states.items()):
+        while any(n and state != "RUNNING" for app in serve.status().applications.values()
+                  for d in app.deployments.values() for state, n in d.replica_states.items()):
             if time.monotonic() > deadline:
                 raise RuntimeError("Serve: old replicas still not stopped after 60 s")
             time.sleep(0.5)
-        running = log
-        print(f"deployed with the request log {'on' if log else 'off'} "
-              f"({time.monotonic() - start:.0f} s)", flush=True)
+        print(f"deployed {', '.join(apps)} ({time.monotonic() - start:.0f} s)", flush=True)
 
     try:
         yield base, deploy
@@ -362,21 +423,28 @@ def models_or_exit(spec, script: str, store: str) -> tuple[dict, dict]:
         sys.exit(2)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./runs")
     parser.add_argument("--requests", type=int, default=1000, help="timed requests per point")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--log-concurrency", default="8,32",
+                        help="c of the request-log comparison; must hold the largest c")
     parser.add_argument("--output", default=None, help="default: bench/results/serve.json, "
                                                        "serve-fast-dataplane.json with "
                                                        "--fast-dataplane")
     parser.add_argument("--fast-dataplane", action="store_true")
     parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
-        args.requests, args.concurrency, args.repetitions = 20, "1,4", 1
+        args.requests, args.concurrency, args.log_concurrency = 20, "1,4", "4"
+        args.repetitions = 1
     concurrency = [int(c) for c in args.concurrency.split(",")]
+    log_concurrency = [int(c) for c in args.log_concurrency.split(",")]
+    if max(concurrency) not in log_concurrency:
+        parser.error(f"--log-concurrency {args.log_concurrency} must include the largest "
+                     f"--concurrency, {max(concurrency)}")
     name = "serve-fast-dataplane" if args.fast_dataplane else "serve"
     output = Path(args.output or RESULTS / f"{name}.json")
     if args.fast_dataplane:
@@ -392,26 +460,31 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         store = scratch_store(spec, Path(scratch), parts)
-        specs = {log: bench_spec(store, parts["student"][-1], log) for log in (True, False)}
+        student = parts["student"][-1]
+        main_spec = bench_spec(store, student)
+        log_specs = {log: bench_spec(store, student, log, LOG_SIZING) for log in (True, False)}
         with fastapi_server(store, parts["student"]) as (bare, bare_ready):
             ensure_ray()
-            with serve_app(specs) as (base, deploy):
-                deploy(True)
+            with serve_apps() as (base, deploy):
+                deploy({"/": main_spec})
                 bare_ready()
                 urls = {target: (base if server == "serve" else bare) + path
                         for target, (server, path) in TARGETS.items()}
-                runs = measure(urls, deploy, bodies, concurrency, args.requests,
-                               args.repetitions)
+                runs = measure(urls, bodies, concurrency, args.requests, args.repetitions)
+                log_runs = measure_log(
+                    base, lambda a_logs: deploy({"/a": log_specs[a_logs],
+                                                 "/b": log_specs[not a_logs]}),
+                    bodies, log_concurrency, args.requests, args.repetitions)
 
     summary = summarize(runs)
-    serving = specs[True].serve
-    overhead = {c: ratios(summary, c)["request_log_p50_overhead"] for c in concurrency}
+    serving = main_spec.serve
+    overhead = log_overhead(log_runs)
     result = {
         "bench": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(), "versions": library_versions(),
         "inputs": {
             "store": args.store, "spec": str(SPEC.relative_to(ROOT)),
-            "overrides": [*SIZING, *PINNED],
+            "overrides": [*SIZING, *PINNED], "log_overrides": [*LOG_SIZING, *PINNED],
             "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
                        for arm in parts},
             "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
@@ -419,16 +492,17 @@ def main() -> None:
             "client": f"aiohttp {aiohttp.__version__}",
             "data": f"{len(bodies)} request bodies from the test split of {spec.data.source}",
             "rows_per_request": ROWS_PER_REQUEST, "requests": args.requests,
-            "concurrency": concurrency, "repetitions": args.repetitions,
+            "concurrency": concurrency, "log_concurrency": log_concurrency,
+            "repetitions": args.repetitions,
             "max_batch_size": serving.student_deployment.max_batch_size,
             "batch_wait_ms": serving.student_deployment.batch_wait_timeout_s * 1000,
             "routed_student_weight": serving.rollout.steps[0],
             "shadow_fraction": serving.rollout.shadow_fraction,
             "targets": {t: path for t, (_, path) in TARGETS.items()},
         },
-        "runs": runs, "summary": summary,
-        "ratios": ratios(summary, max(concurrency)),
-        "request_log_p50_overhead_by_concurrency": overhead,
+        "runs": runs, "log_runs": log_runs, "summary": summary,
+        "ratios": ratios(summary, overhead, max(concurrency)),
+        "request_log_p50_overhead": overhead,
     }
     write_result(result, output)
     markdown = format_markdown(result)
@@ -439,6 +513,7 @@ def main() -> None:
                              + markdown)
     print(markdown)
     print(f"wrote {output}")
+    return result
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ subprocesses of the `distillery` CLI.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -86,7 +87,7 @@ def store_copy(teacher_store, tmp_path) -> Path:
 
 
 def add_students(root) -> None:
-    """`good`: the teacher's own weights (agreement 1); `bad`: random weights."""
+    """`good`: the teacher's own weights (agreement 1); `bad`: random weights, the newest."""
     from distillery.config import parse_model_spec
     from distillery.models import build_model, model_card, save_model
     from distillery.storage import Store
@@ -97,8 +98,9 @@ def add_students(root) -> None:
     card = store.read_json(*teacher, "card.json")
     for name in ("model.pt", "model.ts"):
         store.write_bytes(store.read_bytes(*teacher, name), "students", "good", name)
-    store.write_json({**card, "role": "student", "run_id": "good"}, "students", "good",
-                     "card.json")
+    # older than `bad` by construction (cards count whole seconds): `bad` is the newest
+    store.write_json({**card, "role": "student", "run_id": "good",
+                      "created": "2000-01-01T00:00:00Z"}, "students", "good", "card.json")
     spec = parse_model_spec({"arch": "cnn1d", "channels": [8, 16], "hidden": 16})
     model = build_model(spec, card["num_features"], card["num_classes"])
     save_model(store, ("students", "bad"), model, model_card(
@@ -121,6 +123,17 @@ def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess
     """Run the installed `distillery` CLI in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module. Registered in sys.modules: dataclasses look their module up
+    while it executes, and Ray pickles what it defines (a Train callback) by value."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ and runs Evidently in-process)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,21 +13,13 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from conftest import ROOT, add_students
+from conftest import ROOT, add_students, load_bench
 
 BENCH = ROOT / "bench" / "monitor.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_monitor", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_traffic_is_poisson_requests_of_a_few_rows():
-    bench = load_bench()
+    bench = load_bench("monitor")
     load = bench.traffic(np.random.default_rng(0), 3600.0)
     expected = bench.REQUESTS_PER_MINUTE * 60  # requests per hour; Poisson sd = sqrt of that
     assert abs(len(load.seconds) - expected) < 4 * math.sqrt(expected)
@@ -39,7 +30,7 @@ def test_traffic_is_poisson_requests_of_a_few_rows():
 
 
 def test_entries_take_rows_in_order_and_shadow_only_mirrored_requests():
-    bench = load_bench()
+    bench = load_bench("monitor")
     load = bench.Traffic(seconds=np.array([1.5, 2.0, 70.0]), rows=np.array([2, 1, 3]),
                          shadowed=np.array([False, True, False]),
                          latency_ms=np.array([1.0, 2.0, 3.0]))
@@ -67,7 +58,7 @@ def record(kind: str, alerts: list[str], severity: float | None = None,
 
 
 def test_summary_counts_false_alarms_per_rule_and_detection_per_kind():
-    bench = load_bench()
+    bench = load_bench("monitor")
     records = [record("in_distribution", ["a"], buckets=7), record("in_distribution", []),
                record("in_distribution", ["a", "b"], buckets=0),
                record("in_distribution", [], share=0.1),

@@ -15,6 +15,7 @@ parameter, 422).
 
 import asyncio
 import dataclasses
+import importlib
 import json
 import logging
 import random
@@ -32,7 +33,6 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from distillery.config import PipelineSpec, ServeSpec
-from distillery.monitoring.check import run_check
 from distillery.monitoring.request_log import Entry, RequestLog
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
@@ -382,7 +382,11 @@ class Router:
             try:
                 if self.request_log:
                     await self._flush()  # the check reads what is in the store
-                result = await asyncio.to_thread(run_check, self.pipeline, start, end)
+                # imported at the first check, in a thread: Evidently takes ~5 s to import,
+                # which every router start would pay and the event loop would stall on
+                check = await asyncio.to_thread(importlib.import_module,
+                                                "distillery.monitoring.check")
+                result = await asyncio.to_thread(check.run_check, self.pipeline, start, end)
             except Exception:  # one failed check must not end the schedule
                 logger.exception("monitoring check failed")
                 continue
