@@ -39,6 +39,12 @@ BUCKET = "distillery-test"
 
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start their own Ray run last, in file order: each one after a test on the
+    session's Ray shuts that Ray down, and the next such test starts it again (~8 s a time)."""
+    items.sort(key=lambda item: "no_local_ray" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture
 def local_ray():
     """The session's in-process local Ray, started as the CLI starts it (on first use, then

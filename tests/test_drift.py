@@ -18,6 +18,7 @@ from mnist1d.data import get_dataset_args, make_dataset
 
 from distillery.config import DriftSpec, StatTest
 from distillery.monitoring.drift import (
+    REPORTS_DIR,
     NotEnoughRows,
     drift_report,
     frame,
@@ -201,3 +202,16 @@ def test_save_report_writes_three_files(tmp_path):
     assert json.loads((folder / "summary.json").read_text()) == result.summary
     assert (folder / "report.json").read_text() == result.json
     assert (folder / "report.html").read_text() == result.html
+
+
+def test_pruning_keeps_the_latest_report_folders(tmp_path):
+    from distillery.monitoring.check import prune_reports
+
+    store = Store(str(tmp_path))
+    labels = [window_label(datetime(2026, 11, 30, h, tzinfo=timezone.utc),
+                           datetime(2026, 11, 30, h, 5, tzinfo=timezone.utc)) for h in (9, 1, 5)]
+    for label in labels:
+        store.write_json({}, *REPORTS_DIR, label, "check.json")
+    assert prune_reports(store, 2) == [labels[1]]  # the 01:00 window, the earliest
+    assert store.listdir(*REPORTS_DIR) == sorted([labels[0], labels[2]])
+    assert prune_reports(store, 2) == []

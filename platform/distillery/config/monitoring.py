@@ -40,8 +40,9 @@ class StatTest(Strict):
 
 class DriftSpec(Strict):
     reference_rows: int = Field(default=2000, gt=0)
-    """Rows of the training split, with the served student's outputs on them (and its
-    agreement with the teacher), used as the reference."""
+    """Held-out rows (the validation split, then the test split) with the served student's
+    outputs on them (and its agreement with the teacher), used as the reference; all of them
+    when there are fewer."""
     min_rows: int = Field(default=500, gt=0)
     """A live window with fewer rows is not compared (too few to tell drift from noise)."""
     numerical: StatTest = Field(default_factory=StatTest)
@@ -139,3 +140,6 @@ class MonitorSpec(Strict):
     """The Serve app checks the latest `window_s` this often; None: only `distillery drift`."""
     window_s: float = Field(default=3600.0, gt=0)
     """Length of the live window the scheduled check compares with the reference."""
+    keep_reports: int | None = Field(default=288, gt=0)
+    """Report folders kept under monitor/reports/: the latest windows by start time (288 is a
+    day of 5-minute checks; each holds a ~6 MB HTML report); None keeps every one."""

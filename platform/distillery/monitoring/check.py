@@ -100,13 +100,24 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
     files["check"] = store.uri(*REPORTS_DIR, label, "check.json")
     check = CheckResult(label, table.num_rows, summary, charts, alerts, files)
     store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
+    if monitor.keep_reports is not None:
+        prune_reports(store, monitor.keep_reports)
     return check
 
 
+def prune_reports(store: Store, keep: int) -> list[str]:
+    """Delete all but the `keep` latest report folders (their labels sort by window start);
+    returns the labels deleted."""
+    old = store.listdir(*REPORTS_DIR)[:-keep]
+    for label in old:
+        store.remove_dir(*REPORTS_DIR, label)
+    return old
+
+
 def reference(spec: PipelineSpec):
-    """The reference frame: `drift.reference_rows` training rows with the served student's
-    outputs on them (and the teacher's, for agreement). Kept per process: the scheduled check
-    reuses it until the served pair or the data changes."""
+    """The reference frame: up to `drift.reference_rows` held-out rows (validation, then test
+    split) with the served student's outputs on them (and the teacher's, for agreement). Kept
+    per process: the scheduled check reuses it until the served pair or the data changes."""
     parts, _ = served_models(spec)
     key = (Store(spec.store).root, parts["teacher"], parts["student"],
            spec.data.model_dump_json(), spec.monitor.drift.reference_rows)
@@ -120,12 +131,13 @@ _REFERENCES: dict[tuple, object] = {}
 
 
 def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
-    # the transfer set (often the largest part) is not needed here
+    # Held-out rows, not training rows: the student is more confident on rows it learned
+    # from, so a training-row reference flags confidence and entropy in every clean window.
+    # The transfer set (often the largest part) is not needed here.
     store = Store(spec.store)
     splits = load_splits(spec.data.model_copy(update={"transfer": None}))
-    rows = min(spec.monitor.drift.reference_rows, len(splits.x_train))
-    pick = np.sort(np.random.default_rng(0).choice(len(splits.x_train), rows, replace=False))
-    x = torch.from_numpy(splits.x_train[pick])
+    held_out = np.concatenate([splits.x_val, splits.x_test])
+    x = torch.from_numpy(held_out[:spec.monitor.drift.reference_rows])
     logits = {}
     for arm, where in parts.items():
         model, _ = load_model(store, where)
