@@ -148,7 +148,8 @@ def test_dispatch_without_a_webhook_logs_each_alert(caplog):
     logger = logging.getLogger("test-alerts")
     with caplog.at_level(logging.WARNING, logger="test-alerts"):
         counts = dispatch([ALERT, ALERT], AlertsSpec(), logger)
-    assert counts == {"alerts": 2, "webhook_delivered": 0, "webhook_failed": 0}
+    assert counts == {"alerts": 2, "webhook_delivered": 0, "webhook_failed": 0,
+                      "webhook_skipped": 0}
     assert len(caplog.records) == 2
 
 
@@ -234,5 +235,18 @@ def test_dispatch_counts_webhook_deliveries(hook):
     hook.statuses = [200, 404]  # a 4xx is not retried
     spec = AlertsSpec(webhook=WebhookSpec(url=hook.url, retries=1))
     counts = dispatch([ALERT, ALERT], spec, logging.getLogger("test-alerts"))
-    assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 1}
+    assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 1,
+                      "webhook_skipped": 0}
     assert len(hook.posted) == 2
+
+
+def test_an_alert_still_firing_is_logged_but_not_posted_again(hook, caplog):
+    spec = AlertsSpec(webhook=WebhookSpec(url=hook.url, retries=0))
+    other = dataclasses.replace(ALERT, signal="p99_latency_ms")
+    with caplog.at_level(logging.WARNING, logger="test-alerts"):
+        counts = dispatch([ALERT, other], spec, logging.getLogger("test-alerts"),
+                          already_sent=frozenset({("conf", "confidence")}))
+    assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 0,
+                      "webhook_skipped": 1}
+    assert [a["signal"] for a in hook.posted] == ["p99_latency_ms"]
+    assert len(caplog.records) == 2  # both still go to the log

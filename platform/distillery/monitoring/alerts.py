@@ -192,18 +192,25 @@ def post_webhook(alert: Alert, spec: WebhookSpec) -> bool:
     return False
 
 
-def dispatch(alerts: list[Alert], spec: AlertsSpec, logger: logging.Logger) -> dict:
-    """Log every alert and POST it to the webhook when one is configured.
+def dispatch(alerts: list[Alert], spec: AlertsSpec, logger: logging.Logger,
+             already_sent: frozenset[tuple[str, str | None]] = frozenset()) -> dict:
+    """Log every alert and POST it to the webhook when one is configured, unless its
+    (rule, signal) is in `already_sent`: a condition that persists from one check to the next
+    pages once, when it starts, and again only after a check without it.
 
-    Returns {"alerts": n, "webhook_delivered": k, "webhook_failed": m} (k = m = 0 without a
-    webhook).
+    Returns {"alerts": n, "webhook_delivered": k, "webhook_failed": m, "webhook_skipped": s}
+    (k = m = s = 0 without a webhook).
     """
-    delivered = failed = 0
+    delivered = failed = skipped = 0
     for alert in alerts:
         log_alert(alert, logger)
-        if spec.webhook is not None:
-            if post_webhook(alert, spec.webhook):
-                delivered += 1
-            else:
-                failed += 1
-    return {"alerts": len(alerts), "webhook_delivered": delivered, "webhook_failed": failed}
+        if spec.webhook is None:
+            continue
+        if (alert.rule, alert.signal) in already_sent:
+            skipped += 1
+        elif post_webhook(alert, spec.webhook):
+            delivered += 1
+        else:
+            failed += 1
+    return {"alerts": len(alerts), "webhook_delivered": delivered, "webhook_failed": failed,
+            "webhook_skipped": skipped}

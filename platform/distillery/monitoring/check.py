@@ -68,10 +68,12 @@ def chart_summary(chart: Chart) -> dict:
 
 
 def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool = True,
-              send_alerts: bool = True) -> CheckResult:
+              send_alerts: bool = True,
+              already_sent: frozenset[tuple[str, str | None]] = frozenset()) -> CheckResult:
     """Compare the logged requests in [start, end) with the reference (unless `drift` is
     off), chart the signals, evaluate the alert rules and (with `send_alerts`) send what fires
-    to the configured sinks."""
+    to the configured sinks; the webhook skips the (rule, signal) pairs in `already_sent` (the
+    scheduled check passes those of its previous check)."""
     monitor, store = spec.monitor, Store(spec.store)
     label = window_label(start, end)
     table = read_requests(store, start, end)
@@ -96,7 +98,7 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
             files[f"control-{name}"] = store.uri(*REPORTS_DIR, label, f"control-{name}.png")
     alerts = evaluate_rules(monitor.alerts.rules, summary, charts, label)
     if send_alerts:
-        dispatch(alerts, monitor.alerts, logger)
+        dispatch(alerts, monitor.alerts, logger, already_sent)
     files["check"] = store.uri(*REPORTS_DIR, label, "check.json")
     check = CheckResult(label, table.num_rows, summary, charts, alerts, files)
     store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
