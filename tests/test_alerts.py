@@ -250,3 +250,14 @@ def test_an_alert_still_firing_is_logged_but_not_posted_again(hook, caplog):
                       "webhook_skipped": 1}
     assert [a["signal"] for a in hook.posted] == ["p99_latency_ms"]
     assert len(caplog.records) == 2  # both still go to the log
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{name: c, kind: control_violation, signal: confidence, threshold: 3}",
+     r"monitor.alerts.rules.0: .*threshold: control_violation rules use the chart's own limits"),
+    ("{name: d, kind: drift_share, threshold: 0.5, count: 3}",
+     r"monitor.alerts.rules.0: .*count: only consecutive_beyond rules take a count"),
+])
+def test_a_rule_field_its_kind_ignores_is_refused(rule, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(REFERENCE_SPEC, [f"monitor.alerts.rules=[{rule}]"])

@@ -92,6 +92,12 @@ class AlertRule(Strict):
             raise ValueError(f"signal: {self.kind} rules need one of {list(SIGNALS)}")
         if self.kind == "consecutive_beyond" and self.threshold is None:
             raise ValueError("threshold: consecutive_beyond rules need a number of sigmas")
+        # a field the kind ignores would look like it does something
+        if self.kind == "control_violation" and self.threshold is not None:
+            raise ValueError("threshold: control_violation rules use the chart's own limits "
+                             "(monitor.control.k_sigma, ewma_k); remove it")
+        if self.kind != "consecutive_beyond" and self.count != 1:
+            raise ValueError(f"count: only consecutive_beyond rules take a count, not {self.kind}")
         return self
 
 
