@@ -69,6 +69,45 @@ def kd_loss_to(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
     return weighted_mean(per_row, weight) * t * t
 
 
+# Floor on the teacher's tail mass: it is 1 - sum of k stored (rounded) probabilities, so a true
+# tail below the storage precision can come out as 0 or negative, and reverse KL against a
+# zero-mass bucket that the student fills is infinite.
+TAIL_FLOOR = 1e-6
+
+
+def topk_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor,
+                 topk_logprobs: torch.Tensor, temperature: float, kind: str = "forward",
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """kd_loss against a teacher known only by its top-k classes, with the tail mass kept.
+
+    student_logits (B, C); topk_ids (B, k) int; topk_logprobs (B, k): the teacher's
+    log softmax(z_t / T) over all C classes at those ids, taken before truncation, so
+    sum_i exp(topk_logprobs_i) <= 1. Both distributions are coarsened to k + 1 buckets, the k
+    ids and one tail bucket holding the rest:
+
+        p~ = [p_1 .. p_k, max(1 - sum_i p_i, TAIL_FLOOR)]
+        q~ = [q_1 .. q_k, sum_{j not in top-k} q_j]        q = softmax(z_s / T)
+
+    and the loss is T^2 * D(p~, q~), a weighted mean over the batch. Coarsening never increases
+    an f-divergence (forward, reverse KL and JSD are all f-divergences), so the loss rises to the
+    full-vocabulary kd_loss as k grows and equals it at k = C, where there is no tail bucket.
+    The teacher's log-probs are a target: no gradient reaches them.
+    """
+    t = temperature
+    log_q = soft_log_probs(student_logits, t)
+    ids = topk_ids.long()
+    log_p_k = topk_logprobs.detach().float()
+    log_q_k = log_q.gather(-1, ids)
+    if ids.shape[-1] < log_q.shape[-1]:
+        # the student's tail summed over its own log-probs, exact even when it is tiny
+        # (1 - sum q_k would lose it to rounding)
+        log_q_tail = log_q.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True)
+        p_tail = (1.0 - log_p_k.exp().sum(-1, keepdim=True)).clamp_min(TAIL_FLOOR)
+        log_p_k = torch.cat([log_p_k, p_tail.log()], dim=-1)
+        log_q_k = torch.cat([log_q_k, log_q_tail], dim=-1)
+    return weighted_mean(divergence(log_p_k, log_q_k, kind), weight) * t * t
+
+
 def teacher_mixture(teacher_logits: list[torch.Tensor], temperature: float,
                     weights: torch.Tensor) -> torch.Tensor:
     """log sum_i w_i softmax(z_i / T): K teachers' softened distributions combined (B, C).
