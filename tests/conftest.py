@@ -38,6 +38,18 @@ TINY = [
 BUCKET = "distillery-test"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Alert webhooks read their URL from the environment in the router's process. Set here, before
+# the session's Ray starts, so that its workers inherit it; a receiver binds WEBHOOK_PORT.
+WEBHOOK_ENV, WEBHOOK_PORT = "DISTILLERY_TEST_WEBHOOK_URL", free_port()
+os.environ[WEBHOOK_ENV] = f"http://127.0.0.1:{WEBHOOK_PORT}/hook"
+
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start their own Ray run last, in file order: each one after a test on the
@@ -140,12 +152,6 @@ def load_bench(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -155,8 +155,15 @@ def test_dispatch_without_a_webhook_logs_each_alert(caplog):
 
 # ---------------------------------------------------------------- webhook sink
 
+HOOK_ENV = "TEST_ALERT_WEBHOOK_URL"
+
+
+def hook_spec(**kwargs) -> WebhookSpec:
+    return WebhookSpec(url_env=HOOK_ENV, **kwargs)
+
+
 @pytest.fixture
-def hook():
+def hook(monkeypatch):
     """A local HTTP server that answers each POST with the next status of `hook.statuses`
     (200 once they run out) and records the JSON bodies."""
 
@@ -175,20 +182,21 @@ def hook():
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token"
+    monkeypatch.setenv(HOOK_ENV, server.url)
     yield server
     server.shutdown()
     server.server_close()
 
 
 def test_post_webhook_delivers_the_alert_as_json(hook):
-    assert post_webhook(ALERT, WebhookSpec(url=hook.url, retries=0))
+    assert post_webhook(ALERT, hook_spec(retries=0))
     assert hook.posted == [dataclasses.asdict(ALERT)]
 
 
 def test_post_webhook_retries_5xx_with_backoff(hook):
     hook.statuses = [500, 503]
     began = time.monotonic()
-    assert post_webhook(ALERT, WebhookSpec(url=hook.url, retries=2))
+    assert post_webhook(ALERT, hook_spec(retries=2))
     assert time.monotonic() - began >= 0.5 + 1.0  # backoff 0.5 s, then 1 s
     assert len(hook.posted) == 3
 
@@ -196,7 +204,7 @@ def test_post_webhook_retries_5xx_with_backoff(hook):
 def test_a_failed_webhook_returns_false_and_logs_only_the_origin(hook, caplog):
     hook.statuses = [500, 500]
     with caplog.at_level(logging.ERROR, logger="distillery.monitoring.alerts"):
-        assert not post_webhook(ALERT, WebhookSpec(url=hook.url, retries=1))
+        assert not post_webhook(ALERT, hook_spec(retries=1))
     assert len(hook.posted) == 2
     (record,) = caplog.records
     port = hook.server_address[1]
@@ -204,36 +212,53 @@ def test_a_failed_webhook_returns_false_and_logs_only_the_origin(hook, caplog):
     assert "secret-token" not in record.getMessage()
 
 
-def test_a_webhook_that_never_answers_times_out_without_raising_or_logging_its_token(caplog):
+def test_a_webhook_that_never_answers_times_out_without_raising_or_logging_its_token(
+        caplog, monkeypatch):
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks/secret-token"
+        monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{silent.getsockname()[1]}/hooks/"
+                                     "secret-token")
         began = time.monotonic()
         with caplog.at_level(logging.DEBUG):  # every logger, urllib3's retry warnings included
-            assert not post_webhook(ALERT, WebhookSpec(url=url, timeout_s=0.2, retries=1))
+            assert not post_webhook(ALERT, hook_spec(timeout_s=0.2, retries=1))
         assert time.monotonic() - began < 2.0  # 0.2 s + backoff 0.5 s + 0.2 s
     assert caplog.records and "secret-token" not in caplog.text
 
 
-def test_the_webhook_url_is_masked_wherever_the_spec_is_dumped():
-    spec = load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=https://hooks.example.com/T/"
-                                      "secret-token"])
+def test_the_spec_names_the_webhook_variable_and_holds_no_url(monkeypatch):
+    monkeypatch.setenv("HOOK_URL", "https://hooks.example.com/T/secret-token")
+    spec = load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook={url_env: HOOK_URL}"])
     assert spec.monitor.alerts.webhook.target().host == "hooks.example.com"
     assert "secret-token" not in spec.model_dump_json()
-    assert "secret-token" not in json.dumps(spec.model_dump(), default=str)  # as cards do
-    with pytest.raises(SpecError, match="monitor.alerts.webhook.url: must be an http"):
-        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=ftp://x/y"])
+    with pytest.raises(SpecError, match="monitor.alerts.webhook.url: unknown key"):
+        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=https://hooks.example.com/x"])
+    with pytest.raises(SpecError, match="monitor.alerts.webhook.url_env: .*pattern"):
+        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook={url_env: 'not a name'}"])
 
 
-def test_a_closed_port_returns_false_without_raising():
-    url = f"http://127.0.0.1:{free_port()}/hook"
-    assert not post_webhook(ALERT, WebhookSpec(url=url, timeout_s=0.2, retries=0))
+@pytest.mark.parametrize("value, message", [
+    (None, "TEST_ALERT_WEBHOOK_URL is not set"),
+    ("ftp://x/secret-token", "TEST_ALERT_WEBHOOK_URL is not an http:// or https:// URL")])
+def test_an_unset_or_bad_webhook_variable_is_named_not_shown(value, message, monkeypatch,
+                                                            caplog):
+    if value is None:
+        monkeypatch.delenv(HOOK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(HOOK_ENV, value)
+    with caplog.at_level(logging.ERROR, logger="distillery.monitoring.alerts"):
+        assert not post_webhook(ALERT, hook_spec(retries=0))
+    assert message in caplog.text and "secret-token" not in caplog.text
+
+
+def test_a_closed_port_returns_false_without_raising(monkeypatch):
+    monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{free_port()}/hook")
+    assert not post_webhook(ALERT, hook_spec(timeout_s=0.2, retries=0))
 
 
 def test_dispatch_counts_webhook_deliveries(hook):
     hook.statuses = [200, 404]  # a 4xx is not retried
-    spec = AlertsSpec(webhook=WebhookSpec(url=hook.url, retries=1))
+    spec = AlertsSpec(webhook=hook_spec(retries=1))
     counts = dispatch([ALERT, ALERT], spec, logging.getLogger("test-alerts"))
     assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 1,
                       "webhook_skipped": 0}
@@ -241,7 +266,7 @@ def test_dispatch_counts_webhook_deliveries(hook):
 
 
 def test_an_alert_still_firing_is_logged_but_not_posted_again(hook, caplog):
-    spec = AlertsSpec(webhook=WebhookSpec(url=hook.url, retries=0))
+    spec = AlertsSpec(webhook=hook_spec(retries=0))
     other = dataclasses.replace(ALERT, signal="p99_latency_ms")
     with caplog.at_level(logging.WARNING, logger="test-alerts"):
         counts = dispatch([ALERT, other], spec, logging.getLogger("test-alerts"),

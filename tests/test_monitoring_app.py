@@ -24,6 +24,8 @@ from distillery.storage import Store
 
 from conftest import (
     REFERENCE_SPEC,
+    WEBHOOK_ENV,
+    WEBHOOK_PORT,
     add_students,
     cli,
     deploy_app,
@@ -55,7 +57,7 @@ class Receiver(ThreadingHTTPServer):
             def log_message(self, *args):
                 pass
 
-        super().__init__(("127.0.0.1", 0), Handler)
+        super().__init__(("127.0.0.1", WEBHOOK_PORT), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
@@ -106,8 +108,7 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
         "monitor.window_s=4", "monitor.drift.reference_rows=1000",
         f"monitor.control.bucket_seconds={BUCKET_S}", "monitor.control.reference_buckets=8",
         "monitor.control.min_bucket_rows=50",
-        f"monitor.alerts.webhook.url=http://127.0.0.1:{receiver.server_port}/hook",
-        "monitor.alerts.webhook.retries=0"]
+        f"monitor.alerts.webhook={{url_env: {WEBHOOK_ENV}, retries: 0}}"]
     spec = tiny_spec(store_copy, *overrides)
     fresh = generate(4000, seed=7, train_split=1.0)["x"].astype(np.float32)  # unseen, same law
     shifted = generate(4000, seed=8, train_split=1.0)["x"].astype(np.float32)

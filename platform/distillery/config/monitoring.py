@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import (
     Field,
     HttpUrl,
-    SecretStr,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -102,25 +101,26 @@ class AlertRule(Strict):
 
 
 class WebhookSpec(Strict):
-    url: SecretStr
-    """http(s) URL the alerts are POSTed to. Hook URLs often carry a token in their path, so it
-    is a secret: masked wherever the spec is dumped (cards, Tune results, logs)."""
+    url_env: str = Field(default="DISTILLERY_ALERT_WEBHOOK_URL",
+                         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Name of the environment variable that holds the http(s) URL alerts are POSTed to. Hook
+    URLs often carry a token, and secrets come only from the environment: the spec names the
+    variable, and the URL is read when an alert is sent (for the Serve app's scheduled check,
+    in the router's process, so set it where Ray starts)."""
     timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=3, ge=0)
     """Attempts after the first, with exponential backoff from 0.5 s."""
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: SecretStr) -> SecretStr:
-        try:
-            _HTTP_URL.validate_python(url.get_secret_value())
-        except ValidationError:
-            raise ValueError("must be an http:// or https:// URL") from None
-        return url
-
     def target(self) -> HttpUrl:
-        """The parsed URL (holds the secret: never log it)."""
-        return _HTTP_URL.validate_python(self.url.get_secret_value())
+        """The URL from the environment (it holds the secret: never log it). ValueError naming
+        the variable, never its value, when it is unset or not an http(s) URL."""
+        url = os.environ.get(self.url_env)
+        if not url:
+            raise ValueError(f"{self.url_env} is not set")
+        try:
+            return _HTTP_URL.validate_python(url)
+        except ValidationError:
+            raise ValueError(f"{self.url_env} is not an http:// or https:// URL") from None
 
 
 _HTTP_URL = TypeAdapter(HttpUrl)

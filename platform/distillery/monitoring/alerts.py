@@ -171,7 +171,11 @@ def post_webhook(alert: Alert, spec: WebhookSpec) -> bool:
     logged with the webhook's origin (scheme, host, port) only, as the path and query of hook
     URLs often hold a token.
     """
-    target = spec.target()
+    try:
+        target = spec.target()
+    except ValueError as err:  # names the variable, never its value
+        log.error("alert %s: no webhook to send it to: %s", alert.rule, err)
+        return False
     retry = _Backoff(total=spec.retries, status_forcelist=range(500, 600),
                      allowed_methods=["POST"], raise_on_status=False,
                      respect_retry_after_header=False)
