@@ -22,7 +22,11 @@ The request log's cost is measured apart, as a crossover: two copies of the app 
 the client sends each routed request to one of them at random, so both see the same moments of
 a noisy machine; then the two swap settings. The overhead is the geometric mean of the two
 arrangements' p50(log on) / p50(log off), which cancels whatever makes one app faster than the
-other (reported as the A/A difference). See `log_overhead`.
+other (reported as the A/A difference). See `log_overhead`. What it measures is the log's cost
+to the requests of its own app; CPU the log takes from the shared cores slows the other app
+too, and that part cancels: the flush runs in a thread every `flush_rows` rows or
+`flush_seconds`, so it is small next to the requests' own work, but it is not in the number.
+The log table's c is the clients of both apps together (about c/2 on each).
 
 `--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
 (Serve reads them when Ray starts, so it is a run of its own) and writes
@@ -168,12 +172,15 @@ def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
                 concurrency: list[int], requests: int, repetitions: int) -> list[dict]:
     """The routed endpoint of two apps at once, `/a` and `/b`, requests interleaved at random;
     `deploy(a_logs)` (re)deploys both, the request log on in `/a` when `a_logs`, else in `/b`.
-    Each repetition runs both arrangements, in alternating order (one redeploy per repetition
-    after the first)."""
-    runs, a_logs = [], True
+    Each repetition runs both arrangements, in alternating order, so that a repetition starts
+    with the arrangement the last one ended with (one redeploy per repetition after the
+    first)."""
+    runs, a_logs, deployed = [], True, None
     for repetition in range(repetitions):
         for arrangement in (a_logs, not a_logs):
-            deploy(arrangement)
+            if arrangement != deployed:  # every deploy restarts every replica
+                deploy(arrangement)
+                deployed = arrangement
             for c in concurrency:
                 a, b = asyncio.run(drive([f"{base}/a{ROUTED}", f"{base}/b{ROUTED}"], bodies, c,
                                          requests, warmup=max(20, 4 * c),
@@ -292,7 +299,9 @@ def format_markdown(result: dict) -> str:
         f"Request log (crossover, see the script's docstring): two apps of a router, a teacher "
         f"and a student at 0.25 CPU each, the routed endpoint of both driven at once with "
         f"requests interleaved at random, {inputs['requests']} timed requests per app and point,"
-        f" {inputs['repetitions']} repetitions of both arrangements. "
+        f" {inputs['repetitions']} repetitions of both arrangements; c counts the clients of "
+        f"both apps. It is the log's cost to its own app's requests: CPU the log takes from the "
+        f"shared cores slows both apps alike and cancels out. "
         f"`request_log_p50_overhead` (c={c}): {r['request_log_p50_overhead']:+.1%} "
         f"(target < +5%: {'met' if r['request_log_p50_overhead'] < 0.05 else '**missed**'}).",
         "",
@@ -356,9 +365,9 @@ def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ..
 
 @contextmanager
 def serve_apps() -> Iterator[tuple[str, Callable[[dict[str, PipelineSpec]], None]]]:
-    """Serve on the local Ray; yields the base URL and `deploy(apps)`, which runs the app of
-    each {route prefix: spec} (a changed spec redeploys it), deletes any other app, and returns
-    once only the new replicas run."""
+    """Serve on the local Ray; yields the base URL and `deploy(apps)`, which (re)deploys the
+    app of each {route prefix: spec} (Serve restarts every replica of an app run again),
+    deletes any other app, and returns once only the new replicas run."""
     # imported here: Serve reads the data-plane variables at import, after main() set them
     from ray import serve
 

@@ -45,16 +45,16 @@ def free_port() -> int:
 
 
 # Alert webhooks read their URL from the environment in the router's process. Set here, before
-# the session's Ray starts, so that its workers inherit it; a receiver binds WEBHOOK_PORT.
-WEBHOOK_ENV, WEBHOOK_PORT = "DISTILLERY_TEST_WEBHOOK_URL", free_port()
-os.environ[WEBHOOK_ENV] = f"http://127.0.0.1:{WEBHOOK_PORT}/hook"
-
+# the session's Ray starts, so that its workers inherit it. The socket stays open from now on
+# (a receiver serves on it), so that no process can take the port in between.
+WEBHOOK_ENV, WEBHOOK_SOCKET = "DISTILLERY_TEST_WEBHOOK_URL", socket.create_server(("127.0.0.1", 0))
+os.environ[WEBHOOK_ENV] = f"http://127.0.0.1:{WEBHOOK_SOCKET.getsockname()[1]}/hook"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start their own Ray run last, in file order: each one after a test on the
     session's Ray shuts that Ray down, and the next such test starts it again (~8 s a time)."""
-    items.sort(key=lambda item: "no_local_ray" in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: "no_local_ray" in item.fixturenames)
 
 
 @pytest.fixture

@@ -231,10 +231,17 @@ def test_the_spec_names_the_webhook_variable_and_holds_no_url(monkeypatch):
     spec = load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook={url_env: HOOK_URL}"])
     assert spec.monitor.alerts.webhook.target().host == "hooks.example.com"
     assert "secret-token" not in spec.model_dump_json()
-    with pytest.raises(SpecError, match="monitor.alerts.webhook.url: unknown key"):
-        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=https://hooks.example.com/x"])
-    with pytest.raises(SpecError, match="monitor.alerts.webhook.url_env: .*pattern"):
-        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook={url_env: 'not a name'}"])
+    with pytest.raises(SpecError, match="monitor.alerts.webhook: url: the URL comes only from "
+                                        "the environment; set url_env") as err:
+        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook.url=https://hooks.example.com/T/"
+                                   "secret-token"])
+    assert "secret-token" not in str(err.value)
+    # the URL pasted where the variable's name goes: refused, and not echoed
+    with pytest.raises(SpecError, match="monitor.alerts.webhook: url_env: must be the name of "
+                                        "an environment variable") as err:
+        load_spec(REFERENCE_SPEC, ["monitor.alerts.webhook={url_env: 'https://hooks.example."
+                                   "com/T/secret-token'}"])
+    assert "secret-token" not in str(err.value)
 
 
 @pytest.mark.parametrize("value, message", [
@@ -280,8 +287,10 @@ def test_an_alert_still_firing_is_logged_but_not_posted_again(hook, caplog):
 @pytest.mark.parametrize("rule, message", [
     ("{name: c, kind: control_violation, signal: confidence, threshold: 3}",
      r"monitor.alerts.rules.0: .*threshold: control_violation rules use the chart's own limits"),
-    ("{name: d, kind: drift_share, threshold: 0.5, count: 3}",
+    ("{name: d, kind: drift_share, threshold: 0.5, count: 1}",
      r"monitor.alerts.rules.0: .*count: only consecutive_beyond rules take a count"),
+    ("{name: r, kind: consecutive_beyond, signal: agreement, threshold: 2}",
+     r"monitor.alerts.rules.0: .*count: consecutive_beyond rules need a number of points"),
 ])
 def test_a_rule_field_its_kind_ignores_is_refused(rule, message):
     with pytest.raises(SpecError, match=message):

@@ -215,3 +215,15 @@ def test_pruning_keeps_the_latest_report_folders(tmp_path):
     assert prune_reports(store, 2) == [labels[1]]  # the 01:00 window, the earliest
     assert store.listdir(*REPORTS_DIR) == sorted([labels[0], labels[2]])
     assert prune_reports(store, 2) == []
+
+
+def test_pruning_spares_the_report_just_written_of_an_older_window(tmp_path):
+    from distillery.monitoring.check import prune_reports
+
+    store = Store(str(tmp_path))
+    labels = [window_label(datetime(2026, 11, 30, h, tzinfo=timezone.utc),
+                           datetime(2026, 11, 30, h, 5, tzinfo=timezone.utc)) for h in (1, 2, 3)]
+    for label in labels:
+        store.write_json({}, *REPORTS_DIR, label, "check.json")
+    assert prune_reports(store, 1, spare=labels[0]) == [labels[1]]
+    assert store.listdir(*REPORTS_DIR) == [labels[0], labels[2]]

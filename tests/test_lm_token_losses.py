@@ -145,7 +145,9 @@ def test_reverse_kl_stays_finite_when_rounding_leaves_no_teacher_tail():
 
 
 def test_all_padding_gives_zero_and_keeps_the_graph():
-    student = torch.randn(2, 3, 5, requires_grad=True)
+    values = torch.randn(2, 3, 5)
+    values[0, 0, 0], values[1, 2, 4] = float("nan"), float("inf")  # padding holds anything
+    student = values.requires_grad_()
     ids, logprobs = teacher_topk_fp32(torch.randn(2, 3, 5), 2, 1.0)
     mask = torch.zeros(2, 3, dtype=torch.bool)
     for loss in (token_kd_loss(student, ids, logprobs, mask, 1.0),

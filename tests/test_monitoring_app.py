@@ -25,7 +25,7 @@ from distillery.storage import Store
 from conftest import (
     REFERENCE_SPEC,
     WEBHOOK_ENV,
-    WEBHOOK_PORT,
+    WEBHOOK_SOCKET,
     add_students,
     cli,
     deploy_app,
@@ -57,7 +57,9 @@ class Receiver(ThreadingHTTPServer):
             def log_message(self, *args):
                 pass
 
-        super().__init__(("127.0.0.1", WEBHOOK_PORT), Handler)
+        super().__init__(WEBHOOK_SOCKET.getsockname(), Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = WEBHOOK_SOCKET  # bound and listening since conftest's import
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 

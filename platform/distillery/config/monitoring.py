@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from pydantic import (
@@ -78,7 +79,7 @@ class AlertRule(Strict):
     of `signal` on one side of the reference mean beyond `threshold` sigmas."""
     signal: Literal[SIGNALS] | None = None
     threshold: float | None = Field(default=None, ge=0)
-    count: int = Field(default=1, gt=0)
+    count: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> AlertRule:
@@ -91,18 +92,19 @@ class AlertRule(Strict):
             raise ValueError(f"signal: {self.kind} rules need one of {list(SIGNALS)}")
         if self.kind == "consecutive_beyond" and self.threshold is None:
             raise ValueError("threshold: consecutive_beyond rules need a number of sigmas")
+        if self.kind == "consecutive_beyond" and self.count is None:
+            raise ValueError("count: consecutive_beyond rules need a number of points")
         # a field the kind ignores would look like it does something
         if self.kind == "control_violation" and self.threshold is not None:
             raise ValueError("threshold: control_violation rules use the chart's own limits "
                              "(monitor.control.k_sigma, ewma_k); remove it")
-        if self.kind != "consecutive_beyond" and self.count != 1:
+        if self.kind != "consecutive_beyond" and self.count is not None:
             raise ValueError(f"count: only consecutive_beyond rules take a count, not {self.kind}")
         return self
 
 
 class WebhookSpec(Strict):
-    url_env: str = Field(default="DISTILLERY_ALERT_WEBHOOK_URL",
-                         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    url_env: str = "DISTILLERY_ALERT_WEBHOOK_URL"
     """Name of the environment variable that holds the http(s) URL alerts are POSTed to. Hook
     URLs often carry a token, and secrets come only from the environment: the spec names the
     variable, and the URL is read when an alert is sent (for the Serve app's scheduled check,
@@ -110,6 +112,22 @@ class WebhookSpec(Strict):
     timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=3, ge=0)
     """Attempts after the first, with exponential backoff from 0.5 s."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url_here(cls, data: object) -> object:
+        # Checked on the raw section, so that the error never echoes a value: a URL pasted
+        # where the variable's name goes would otherwise land in logs as ", got <url>".
+        if isinstance(data, dict):
+            if "url" in data:
+                raise ValueError("url: the URL comes only from the environment; set url_env to "
+                                 "the name of the variable that holds it")
+            name = data.get("url_env")
+            if name is not None and not (isinstance(name, str)
+                                         and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)):
+                raise ValueError("url_env: must be the name of an environment variable "
+                                 "(letters, digits, _), such as DISTILLERY_ALERT_WEBHOOK_URL")
+        return data
 
     def target(self) -> HttpUrl:
         """The URL from the environment (it holds the secret: never log it). ValueError naming

@@ -26,7 +26,7 @@ def token_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor,
     """
     keep = mask.bool()
     if not keep.any():
-        return student_logits.sum() * 0.0
+        return student_logits[keep].sum()  # 0, graph kept; padded values never read
     return topk_kd_loss(student_logits[keep], topk_ids[keep], topk_logprobs[keep], temperature,
                         kind)
 
@@ -40,5 +40,5 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor,
     """
     keep = mask.bool()
     if not keep.any():
-        return logits.sum() * 0.0
+        return logits[keep].sum()  # 0, graph kept; padded values never read
     return F.cross_entropy(logits[keep].float(), labels[keep].long())

@@ -103,14 +103,15 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
     check = CheckResult(label, table.num_rows, summary, charts, alerts, files)
     store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
     if monitor.keep_reports is not None:
-        prune_reports(store, monitor.keep_reports)
+        prune_reports(store, monitor.keep_reports, spare=label)
     return check
 
 
-def prune_reports(store: Store, keep: int) -> list[str]:
-    """Delete all but the `keep` latest report folders (their labels sort by window start);
-    returns the labels deleted."""
-    old = store.listdir(*REPORTS_DIR)[:-keep]
+def prune_reports(store: Store, keep: int, spare: str | None = None) -> list[str]:
+    """Delete all but the `keep` latest report folders (their labels sort by window start) and
+    `spare` (the check just written, which may be of an older window); returns the labels
+    deleted."""
+    old = [label for label in store.listdir(*REPORTS_DIR)[:-keep] if label != spare]
     for label in old:
         store.remove_dir(*REPORTS_DIR, label)
     return old
@@ -139,7 +140,10 @@ def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
     store = Store(spec.store)
     splits = load_splits(spec.data.model_copy(update={"transfer": None}))
     held_out = np.concatenate([splits.x_val, splits.x_test])
-    x = torch.from_numpy(held_out[:spec.monitor.drift.reference_rows])
+    rows = min(spec.monitor.drift.reference_rows, len(held_out))
+    # a seeded sample, not the first rows: a split may be ordered (by time, by class)
+    pick = np.sort(np.random.default_rng(0).choice(len(held_out), rows, replace=False))
+    x = torch.from_numpy(held_out[pick])
     logits = {}
     for arm, where in parts.items():
         model, _ = load_model(store, where)
