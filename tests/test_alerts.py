@@ -149,7 +149,7 @@ def test_dispatch_without_a_webhook_logs_each_alert(caplog):
     with caplog.at_level(logging.WARNING, logger="test-alerts"):
         counts = dispatch([ALERT, ALERT], AlertsSpec(), logger)
     assert counts == {"alerts": 2, "webhook_delivered": 0, "webhook_failed": 0,
-                      "webhook_skipped": 0}
+                      "webhook_skipped": 0, "sent": frozenset()}
     assert len(caplog.records) == 2
 
 
@@ -267,8 +267,9 @@ def test_dispatch_counts_webhook_deliveries(hook):
     hook.statuses = [200, 404]  # a 4xx is not retried
     spec = AlertsSpec(webhook=hook_spec(retries=1))
     counts = dispatch([ALERT, ALERT], spec, logging.getLogger("test-alerts"))
+    # the pair was delivered once: it counts as sent, though the second POST failed
     assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 1,
-                      "webhook_skipped": 0}
+                      "webhook_skipped": 0, "sent": frozenset({("conf", "confidence")})}
     assert len(hook.posted) == 2
 
 
@@ -279,9 +280,17 @@ def test_an_alert_still_firing_is_logged_but_not_posted_again(hook, caplog):
         counts = dispatch([ALERT, other], spec, logging.getLogger("test-alerts"),
                           already_sent=frozenset({("conf", "confidence")}))
     assert counts == {"alerts": 2, "webhook_delivered": 1, "webhook_failed": 0,
-                      "webhook_skipped": 1}
+                      "webhook_skipped": 1, "sent": frozenset({("conf", "confidence"),
+                                                               ("conf", "p99_latency_ms")})}
     assert [a["signal"] for a in hook.posted] == ["p99_latency_ms"]
     assert len(caplog.records) == 2  # both still go to the log
+
+
+def test_a_failed_page_is_not_counted_as_sent(hook):
+    hook.statuses = [500]
+    counts = dispatch([ALERT], AlertsSpec(webhook=hook_spec(retries=0)),
+                      logging.getLogger("test-alerts"))
+    assert counts["webhook_failed"] == 1 and counts["sent"] == frozenset()
 
 
 @pytest.mark.parametrize("rule, message", [

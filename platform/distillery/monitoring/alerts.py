@@ -202,19 +202,25 @@ def dispatch(alerts: list[Alert], spec: AlertsSpec, logger: logging.Logger,
     (rule, signal) is in `already_sent`: a condition that persists from one check to the next
     pages once, when it starts, and again only after a check without it.
 
-    Returns {"alerts": n, "webhook_delivered": k, "webhook_failed": m, "webhook_skipped": s}
-    (k = m = s = 0 without a webhook).
+    Returns {"alerts": n, "webhook_delivered": k, "webhook_failed": m, "webhook_skipped": s,
+    "sent": the (rule, signal) pairs the webhook has had, skipped or delivered now} (k = m = s = 0
+    and no pairs without a webhook). A failed delivery is not in "sent", so the next check
+    tries it again.
     """
     delivered = failed = skipped = 0
+    sent = set()
     for alert in alerts:
         log_alert(alert, logger)
         if spec.webhook is None:
             continue
-        if (alert.rule, alert.signal) in already_sent:
+        pair = (alert.rule, alert.signal)
+        if pair in already_sent:
             skipped += 1
         elif post_webhook(alert, spec.webhook):
             delivered += 1
         else:
             failed += 1
+            continue
+        sent.add(pair)
     return {"alerts": len(alerts), "webhook_delivered": delivered, "webhook_failed": failed,
-            "webhook_skipped": skipped}
+            "webhook_skipped": skipped, "sent": frozenset(sent)}

@@ -43,6 +43,7 @@ class CheckResult:
     charts: dict[str, Chart]
     alerts: list[Alert]
     files: dict[str, str]  # what was written -> URI
+    sent: frozenset[tuple[str, str | None]]  # (rule, signal) the webhook has had (dispatch)
 
     def status(self) -> dict:
         """The JSON a user or the admin API sees."""
@@ -97,10 +98,10 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
                               *REPORTS_DIR, label, f"control-{name}.png")
             files[f"control-{name}"] = store.uri(*REPORTS_DIR, label, f"control-{name}.png")
     alerts = evaluate_rules(monitor.alerts.rules, summary, charts, label)
-    if send_alerts:
-        dispatch(alerts, monitor.alerts, logger, already_sent)
+    sent = (dispatch(alerts, monitor.alerts, logger, already_sent)["sent"] if send_alerts
+            else frozenset())
     files["check"] = store.uri(*REPORTS_DIR, label, "check.json")
-    check = CheckResult(label, table.num_rows, summary, charts, alerts, files)
+    check = CheckResult(label, table.num_rows, summary, charts, alerts, files, sent)
     store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
     if monitor.keep_reports is not None:
         prune_reports(store, monitor.keep_reports, spare=label)

@@ -106,6 +106,7 @@ class Router:
         self.request_log = (RequestLog(self.store, self.monitor.request_log)
                             if self.monitor.request_log.enabled else None)
         self.alerts: list | None = None  # the latest monitoring check's; None: none ran yet
+        self.sent: frozenset = frozenset()  # (rule, signal) pairs the webhook already has
         self.last_check: dict | None = None
         self.arm_of: OrderedDict[str, str] = OrderedDict()  # request id -> arm, for feedback
         self.feedback = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
@@ -386,11 +387,13 @@ class Router:
                 # which every router start would pay and the event loop would stall on
                 check = await asyncio.to_thread(importlib.import_module,
                                                 "distillery.monitoring.check")
-                result = await asyncio.to_thread(check.run_check, self.pipeline, start, end)
+                result = await asyncio.to_thread(check.run_check, self.pipeline, start, end,
+                                                 already_sent=self.sent)
             except Exception:  # one failed check must not end the schedule
                 logger.exception("monitoring check failed")
                 continue
             self.alerts, self.last_check = result.alerts, result.status()
+            self.sent = result.sent  # a condition pages once, until a check clears it
             self.alerts_gauge.set(len(result.alerts))
 
     async def __del__(self) -> None:
