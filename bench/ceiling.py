@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks_md import ROOT, update_section  # noqa: E402
 from distill_epoch import TEACHER_10X  # noqa: E402
-from measure import RESULTS, save, spread  # noqa: E402
+from measure import RESULTS, cell, save, spread  # noqa: E402
 from teacher_infer import LARGE_TEACHER  # noqa: E402
 from workload import NUM_CLASSES, NUM_FEATURES, flops_per_row  # noqa: E402
 
@@ -106,8 +106,8 @@ def format_markdown(result: dict) -> str:
              "| matmul (m, k, n) | 1 thread GFLOP/s | all threads GFLOP/s |", "|---|---:|---:|"]
     for shape in inputs["shapes"]:
         key = "x".join(map(str, shape))
-        lines.append(f"| {key} | {_cell(s['matmul'][key]['1'])} | "
-                     f"{_cell(s['matmul'][key]['all'])} |")
+        lines.append(f"| {key} | {cell(s['matmul'][key]['1'], 1)} | "
+                     f"{cell(s['matmul'][key]['all'], 1)} |")
     lines += ["", f"Ceiling: {result['ceiling_gflops']:.1f} GFLOP/s (all threads).", "",
               "| model | params | forward FLOP/row | train FLOP/row |", "|---|---:|---:|---:|"]
     for name, m in inputs["models"].items():
@@ -121,10 +121,6 @@ def format_markdown(result: dict) -> str:
               "and narrow matmuls run far below the large-matmul peak; the fraction says how "
               "much headroom a faster kernel (not more machines) could find."]
     return "\n".join(lines)
-
-
-def _cell(stats: dict) -> str:
-    return f"{stats['median']:.1f} ({stats['min']:.1f}-{stats['max']:.1f})"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks_md import ROOT, update_section  # noqa: E402
-from measure import save, summarize, verdict  # noqa: E402
+from measure import cell, save, summarize, verdict  # noqa: E402
 from workload import flops_per_row, install_teacher  # noqa: E402
 
 from distillery.config import DistillSpec, load_spec, parse_model_spec  # noqa: E402
@@ -260,9 +260,9 @@ def format_markdown(result: dict) -> str:
     for variant in VARIANTS:
         s = summary[variant]
         start = s.get("startup_s")
-        lines.append(f"| {LABELS[variant]} | {_cell(s['epoch_s'], 2)} | "
+        lines.append(f"| {LABELS[variant]} | {cell(s['epoch_s'], 2)} | "
                      f"{s['rows_per_s']['median']:,.0f} | "
-                     f"{_cell(start, 1) if start else '-'} |")
+                     f"{cell(start, 1) if start else '-'} |")
     speedup = verdict(r["cached_vs_live_speedup"], TARGETS["cached_vs_live_speedup"])
     overhead = verdict(r["raytrain_ds_vs_plain_time"], TARGETS["raytrain_ds_vs_plain_time"],
                        at_least=False)
@@ -337,11 +337,6 @@ def _statement(frame: str) -> str:
     line = int(frame.rsplit(":", 1)[1].rstrip(")"))
     source = ROOT / "platform/distillery/train.py"
     return source.read_text().splitlines()[line - 1].strip()
-
-
-def _cell(stats: dict, digits: int) -> str:
-    return (f"{stats['median']:.{digits}f} "
-            f"({stats['min']:.{digits}f}-{stats['max']:.{digits}f})")
 
 
 def main(argv: list[str] | None = None) -> dict:

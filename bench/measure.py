@@ -22,6 +22,12 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
+def cell(stats: dict, digits: int) -> str:
+    """A spread as a table cell: `median (min-max)`."""
+    return (f"{stats['median']:,.{digits}f} "
+            f"({stats['min']:,.{digits}f}-{stats['max']:,.{digits}f})")
+
+
 def summarize(runs: list[dict], keys: tuple[str, ...], metrics: tuple[str, ...]) -> dict:
     """runs grouped by the values of `keys` (nested dicts, in first-seen order), each metric's
     spread over the group's repetitions. Metrics a run lacks (None) are left out."""

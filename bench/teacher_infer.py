@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks_md import ROOT, update_section  # noqa: E402
-from measure import save, summarize, verdict  # noqa: E402
+from measure import cell, save, summarize, verdict  # noqa: E402
 from workload import flops_per_row, install_teacher, mnist1d_rows  # noqa: E402
 
 from distillery.cache import TeacherPredictor, build_cache  # noqa: E402
@@ -159,7 +159,7 @@ def format_markdown(result: dict) -> str:
             suffix = "" if name == "large" else "_quickstart"
             lines.append(
                 f"| {name} | {t['params']:,} | {t['flops_per_row'] / 1e6:.2f} | {c} | "
-                f"{_cell(plain['rows_per_s'])} | {_cell(ray_['rows_per_s'])} | "
+                f"{cell(plain['rows_per_s'], 0)} | {cell(ray_['rows_per_s'], 0)} | "
                 f"{r[f'raydata_vs_plain_c{c}{suffix}']:.2f} | "
                 f"{plain['first_output_s']['median']:.2f} / {ray_['first_output_s']['median']:.2f}"
                 f" | {r[f'raydata_vs_plain_c{c}_steady{suffix}']:.2f} |")
@@ -201,10 +201,6 @@ def startup_explanation(result: dict, missed: bool) -> list[str]:
                   "deployment that teacher-infer reuses), so that the import is paid once per "
                   "cluster rather than once per cache."]
     return lines
-
-
-def _cell(stats: dict) -> str:
-    return f"{stats['median']:,.0f} ({stats['min']:,.0f}-{stats['max']:,.0f})"
 
 
 def main(argv: list[str] | None = None) -> dict:
