@@ -1,30 +1,17 @@
-"""The stage benches (bench/teacher_infer.py, distill_epoch.py, ceiling.py): their statistics
-on hand-made runs, and a --smoke run of each end to end on the session's local Ray, writing a
-results file with every ratio and leaving BENCHMARKS.md alone."""
+"""The stage benches (bench/teacher_infer.py, distill_epoch.py, ceiling.py, quality.py): their
+statistics on hand-made runs, and a --smoke run of each end to end on the session's local Ray,
+writing a results file with every ratio and leaving BENCHMARKS.md alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_bench
 
 BENCH = ROOT / "bench"
-
-
-def load_bench(name: str):
-    """bench/<name>.py as a module; registered in sys.modules, so that Ray can pickle what it
-    defines (the Train controller unpickles distill_epoch's callback) by value."""
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_summary_is_min_median_max_per_group_in_first_seen_order():
@@ -102,3 +89,32 @@ def test_distill_epoch_smoke(local_ray, tmp_path):
                           "raytrain_ds_vs_plain_time"})
     assert [r["variant"] for r in result["runs"]] == list(load_bench("distill_epoch").VARIANTS)
     assert result["summary"]["raytrain"]["startup_s"]["median"] > 0
+
+
+def test_quality_ratios_compare_mean_accuracies():
+    bench = load_bench("quality")
+    variants = {"student": {"test_accuracy": {"mean": 0.9}},
+                "teacher": {"test_accuracy": {"mean": 0.96}},
+                "baseline": {"test_accuracy": {"mean": 0.8}}}
+    assert bench.ratios(variants) == pytest.approx(
+        {"student_vs_teacher_accuracy": 0.9375, "student_vs_baseline_accuracy_gain": 0.1})
+    runs = [{"run_id": "mnist1d-20261129-180241-8e2a"},
+            {"run_id": "mnist1d-20261130-010203-ab12-baseline"}]
+    assert bench.measured_on(runs) == "2026-11-30"
+
+
+@pytest.mark.integration
+def test_quality_smoke(local_ray, tmp_path):
+    before = (ROOT / "BENCHMARKS.md").read_text()
+    output = tmp_path / "quality.json"
+    result = load_bench("quality").main(["--smoke", "--store", str(tmp_path / "stores"),
+                                         "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    assert set(result["ratios"]) == {"student_vs_teacher_accuracy",
+                                     "student_vs_baseline_accuracy_gain"}
+    assert all(math.isfinite(v) for v in result["ratios"].values())
+    # one seed: a teacher, its student and the baseline, each scored on the test split
+    assert [r["variant"] for r in result["runs"]] == ["student", "teacher", "baseline"]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in result["runs"])
+    assert result["variants"]["student"]["test_agreement"]["mean"] > 0
+    assert (ROOT / "BENCHMARKS.md").read_text() == before

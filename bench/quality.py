@@ -1,0 +1,172 @@
+"""Quality: the quickstart's teacher, distilled student and label-only baseline over 3 seeds,
+beside the strategy table of bench/strategies.py. Writes bench/results/quality.json and the
+"quality" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/quality.py [--seeds 3] [--store ./runs/bench-quality] [--smoke]
+
+Each seed s is the whole quickstart pipeline of jobs/configs/mnist1d.yaml with
+`teacher.train.seed=s distill.seed=s`, in a fresh store of its own (`--store`/<time>/seed-s):
+train the teacher, build its logit cache, distill the student, train the label-only baseline,
+the library's Pipeline stages as `quickstart()` runs them, without its evaluation report
+(`compare_strategies` trains one teacher per store for all seeds; its table, `summarize` and
+`format_markdown`, is reused). The data is the canonical MNIST-1D set (`data.seed`) and
+transfer set for every seed: what varies is the initialisation and order of training, the
+spread a user re-running the quickstart would see. Seed 0 is the quickstart's own spec.
+
+The strategy table is read from bench/results/strategies.json, not re-measured (~25 minutes
+here: `make bench-strategies`); the section says when it was measured.
+
+`--smoke`: seconds, for the test (the tests' tiny spec, one seed, BENCHMARKS.md untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks_md import ROOT, update_section  # noqa: E402
+from measure import RESULTS, save, summarize  # noqa: E402
+
+from distillery.compare import format_markdown  # noqa: E402
+from distillery.compare import summarize as table  # noqa: E402
+from distillery.config import load_spec  # noqa: E402
+from distillery.runtime import ensure_ray  # noqa: E402
+from distillery.stages import Pipeline  # noqa: E402
+
+SPEC = ROOT / "jobs/configs/mnist1d.yaml"
+# The tests' tiny spec (tests/conftest.py TINY: ~1k labelled rows, 2k transfer rows), one
+# epoch and one worker per run: what is left is Ray Train's start-up, ~12 s a run here.
+SMOKE = ["data.num_samples=1000", "data.transfer.num_samples=2000",
+         "teacher.model.channels=[16,16]", "teacher.model.hidden=32",
+         "teacher.train.epochs=1", "teacher.train.num_workers=1",
+         "teacher.inference.batch_size=512", "distill.epochs=1", "distill.num_workers=1"]
+# The student first, so that the table's "vs first" column is each alternative against it.
+ROLES = ("student", "teacher", "baseline")
+METRICS = ("test_accuracy", "test_agreement", "wall_seconds")
+
+
+def seed_runs(overrides: list[str], seed: int) -> tuple[list[dict], dict[str, float]]:
+    """One seed of the quickstart, its stages in `quickstart()`'s order (the evaluation report
+    left out): the teacher's, the student's and the baseline's run rows (`variant`, `seed`,
+    `run_id`, `params`, `test_accuracy`, `test_agreement`, `wall_seconds`: its stage, the
+    student's including the logit cache) and the wall seconds of every stage."""
+    pipeline = Pipeline(load_spec(SPEC, [*overrides, f"teacher.train.seed={seed}",
+                                         f"distill.seed={seed}"]))
+    stages: dict[str, float] = {}
+
+    def timed(name, fn):
+        started = time.perf_counter()
+        out = fn()
+        stages[name] = round(time.perf_counter() - started, 1)
+        return out
+
+    timed("data", lambda: pipeline.splits)
+    cards = {"teacher": timed("train-teacher", pipeline.train_teacher)}
+    timed("teacher-infer", pipeline.teacher_infer)
+    cards["student"] = timed("distill", pipeline.distill)
+    cards["baseline"] = timed("baseline", pipeline.baseline)
+    walls = {"teacher": stages["train-teacher"],
+             "student": round(stages["teacher-infer"] + stages["distill"], 1),
+             "baseline": stages["baseline"]}
+    runs = []
+    for role, card in cards.items():
+        metrics = card["metrics"]
+        runs.append({"variant": role, "seed": seed,
+                     # a teacher's card keeps the id of its training run among its metrics
+                     "run_id": metrics["run_id"] if role == "teacher" else card["run_id"],
+                     "fingerprint": card["fingerprint"], "params": card["params"],
+                     "test_accuracy": metrics["test_accuracy"],
+                     "test_agreement": metrics.get("test_agreement"),  # none for the teacher
+                     "wall_seconds": walls[role]})
+    return runs, stages
+
+
+def ratios(variants: dict) -> dict:
+    """Mean test accuracies over seeds: student / teacher, and student - baseline (the
+    accuracy the teacher's logits add to the same student on the same steps)."""
+    acc = {role: variants[role]["test_accuracy"]["mean"] for role in ROLES}
+    return {"student_vs_teacher_accuracy": acc["student"] / acc["teacher"],
+            "student_vs_baseline_accuracy_gain": acc["student"] - acc["baseline"]}
+
+
+def measured_on(runs: list[dict]) -> str:
+    """The date of the newest run, from its run id (`<name>-YYYYmmdd-HHMMSS-xxxx`)."""
+    newest = max(re.search(r"-(\d{8})-\d{6}-", r["run_id"]).group(1) for r in runs)
+    return f"{newest[:4]}-{newest[4:6]}-{newest[6:]}"
+
+
+def format_section(result: dict, strategies: dict) -> str:
+    inputs, r = result["inputs"], result["ratios"]
+    seeds = len(inputs["seeds"])
+    per_seed = statistics.median(sum(s.values()) for s in inputs["stage_seconds"])
+    lines = [
+        "## Quality (`bench/quality.py`)", "",
+        f"The quickstart (`{inputs['spec']}`) run whole {seeds} times, with "
+        "`teacher.train.seed=s distill.seed=s` for s in "
+        f"{', '.join(map(str, inputs['seeds']))}: a fresh teacher, its logit cache, the "
+        "distilled student and the label-only baseline (the student's architecture on labels "
+        "only, the same optimizer steps) per seed; the canonical MNIST-1D data for all. The "
+        "teacher's line and row are means over its seeds; \"vs first\" is against the "
+        "student. "
+        f"{result['machine']['cpus']} CPUs, {per_seed:.0f} s per seed (median).", "",
+        format_markdown(result), "",
+        "Wall s / run: the run's stage; the student's includes building its logit cache.",
+        "",
+        f"`student_vs_teacher_accuracy`: {r['student_vs_teacher_accuracy']:.3f} (the "
+        "quickstart's gate asks >= 0.95); `student_vs_baseline_accuracy_gain`: "
+        f"{r['student_vs_baseline_accuracy_gain']:+.4f}.", "",
+        "The strategy table is the Strategies section above, measured "
+        f"{measured_on(strategies['runs'])} by `bench/strategies.py` (`make bench-strategies`: "
+        "~25 minutes here, so not part of `make bench`), on the spec with "
+        f"`{' '.join(strategies['overrides'])}`.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--store", default="./runs/bench-quality",
+                        help="each invocation's stores go under <store>/<time>/seed-<s>")
+    parser.add_argument("--output", default=None, help="default: bench/results/quality.json")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds = 1
+    ensure_ray()
+    stores = Path(args.store) / time.strftime("%Y%m%d-%H%M%S")
+    overrides = SMOKE if args.smoke else []
+    runs, stages = [], []
+    for seed in range(args.seeds):
+        rows, seed_stages = seed_runs([*overrides, f"store={stores / f'seed-{seed}'}"], seed)
+        runs += rows
+        stages.append(seed_stages)
+        print(f"[seed {seed}] " + ", ".join(f"{r['variant']} {r['test_accuracy']:.4f}"
+                                            for r in rows), flush=True)
+    runs.sort(key=lambda r: ROLES.index(r["variant"]))
+    teachers = [r for r in runs if r["variant"] == "teacher"]
+    compared = table(runs, {"params": teachers[0]["params"], "metrics": {
+        "test_accuracy": statistics.fmean(r["test_accuracy"] for r in teachers)}})
+    inputs = {"spec": str(SPEC.relative_to(ROOT)), "overrides": overrides,
+              "seeds": list(range(args.seeds)), "stores": str(stores),
+              "stage_seconds": stages, "smoke": args.smoke}
+    result = save("quality", inputs, runs, summarize(runs, ("variant",), METRICS),
+                  ratios(compared["variants"]), args.output,
+                  teacher=compared["teacher"], variants=compared["variants"])
+    if not args.smoke:
+        strategies = json.loads((RESULTS / "strategies.json").read_text())
+        update_section("quality", format_section(result, strategies))
+    print(format_markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
