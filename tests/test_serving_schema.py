@@ -69,6 +69,7 @@ BAD_V2 = [
     (v1({"inputs": [{"name": "x", "shape": [1, 3], "data": [1, 2, 3]}]}), 400, "missing_key"),
     (v2([1, 3], ["a", "b", "c"], "BYTES"), 400, "unsupported_datatype"),
     (v2([1, 3], [True, False, True], "BOOL"), 400, "unsupported_datatype"),
+    (v2([1, 3], [1, 2, 3], ["FP32"]), 400, "unsupported_datatype"),  # found by schemathesis
     (v2([3], [1, 2, 3]), 400, "wrong_shape"),
     (v2([1, 4], [1, 2, 3, 4]), 400, "wrong_shape"),
     (v2([0, 3], []), 400, "wrong_shape"),

@@ -101,4 +101,7 @@ class ServeSpec(Strict):
     """Rows per request, at most; more is a 413."""
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     """Request body size, at most; more is a 413."""
+    fallback_to_teacher: bool = True
+    """A routed request whose student call fails is answered by the teacher (the response's
+    `model` says so; counted in distillery_student_fallbacks); false: the client gets a 503."""
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)

@@ -201,7 +201,7 @@ def load_state(store: Store, spec: RolloutSpec, student: str, now: float) -> tup
     try:
         state = json.loads(store.read_bytes(*STATE_PATH))
         check_state(state)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (OSError, ValueError, UnicodeDecodeError) as err:  # OSError: e.g. a directory there
         note = (f"rollout state {location} is unreadable ({err}); serving everything from the "
                 "teacher, paused: fix or delete the file, or POST /admin/rollout/resume")
         return safe_state(spec, student, now, note), note

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException
 
 from distillery.config import PipelineSpec, ServeSpec
 from distillery.monitoring.request_log import Entry, RequestLog
@@ -38,8 +39,17 @@ from distillery.serving import rollout
 from distillery.serving.admin import authorize
 from distillery.serving.routing import sticky_arm, two_proportion_ztest
 from distillery.serving.schema import (
+    FEEDBACK_REQUEST,
+    V1_ERROR,
+    V1_PREDICTION,
+    V1_REQUEST,
+    V2_ERROR,
+    V2_PREDICTION,
+    V2_REQUEST,
     Limits,
     RequestError,
+    openapi_body,
+    openapi_responses,
     parse_v1,
     parse_v2,
     v1_error,
@@ -56,6 +66,21 @@ api = FastAPI(title="distillery")
 ARMS = ("teacher", "student")
 LATENCY_WINDOW = 5000  # student latencies kept for the p99 gate
 FEEDBACK_WINDOW = 100_000  # request ids remembered for POST /v1/feedback
+ANY = {"type": "object"}
+UNKNOWN = {404: "no such model"}
+INFER_ERRORS = {400: "invalid body", 404: "no such model", 413: "body or batch too large",
+                503: "the model failed; retry"}
+ADMIN_ERRORS = {401: "missing or invalid token", 403: "admin API disabled"}
+
+
+@api.exception_handler(HTTPException)
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """FastAPI's own errors (no route for the path, a method the route lacks) in the protocols'
+    error shape, not FastAPI's `{"detail": ...}`."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    render = v2_error if request.url.path.startswith("/v2") else v1_error
+    return JSONResponse(render(RequestError(exc.status_code, code, str(exc.detail))),
+                        exc.status_code, headers=exc.headers)
 
 
 @dataclass
@@ -99,6 +124,7 @@ class Router:
         self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
         self.pipeline, self.monitor = pipeline, pipeline.monitor
         self.rollout_spec, self.admin_digest = spec.rollout, admin_digest
+        self.fallback_to_teacher = spec.fallback_to_teacher
         self.limits = Limits(cards["teacher"]["num_features"], spec.max_instances,
                              spec.max_body_bytes)
         self.store = Store(pipeline.store)
@@ -112,6 +138,7 @@ class Router:
         self.feedback = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
         self.shadow_tasks: set[asyncio.Task] = set()
         self.save_lock = asyncio.Lock()
+        self.unsaved = False  # the store refused the latest state; every tick retries
         self.requests_total = Counter("distillery_requests", "requests answered, by model",
                                       tag_keys=("model",))
         self.errors_total = Counter("distillery_request_errors", "failed requests: 4xx client "
@@ -120,6 +147,8 @@ class Router:
         self.latency = Histogram("distillery_request_latency_ms", "model call latency",
                                  boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
                                  tag_keys=("model",))
+        self.fallbacks = Counter("distillery_student_fallbacks", "routed requests the teacher "
+                                 "answered because the student's call failed")
         self.weight_gauge = Gauge("distillery_rollout_weight", "percent of routed traffic the "
                                   "student gets")
         self.log_rows = Counter("distillery_request_log_rows", "request-log rows, by outcome: "
@@ -130,7 +159,8 @@ class Router:
         self.dropped_reported = 0
         state, note = await asyncio.to_thread(rollout.load_state, self.store, self.rollout_spec,
                                               versions["student"], time.time())
-        logger.info("rollout: %s", note)
+        # an unreadable state is an operator's problem to fix: say so at error level
+        (logger.error if "error" in state else logger.info)("rollout: %s", note)
         self.state = state
         self.weight_gauge.set(state["weight"])
         loop = asyncio.get_running_loop()
@@ -159,7 +189,7 @@ class Router:
     async def server_metadata(self) -> dict:
         return {"name": "distillery", "version": "2", "extensions": []}
 
-    @api.get("/v1/models/{name}")
+    @api.get("/v1/models/{name}", responses=openapi_responses(ANY, V1_ERROR, UNKNOWN))
     async def v1_model(self, name: str) -> JSONResponse:
         if name == self.endpoint:
             return JSONResponse({"name": name, "models": {a: self.versions[a] for a in ARMS},
@@ -169,14 +199,14 @@ class Router:
             return JSONResponse(v1_error(self._unknown(name)), 404)
         return JSONResponse(v1_metadata(name, self.cards[name], self.versions[name]))
 
-    @api.get("/v2/models/{name}")
+    @api.get("/v2/models/{name}", responses=openapi_responses(ANY, V2_ERROR, UNKNOWN))
     async def v2_model(self, name: str) -> JSONResponse:
         arm = "teacher" if name == self.endpoint else name
         if arm not in ARMS:
             return JSONResponse(v2_error(self._unknown(name)), 404)
         return JSONResponse(v2_metadata(name, self.cards[arm], self.versions[arm]))
 
-    @api.get("/v2/models/{name}/ready")
+    @api.get("/v2/models/{name}/ready", responses=openapi_responses(ANY, V2_ERROR, UNKNOWN))
     async def v2_model_ready(self, name: str) -> JSONResponse:
         if name not in (*ARMS, self.endpoint):
             return JSONResponse(v2_error(self._unknown(name)), 404)
@@ -184,11 +214,13 @@ class Router:
 
     # ------------------------------------------------------------ inference
 
-    @api.post("/v1/models/{name}:predict")
+    @api.post("/v1/models/{name}:predict", openapi_extra=openapi_body(V1_REQUEST),
+              responses=openapi_responses(V1_PREDICTION, V1_ERROR, INFER_ERRORS))
     async def v1_predict(self, name: str, request: Request) -> JSONResponse:
         return await self._infer(name, request, V1)
 
-    @api.post("/v2/models/{name}/infer")
+    @api.post("/v2/models/{name}/infer", openapi_extra=openapi_body(V2_REQUEST),
+              responses=openapi_responses(V2_PREDICTION, V2_ERROR, INFER_ERRORS))
     async def v2_infer(self, name: str, request: Request) -> JSONResponse:
         return await self._infer(name, request, V2)
 
@@ -232,15 +264,19 @@ class Router:
 
     async def _routed(self, x: np.ndarray, key: str, request_id: str,
                       received: float) -> tuple[str, np.ndarray]:
-        """The arm the rollout picks for this key; a failing student falls back to the
-        teacher (the failure counts against the student's gates, the client never sees it)."""
+        """The arm the rollout picks for this key. A failing student counts against its
+        gates; with `serve.fallback_to_teacher` the teacher answers instead (the client sees
+        `model: teacher`, no error), otherwise the failure propagates (503)."""
         self.window.requests += 1
         arm = sticky_arm(key, self.state["weight"])
         if arm == "student":
             try:
                 probs, latency_ms = await self._call("student", x)
             except Exception as err:
+                if not self.fallback_to_teacher:
+                    raise
                 logger.warning("student failed, teacher answers: %s", err)
+                self.fallbacks.inc()
                 arm = "teacher"
                 probs, latency_ms = await self._call("teacher", x)
         else:
@@ -305,7 +341,10 @@ class Router:
 
     # ------------------------------------------------------------ A/B feedback
 
-    @api.post("/v1/feedback")
+    @api.post("/v1/feedback", openapi_extra=openapi_body(FEEDBACK_REQUEST),
+              responses=openapi_responses(ANY, V1_ERROR, {
+                  400: "invalid body", 404: "no routed response with that id",
+                  413: "body too large"}))
     async def feedback_post(self, request: Request) -> JSONResponse:
         """`{"request_id": "...", "success": true|false}` for a routed response."""
         try:
@@ -416,10 +455,17 @@ class Router:
         if new["step_started"] != old["step_started"]:
             self.window = Window()
         self.weight_gauge.set(new["weight"])
-        if new != old:
+        if new != old or self.unsaved:
             # writes in order, and the last one holds the newest state
             async with self.save_lock:
-                await asyncio.to_thread(rollout.save_state, self.store, self.state)
+                try:
+                    await asyncio.to_thread(rollout.save_state, self.store, self.state)
+                    self.unsaved = False
+                except OSError as err:  # the store is down: traffic follows the new state now
+                    self.unsaved = True
+                    logger.warning("rollout: saving the state to %s failed (%s); retrying "
+                                   "every %g s", self.store.root, err,
+                                   self.rollout_spec.interval_s)
 
     def status(self) -> dict:
         state = {k: v for k, v in self.state.items() if k != "decisions"}
@@ -430,7 +476,7 @@ class Router:
                 "monitor": self._monitor_status(),
                 "decisions": self.state["decisions"][-10:]}
 
-    @api.get("/admin/rollout")
+    @api.get("/admin/rollout", responses=openapi_responses(ANY, V1_ERROR, ADMIN_ERRORS))
     async def admin_status(self, request: Request) -> JSONResponse:
         denied = authorize(request.headers.get("authorization"), self.admin_digest)
         if denied:
@@ -438,7 +484,8 @@ class Router:
                                 denied[0])
         return JSONResponse(self.status())
 
-    @api.post("/admin/rollout/{action}")
+    @api.post("/admin/rollout/{action}", responses=openapi_responses(ANY, V1_ERROR, {
+        **ADMIN_ERRORS, 404: "no such action", 409: "not allowed in this rollout state"}))
     async def admin_action(self, action: str, request: Request) -> JSONResponse:
         denied = authorize(request.headers.get("authorization"), self.admin_digest)
         if denied:

@@ -58,7 +58,7 @@ def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     if missing:
         raise RequestError(400, "missing_key", f"input tensor lacks {missing}")
     datatype, shape = tensor["datatype"], tensor["shape"]
-    if datatype not in V2_FLOAT_TYPES | V2_INT_TYPES:
+    if not isinstance(datatype, str) or datatype not in V2_FLOAT_TYPES | V2_INT_TYPES:
         raise RequestError(400, "unsupported_datatype",
                            f"datatype {datatype!r} is not numeric; use FP32 (or another FP*/INT* "
                            "type)")
@@ -144,6 +144,72 @@ def _finite(x: np.ndarray, field: str) -> np.ndarray:
         raise RequestError(400, "not_finite", f"{field} holds NaN or infinite values (or "
                                               "values beyond float32's range)")
     return x32
+
+
+# ---------------------------------------------------------------- OpenAPI
+# JSON Schemas of the bodies above, for the app's OpenAPI document (what clients and
+# tests/test_serving_fuzz.py read). The parse functions are the validation; these describe what
+# they accept and what the render functions return. Row width and the row limit depend on the
+# served models and the spec, so they are documented as 400 and 413 responses, not here.
+
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+V1_REQUEST = {
+    "type": "object", "required": ["instances"],
+    "properties": {"instances": {"type": "array", "minItems": 1, "items": NUMBERS,
+                                 "description": "rows of num_features numbers"},
+                   "user_id": {"type": ["string", "integer"],
+                               "description": "sticky key of the routed endpoint"}}}
+V2_REQUEST = {
+    "type": "object", "required": ["inputs"],
+    "properties": {"id": {"type": "string"},
+                   "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+                       "type": "object", "required": ["name", "shape", "datatype", "data"],
+                       "properties": {
+                           "name": {"type": "string"},
+                           "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                                     "items": {"type": "integer", "minimum": 1}},
+                           "datatype": {"enum": sorted(V2_FLOAT_TYPES | V2_INT_TYPES)},
+                           "data": {**NUMBERS, "description": "batch * num_features values, "
+                                                              "row-major"}}}}}}
+FEEDBACK_REQUEST = {
+    "type": "object", "required": ["request_id", "success"],
+    "properties": {"request_id": {"type": "string"}, "success": {"type": "boolean"}}}
+V1_PREDICTION = {
+    "type": "object", "required": ["predictions", "probabilities", "model", "model_version",
+                                   "request_id"],
+    "properties": {"predictions": {"type": "array", "items": {"type": "integer"}},
+                   "probabilities": {"type": "array", "items": NUMBERS},
+                   "model": {"enum": ["teacher", "student"]},
+                   "model_version": {"type": "string"}, "request_id": {"type": "string"}}}
+V2_PREDICTION = {
+    "type": "object", "required": ["model_name", "model_version", "id", "outputs"],
+    "properties": {"model_name": {"enum": ["teacher", "student"]},
+                   "model_version": {"type": "string"}, "id": {"type": "string"},
+                   "outputs": {"type": "array", "items": {
+                       "type": "object", "required": ["name", "shape", "datatype", "data"],
+                       "properties": {"name": {"type": "string"},
+                                      "shape": {"type": "array", "items": {"type": "integer"}},
+                                      "datatype": {"type": "string"}, "data": NUMBERS}}}}}
+V1_ERROR = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"},
+                                            "message": {"type": "string"}}}}}
+V2_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def openapi_body(schema: dict) -> dict:
+    """`openapi_extra` of an endpoint that reads its JSON body itself."""
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_responses(ok: dict, error: dict, statuses: dict[int, str]) -> dict:
+    """`responses` of an endpoint: 200 with `ok`, each of `statuses` with `error`."""
+    return {200: {"description": "OK", "content": {"application/json": {"schema": ok}}},
+            **{status: {"description": description,
+                        "content": {"application/json": {"schema": error}}}
+               for status, description in statuses.items()}}
 
 
 # ---------------------------------------------------------------- responses

@@ -1,0 +1,249 @@
+"""Soak bench: the routed endpoint held at a fraction of its measured maximum throughput for
+minutes while a canary rollout moves traffic to the student. Writes bench/results/soak.json and
+the "soak" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/soak.py [--store ./runs] [--minutes 10] [--load 0.7]
+        [--output bench/results/soak.json] [--smoke]
+
+Models: the quickstart's teacher and newest student in `--store` (what `make demo` writes),
+served from a scratch store as bench/serve.py does (same sizing: router, teacher and two
+student replicas of half a CPU). The canary walks steps 5 -> 25 -> 50 -> 100 % over the soak
+(each step lasts a quarter of it; agreement gate 0.5, 10% of requests mirrored).
+
+Phases, one row per request from the pipeline's test split:
+1. unloaded: one closed-loop client; its p99 is the reference.
+2. max: 32 closed-loop clients; answered requests / second is the maximum throughput.
+3. soak: an open loop at `--load` x max requests/s (request i is due at i / rate seconds; at
+   most 64 in flight, so an overloaded server delays sends instead of piling them up) for
+   `--minutes`; per bucket (a minute): requests/s, p50, p99, errors, and the rollout's weight.
+Replica memory: the RSS of every replica process (found through Ray's state API) before and
+after the soak. Acceptance (issue 10): zero failed requests, soak p99 <= 2 x unloaded p99,
+every replica's RSS within 10% of its start. `--smoke`: seconds (a 4 s soak in 2 s buckets),
+for the test; BENCHMARKS.md untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmarks_md import update_section  # noqa: E402
+from measure import RESULTS, save  # noqa: E402
+
+from distillery.config import PipelineSpec, load_spec  # noqa: E402
+from distillery.data.splits import load_splits  # noqa: E402
+from serve import (  # noqa: E402
+    ROUTED,
+    SIZING,
+    SPEC,
+    drive,
+    models_or_exit,
+    scratch_store,
+    serve_apps,
+)
+
+IN_FLIGHT = 64
+MAX_CLIENTS = 32
+TARGETS = {"errors": 0, "p99_vs_unloaded": 2.0, "rss_growth": 0.10}
+
+
+def soak_spec(store: str, student: str, seconds: float) -> PipelineSpec:
+    """The quickstart spec served from `store`, its canary spread over `seconds`."""
+    return load_spec(SPEC, [f"store={store}", *SIZING, f"serve.student={student}",
+                            "serve.rollout.steps=[5,25,50,100]",
+                            f"serve.rollout.min_seconds={seconds / 4}",
+                            "serve.rollout.min_requests=100", "serve.rollout.interval_s=2",
+                            "serve.rollout.gates.min_agreement=0.5",
+                            "monitor.check_interval_s=null"])
+
+
+async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds: float,
+               bucket_s: float) -> tuple[list[dict], np.ndarray]:
+    """An open loop of `rate` requests/s for `seconds`: one row per bucket of `bucket_s`
+    (requests answered, errors, requests/s, p50/p99 ms from send to last byte, the rollout's
+    student weight at the bucket's end, the most a send fell behind its schedule in s), and
+    every answered request's latency in ms."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    headers = {"content-type": "application/json"}
+    buckets = [{"latencies": [], "errors": [], "lag_s": 0.0}
+               for _ in range(int(np.ceil(seconds / bucket_s)))]
+    slots = asyncio.Semaphore(IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT),
+                                     timeout=timeout) as session:
+
+        async def one(i: int, bucket: dict) -> None:
+            start = time.perf_counter()
+            try:
+                async with session.post(url, data=bodies[i % len(bodies)],
+                                        headers=headers) as response:
+                    body, status = await response.read(), response.status
+            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                bucket["errors"].append(f"{type(err).__name__}: {err}")
+                return
+            finally:
+                slots.release()
+            if status == 200:
+                bucket["latencies"].append(time.perf_counter() - start)
+            else:
+                bucket["errors"].append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
+
+        tasks, t0 = [], time.perf_counter()
+        for i in range(int(rate * seconds)):
+            due = t0 + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            await slots.acquire()
+            bucket = buckets[min(int((due - t0) / bucket_s), len(buckets) - 1)]
+            bucket["lag_s"] = max(bucket["lag_s"], time.perf_counter() - due)
+            tasks.append(asyncio.create_task(one(i, bucket)))
+            if (i + 1) % max(1, int(rate * bucket_s)) == 0:  # a bucket's sends are out
+                async with session.get(health) as response:
+                    bucket["weight"] = (await response.json())["student_weight"]
+        await asyncio.gather(*tasks)
+    rows = []
+    for minute, bucket in enumerate(buckets):
+        ms = np.asarray(bucket["latencies"]) * 1000
+        rows.append({"bucket": minute, "answered": len(ms), "errors": len(bucket["errors"]),
+                     "first_error": bucket["errors"][0] if bucket["errors"] else None,
+                     "rps": len(ms) / bucket_s,
+                     "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+                     "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+                     "student_weight": bucket.get("weight"), "max_lag_s": bucket["lag_s"]})
+    return rows, np.concatenate([b["latencies"] for b in buckets]) * 1000
+
+
+def replica_rss() -> dict[str, int]:
+    """{deployment#replica: resident bytes} of every live Serve replica of the app."""
+    from ray.util.state import list_actors
+
+    rss = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
+        if actor.class_name.startswith("ServeReplica:distillery:"):
+            name = actor.name.split("#", 1)[1]  # SERVE_REPLICA::<app>#<deployment>#<id>
+            rss[name] = psutil.Process(actor.pid).memory_info().rss
+    return rss
+
+
+def verdicts(unloaded_p99: float, soak: dict, rss: dict[str, dict]) -> dict:
+    """The acceptance quantities: failed requests, soak p99 / unloaded p99, and the largest
+    relative RSS change of any replica, (end - start) / start."""
+    growth = max(abs(r["end"] - r["start"]) / r["start"] for r in rss.values())
+    return {"errors": soak["errors"], "p99_vs_unloaded": soak["p99_ms"] / unloaded_p99,
+            "rss_growth": growth}
+
+
+def format_markdown(result: dict) -> str:
+    inputs, s, r = result["inputs"], result["summary"], result["ratios"]
+    rows = ["| minute | req/s | p50 ms | p99 ms | errors | student % | max send lag s |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for b in result["runs"]:
+        rows.append(f"| {b['bucket'] + 1} | {b['rps']:.0f} | {b['p50_ms'] or 0:.2f} | "
+                    f"{b['p99_ms'] or 0:.2f} | {b['errors']} | {b['student_weight']} | "
+                    f"{b['max_lag_s']:.3f} |")
+    memory = ["| replica | RSS start MiB | RSS end MiB | change |", "|---|---:|---:|---:|"]
+    for name, m in result["rss"].items():
+        memory.append(f"| {name} | {m['start'] / 2**20:.1f} | {m['end'] / 2**20:.1f} | "
+                      f"{(m['end'] - m['start']) / m['start']:+.1%} |")
+
+    def met(key: str) -> str:
+        return "met" if r[key] <= TARGETS[key] else "**missed**"
+
+    return "\n".join([
+        f"{result['machine']['cpus']} CPUs ({result['machine']['platform']}), Ray "
+        f"{result['versions']['ray']}. Routed endpoint `{ROUTED}` of the app bench/serve.py "
+        f"deploys (router, 1 teacher and 2 student replicas, 0.5 CPU each), one test row per "
+        f"request, aiohttp on the same machine. The canary walks {inputs['steps']} % during "
+        f"the soak.",
+        "",
+        f"Unloaded (c=1): p99 {s['unloaded']['p99_ms']:.2f} ms. Maximum (c={MAX_CLIENTS}, "
+        f"closed loop): {s['max']['rps']:.0f} req/s. Soak: open loop at {inputs['load']:.0%} "
+        f"of it = {inputs['rate']:.0f} req/s for {inputs['minutes']:g} min: "
+        f"{s['soak']['answered']} answered, {s['soak']['errors']} failed, p50 "
+        f"{s['soak']['p50_ms']:.2f} ms, p99 {s['soak']['p99_ms']:.2f} ms.",
+        "",
+        *rows,
+        "",
+        *memory,
+        "",
+        f"Acceptance: failed requests {r['errors']} (target 0: "
+        f"{'met' if r['errors'] == 0 else '**missed**'}); soak p99 / unloaded p99 "
+        f"{r['p99_vs_unloaded']:.2f} (target <= 2: {met('p99_vs_unloaded')}); largest replica "
+        f"RSS change {r['rss_growth']:.1%} (target <= 10%: {met('rss_growth')}).",
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="./runs")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--load", type=float, default=0.7, help="fraction of max throughput")
+    parser.add_argument("--output", default=None, help="default: bench/results/soak.json")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, 1500)  # unloaded, max requests
+    if args.smoke:
+        seconds, bucket_s, probe = 4.0, 2.0, (30, 100)
+
+    spec = load_spec(SPEC, [f"store={args.store}"])
+    parts, cards = models_or_exit(spec, "bench/soak.py", args.store)
+    rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
+    bodies = [json.dumps({"instances": rows[i:i + 1].tolist()}).encode()
+              for i in range(len(rows))]
+
+    from distillery.runtime import ensure_ray
+
+    with tempfile.TemporaryDirectory() as scratch:
+        store = scratch_store(spec, Path(scratch), parts)
+        served = soak_spec(store, parts["student"][-1], seconds)
+        ensure_ray()
+        with serve_apps() as (base, deploy):
+            deploy({"/": served})
+            url = base + ROUTED
+            [unloaded] = asyncio.run(drive([url], bodies, 1, probe[0], warmup=20))
+            [peak] = asyncio.run(drive([url], bodies, MAX_CLIENTS, probe[1], warmup=100))
+            rate = args.load * peak["rows_per_s"]
+            print(f"unloaded p99 {unloaded['p99_ms']:.2f} ms; max {peak['rows_per_s']:.0f} "
+                  f"req/s; holding {rate:.0f} req/s for {seconds:.0f} s", flush=True)
+            start_rss = replica_rss()
+            buckets, latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate, seconds,
+                                       bucket_s))
+            end_rss = replica_rss()
+    soak = {"answered": len(latencies), "errors": sum(b["errors"] for b in buckets),
+            "p50_ms": float(np.percentile(latencies, 50)),
+            "p99_ms": float(np.percentile(latencies, 99))}
+    rss = {name: {"start": start_rss[name], "end": end_rss.get(name, 0)} for name in start_rss}
+    summary = {"unloaded": {"p50_ms": unloaded["p50_ms"], "p99_ms": unloaded["p99_ms"],
+                            "errors": unloaded["errors"]},
+               "max": {"rps": peak["rows_per_s"], "p99_ms": peak["p99_ms"],
+                       "errors": peak["errors"]},
+               "soak": soak}
+    inputs = {"store": args.store, "minutes": seconds / 60, "load": args.load, "rate": rate,
+              "bucket_s": bucket_s, "steps": served.serve.rollout.steps,
+              "requests": {"unloaded": probe[0], "max": probe[1]},
+              "in_flight_limit": IN_FLIGHT, "client": f"aiohttp {aiohttp.__version__}",
+              "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
+                         for arm in parts}}
+    output = Path(args.output or RESULTS / "soak.json")
+    result = save("soak", inputs, buckets, summary, verdicts(unloaded["p99_ms"], soak, rss),
+                  output, rss=rss, targets=TARGETS)
+    markdown = format_markdown(result)
+    if not args.smoke:
+        update_section("soak", "## Soak (`bench/soak.py`)\n\n" + markdown)
+    print(markdown)
+    print(f"wrote {output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""bench/soak.py: its acceptance quantities on hand-made numbers, and a --smoke run end to end on
+the session's local Ray (real Ray Serve, real HTTP, a real rollout moving underneath)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, add_students, load_bench
+
+
+def test_verdicts_are_failures_p99_ratio_and_largest_rss_change():
+    bench = load_bench("soak")
+    rss = {"student#a": {"start": 100, "end": 104}, "Router#b": {"start": 200, "end": 180}}
+    assert bench.verdicts(4.0, {"errors": 0, "p99_ms": 6.0}, rss) == {
+        "errors": 0, "p99_vs_unloaded": 1.5, "rss_growth": 0.1}
+
+
+@pytest.mark.integration
+def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, local_ray,
+                                                                      tmp_path):
+    add_students(store_copy)
+    output = tmp_path / "soak.json"
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    result = load_bench("soak").main(["--smoke", "--store", str(store_copy),
+                                      "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    assert [b["errors"] for b in result["runs"]] == [0, 0], [
+        b["first_error"] for b in result["runs"]]
+    assert result["summary"]["soak"]["answered"] == int(result["inputs"]["rate"] * 4)
+    assert {name.split("#")[0] for name in result["rss"]} == {"Router", "teacher", "student"}
+    assert len(result["rss"]) == 4 and all(m["end"] > 0 for m in result["rss"].values())
+    assert set(result["ratios"]) == {"errors", "p99_vs_unloaded", "rss_growth"}
+    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
+    assert not (store_copy / "serve").exists()  # nothing written into the user's store
