@@ -15,7 +15,6 @@ parameter, 422).
 
 import asyncio
 import dataclasses
-import importlib
 import json
 import logging
 import random
@@ -34,6 +33,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
 
 from distillery.config import PipelineSpec, ServeSpec
+from distillery.monitoring.check import run_check
 from distillery.monitoring.request_log import Entry, RequestLog
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
@@ -422,11 +422,7 @@ class Router:
             try:
                 if self.request_log:
                     await self._flush()  # the check reads what is in the store
-                # imported at the first check, in a thread: Evidently takes ~5 s to import,
-                # which every router start would pay and the event loop would stall on
-                check = await asyncio.to_thread(importlib.import_module,
-                                                "distillery.monitoring.check")
-                result = await asyncio.to_thread(check.run_check, self.pipeline, start, end,
+                result = await asyncio.to_thread(run_check, self.pipeline, start, end,
                                                  already_sent=self.sent)
             except Exception:  # one failed check must not end the schedule
                 logger.exception("monitoring check failed")
