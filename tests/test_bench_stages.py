@@ -11,8 +11,6 @@ import pytest
 
 from conftest import ROOT, load_bench
 
-BENCH = ROOT / "bench"
-
 
 def test_summary_is_min_median_max_per_group_in_first_seen_order():
     measure = load_bench("measure")
