@@ -2,7 +2,8 @@
 beside the strategy table of bench/strategies.py. Writes bench/results/quality.json and the
 "quality" section of BENCHMARKS.md.
 
-    .venv/bin/python bench/quality.py [--seeds 3] [--store ./runs/bench-quality] [--smoke]
+    .venv/bin/python bench/quality.py [--seeds 3] [--store ./runs/bench-quality] [--full]
+        [--smoke]
 
 Each seed s is the whole quickstart pipeline of jobs/configs/mnist1d.yaml with
 `teacher.train.seed=s distill.seed=s`, in a fresh store of its own (`--store`/<time>/seed-s):
@@ -10,8 +11,15 @@ train the teacher, build its logit cache, distill the student, train the label-o
 the library's Pipeline stages as `quickstart()` runs them, without its evaluation report
 (`compare_strategies` trains one teacher per store for all seeds; its table, `summarize` and
 `format_markdown`, is reused). The data is the canonical MNIST-1D set (`data.seed`) and
-transfer set for every seed: what varies is the initialisation and order of training, the
-spread a user re-running the quickstart would see. Seed 0 is the quickstart's own spec.
+transfer set for every seed, made once: what varies is the initialisation and order of
+training, the spread a user re-running the quickstart would see.
+
+Budget: the strategy table's, `data.transfer.num_samples=20000` instead of the spec's 50,000
+(BUDGET; the teacher, which trains on the labelled rows only, is the spec's): ~2 minutes a seed
+instead of ~3.5, which `make bench` needs, and the student and baseline rows then compare with
+the strategy table's response and baseline rows. `--full` runs the spec as shipped and writes
+bench/results/quality-full.json (~11 minutes, not part of `make bench`); the section sets the
+two budgets side by side, each from its last results file.
 
 The strategy table is read from bench/results/strategies.json, not re-measured (~25 minutes
 here: `make bench-strategies`); the section says when it was measured.
@@ -38,10 +46,13 @@ from measure import RESULTS, save, summarize  # noqa: E402
 from distillery.compare import format_markdown  # noqa: E402
 from distillery.compare import summarize as table  # noqa: E402
 from distillery.config import load_spec  # noqa: E402
+from distillery.data import Splits, load_splits  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.stages import Pipeline  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
+BUDGET = ["data.transfer.num_samples=20000"]  # bench/strategies.py's transfer set
+FULL_RESULTS = RESULTS / "quality-full.json"
 # The tests' tiny spec (tests/conftest.py TINY: ~1k labelled rows, 2k transfer rows), one
 # epoch and one worker per run: what is left is Ray Train's start-up, ~12 s a run here.
 SMOKE = ["data.num_samples=1000", "data.transfer.num_samples=2000",
@@ -53,13 +64,16 @@ ROLES = ("student", "teacher", "baseline")
 METRICS = ("test_accuracy", "test_agreement", "wall_seconds")
 
 
-def seed_runs(overrides: list[str], seed: int) -> tuple[list[dict], dict[str, float]]:
-    """One seed of the quickstart, its stages in `quickstart()`'s order (the evaluation report
-    left out): the teacher's, the student's and the baseline's run rows (`variant`, `seed`,
-    `run_id`, `params`, `test_accuracy`, `test_agreement`, `wall_seconds`: its stage, the
-    student's including the logit cache) and the wall seconds of every stage."""
+def seed_runs(overrides: list[str], seed: int,
+              splits: Splits) -> tuple[list[dict], dict[str, float]]:
+    """One seed of the quickstart on `splits` (the spec's data), its stages in `quickstart()`'s
+    order (the evaluation report left out): the teacher's, the student's and the baseline's run
+    rows (`variant`, `seed`, `run_id`, `params`, `test_accuracy`, `test_agreement`,
+    `wall_seconds`: its stage, the student's including the logit cache) and the wall seconds of
+    every stage."""
     pipeline = Pipeline(load_spec(SPEC, [*overrides, f"teacher.train.seed={seed}",
                                          f"distill.seed={seed}"]))
+    pipeline.splits = splits  # set over the cached property, which would make them again
     stages: dict[str, float] = {}
 
     def timed(name, fn):
@@ -68,7 +82,6 @@ def seed_runs(overrides: list[str], seed: int) -> tuple[list[dict], dict[str, fl
         stages[name] = round(time.perf_counter() - started, 1)
         return out
 
-    timed("data", lambda: pipeline.splits)
     cards = {"teacher": timed("train-teacher", pipeline.train_teacher)}
     timed("teacher-infer", pipeline.teacher_infer)
     cards["student"] = timed("distill", pipeline.distill)
@@ -103,26 +116,60 @@ def measured_on(runs: list[dict]) -> str:
     return f"{newest[:4]}-{newest[4:6]}-{newest[6:]}"
 
 
-def format_section(result: dict, strategies: dict) -> str:
+def seed_seconds(inputs: dict) -> float:
+    """Median over seeds of a seed's stages in seconds (the data, made once, left out)."""
+    return statistics.median(sum(v for stage, v in seeds.items() if stage != "data")
+                             for seeds in inputs["stage_seconds"])
+
+
+def transfer_rows(inputs: dict) -> int:
+    return load_spec(SPEC, inputs["overrides"]).data.transfer.num_samples
+
+
+def budgets_table(reduced: dict, full: dict) -> list[str]:
+    """The two budgets side by side: test accuracy (mean ± std over seeds) of each role, the
+    two ratios and the seconds per seed."""
+    lines = ["| budget | transfer rows | student | teacher | baseline | student / teacher | "
+             "student - baseline | s per seed |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, result in (("reduced (this section)", reduced), ("full quickstart", full)):
+        acc = {role: result["variants"][role]["test_accuracy"] for role in ROLES}
+        r, inputs = result["ratios"], result["inputs"]
+        lines.append(
+            f"| {label}, {measured_on(result['runs'])} | {transfer_rows(inputs):,} | "
+            + " | ".join(f"{acc[role]['mean']:.4f} ± {acc[role]['std']:.4f}" for role in ROLES)
+            + f" | {r['student_vs_teacher_accuracy']:.3f} | "
+            f"{r['student_vs_baseline_accuracy_gain']:+.4f} | {seed_seconds(inputs):.0f} |")
+    return lines
+
+
+def format_section(result: dict, full: dict, strategies: dict) -> str:
+    """The section from the reduced-budget `result`, the last `--full` run and the strategy
+    table's results."""
     inputs, r = result["inputs"], result["ratios"]
     seeds = len(inputs["seeds"])
-    per_seed = statistics.median(sum(s.values()) for s in inputs["stage_seconds"])
     lines = [
         "## Quality (`bench/quality.py`)", "",
-        f"The quickstart (`{inputs['spec']}`) run whole {seeds} times, with "
+        f"A reduced-budget quickstart: `{inputs['spec']}` with `{' '.join(inputs['overrides'])}`"
+        f" (the strategy table's budget; the spec has {transfer_rows({'overrides': []}):,} "
+        f"transfer rows), run whole {seeds} times, with "
         "`teacher.train.seed=s distill.seed=s` for s in "
         f"{', '.join(map(str, inputs['seeds']))}: a fresh teacher, its logit cache, the "
         "distilled student and the label-only baseline (the student's architecture on labels "
         "only, the same optimizer steps) per seed; the canonical MNIST-1D data for all. The "
         "teacher's line and row are means over its seeds; \"vs first\" is against the "
         "student. "
-        f"{result['machine']['cpus']} CPUs, {per_seed:.0f} s per seed (median).", "",
+        f"{result['machine']['cpus']} CPUs, {seed_seconds(inputs):.0f} s per seed (median).", "",
         format_markdown(result), "",
         "Wall s / run: the run's stage; the student's includes building its logit cache.",
         "",
         f"`student_vs_teacher_accuracy`: {r['student_vs_teacher_accuracy']:.3f} (the "
         "quickstart's gate asks >= 0.95); `student_vs_baseline_accuracy_gain`: "
         f"{r['student_vs_baseline_accuracy_gain']:+.4f}.", "",
+        "Against the full quickstart, the spec as shipped (`bench/quality.py --full`, not part "
+        "of `make bench`), each from its last run; the teacher trains on the labelled rows "
+        "alone, so only the student and the baseline (the same steps as the student) see the "
+        "smaller budget:", "",
+        *budgets_table(result, full), "",
         "The strategy table is the Strategies section above, measured "
         f"{measured_on(strategies['runs'])} by `bench/strategies.py` (`make bench-strategies`: "
         "~25 minutes here, so not part of `make bench`), on the spec with "
@@ -136,17 +183,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--store", default="./runs/bench-quality",
                         help="each invocation's stores go under <store>/<time>/seed-<s>")
-    parser.add_argument("--output", default=None, help="default: bench/results/quality.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/quality.json, "
+                                                       "quality-full.json with --full")
+    parser.add_argument("--full", action="store_true",
+                        help="the spec as shipped (50k transfer rows), not the reduced budget")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds = 1
     ensure_ray()
     stores = Path(args.store) / time.strftime("%Y%m%d-%H%M%S")
-    overrides = SMOKE if args.smoke else []
+    overrides = SMOKE if args.smoke else [] if args.full else BUDGET
+    started = time.perf_counter()
+    splits = load_splits(load_spec(SPEC, overrides).data)
+    data_seconds = round(time.perf_counter() - started, 1)
     runs, stages = [], []
     for seed in range(args.seeds):
-        rows, seed_stages = seed_runs([*overrides, f"store={stores / f'seed-{seed}'}"], seed)
+        rows, seed_stages = seed_runs([*overrides, f"store={stores / f'seed-{seed}'}"], seed,
+                                      splits)
         runs += rows
         stages.append(seed_stages)
         print(f"[seed {seed}] " + ", ".join(f"{r['variant']} {r['test_accuracy']:.4f}"
@@ -157,13 +211,16 @@ def main(argv: list[str] | None = None) -> dict:
         "test_accuracy": statistics.fmean(r["test_accuracy"] for r in teachers)}})
     inputs = {"spec": str(SPEC.relative_to(ROOT)), "overrides": overrides,
               "seeds": list(range(args.seeds)), "stores": str(stores),
-              "stage_seconds": stages, "smoke": args.smoke}
+              "data_seconds": data_seconds, "stage_seconds": stages, "smoke": args.smoke}
     result = save("quality", inputs, runs, summarize(runs, ("variant",), METRICS),
-                  ratios(compared["variants"]), args.output,
+                  ratios(compared["variants"]),
+                  args.output or (FULL_RESULTS if args.full else None),
                   teacher=compared["teacher"], variants=compared["variants"])
-    if not args.smoke:
+    if not args.smoke:  # the section shows both budgets: the other one's last results
+        other = json.loads((RESULTS / "quality.json" if args.full else FULL_RESULTS).read_text())
+        reduced, full = (other, result) if args.full else (result, other)
         strategies = json.loads((RESULTS / "strategies.json").read_text())
-        update_section("quality", format_section(result, strategies))
+        update_section("quality", format_section(reduced, full, strategies))
     print(format_markdown(result))
     return result
 

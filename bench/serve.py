@@ -1,21 +1,26 @@
 """Serving bench: the Ray Serve app's student, teacher and routed endpoint against the same
 student in a bare FastAPI server, and the routed endpoint with the request log on and off; one
-load generator for every target. Writes bench/results/serve.json and the "serve" section of
-BENCHMARKS.md.
+load generator for every target (bench/load.py). Writes bench/results/serve.json and the "serve"
+section of BENCHMARKS.md.
 
-    .venv/bin/python bench/serve.py [--store ./runs] [--requests 1000] [--concurrency 1,8,32]
+    .venv/bin/python bench/serve.py [--store ./runs] [--requests 300] [--concurrency 1,8,32]
         [--repetitions 3] [--output bench/results/serve.json] [--fast-dataplane] [--smoke]
 
 Models: the teacher and the newest student of the quickstart pipeline in `--store` (what `make
 demo` writes). Nothing is written there: the app serves copies of the two models from a scratch
 store, so rollout state and request-log rows of synthetic traffic never reach the user's store.
 
-Load: `c` clients on one asyncio loop (aiohttp), each sending its next request when the last one
-is answered (a closed loop). Bodies are rows of the pipeline's test split, one row per request,
-identical for every target. Each point (target, c, repetition) opens its connections with a
-warm-up, then times `--requests` requests: rows/s = answered rows / wall seconds; p50 and p99
-of per-request latency (send to last byte read; linear interpolation between order
-statistics).
+Load: closed-loop clients (bench/load.py), one row of the test split per request, the same
+bodies for every target. Each point (target, c, repetition) opens its connections with a
+warm-up, then times max(`--requests`, 16 c) requests: 300 at c = 1 and 8, 512 at c = 32.
+- 300 keep the p50's 95% confidence interval (order statistics, `load.median_ci`) between the
+  44th and 56th percentile of the point's own latencies; the results hold each point's interval
+  and the section its widest, to set beside the spread between repetitions, which is larger.
+  A p99 of 300 requests rests on their 3 slowest: read its spread between repetitions.
+- 16 per client keep the closing round, when fewer than c requests are left in flight, to about
+  c / (2 x requests) <= 1/32 of the timed phase, about the same share for every target at one c.
+Until 2026-11-30 every point timed 1000 requests; the c = 1 points (~19 ms a request through
+Serve) were then a third of the bench's 11 minutes.
 
 The request log's cost is measured apart, as a crossover: two copies of the app run at once
 (`/a` and `/b`, each a router, a teacher and a student of a quarter CPU), one with the log on;
@@ -26,7 +31,8 @@ other (reported as the A/A difference). See `log_overhead`. What it measures is 
 to the requests of its own app; CPU the log takes from the shared cores slows the other app
 too, and that part cancels: the flush runs in a thread every `flush_rows` rows or
 `flush_seconds`, so it is small next to the requests' own work, but it is not in the number.
-The log table's c is the clients of both apps together (about c/2 on each).
+The log table's c is the clients of both apps together (about c/2 on each); each app gets the
+requests of a main point at that c.
 
 `--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
 (Serve reads them when Ray starts, so it is a run of its own) and writes
@@ -40,25 +46,26 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import aiohttp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks_md import ROOT, machine, update_section  # noqa: E402
+from load import (  # noqa: E402
+    ROWS_PER_REQUEST,
+    drive,
+    fastapi_server,
+    request_bodies,
+    serve_apps,
+)
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.splits import load_splits  # noqa: E402
@@ -68,7 +75,7 @@ from distillery.storage import Store  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 RESULTS = ROOT / "bench/results"
-ROWS_PER_REQUEST = 1
+REQUESTS_PER_CLIENT = 16  # timed requests per point: at least this many per client (docstring)
 # Serve sized to this 2-CPU machine: router, teacher and two student replicas of half a CPU.
 # Fixed replica counts: autoscaling mid-run would change what is measured.
 SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
@@ -95,56 +102,11 @@ LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, te
           "serve-routed": "Ray Serve, routed", "fastapi-student": "FastAPI + uvicorn, student"}
 
 
-# ---------------------------------------------------------------- load
+# ---------------------------------------------------------------- measure
 
-async def drive(urls: list[str], bodies: list[bytes], concurrency: int, requests: int,
-                warmup: int, seed: int = 0) -> list[dict]:
-    """`requests` POSTs per URL from `concurrency` closed-loop clients after `warmup` untimed
-    ones; request i sends bodies[i % len(bodies)] to a URL drawn by a seeded shuffle (each URL
-    gets exactly `requests`, interleaved: with two URLs both are timed in the same moments).
-    One result per URL; rows/s counts each URL's rows over the whole phase's seconds."""
-    timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"content-type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def client(indices: Iterator[tuple[int, int]], latencies: list[list[float]],
-                         errors: list[list[str]]):
-            for i, u in indices:  # one iterator shared by all clients: each index is sent once
-                start = time.perf_counter()
-                try:
-                    async with session.post(urls[u], data=bodies[i % len(bodies)],
-                                            headers=headers) as response:
-                        body, status = await response.read(), response.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                    errors[u].append(f"{type(err).__name__}: {err}")
-                    continue
-                if status == 200:
-                    latencies[u].append(time.perf_counter() - start)
-                else:
-                    errors[u].append(f"HTTP {status}: {body[:300].decode(errors='replace')}")
-
-        async def phase(n: int, rng: np.random.Generator):
-            order = rng.permutation(np.repeat(np.arange(len(urls)), n))
-            indices = iter(enumerate(order.tolist()))
-            latencies, errors = [[] for _ in urls], [[] for _ in urls]
-            start = time.perf_counter()
-            await asyncio.gather(*(client(indices, latencies, errors)
-                                   for _ in range(concurrency)))
-            return latencies, errors, time.perf_counter() - start
-
-        rng = np.random.default_rng(seed)
-        await phase(warmup, rng)
-        latencies, errors, seconds = await phase(requests, rng)
-    results = []
-    for lat, err in zip(latencies, errors, strict=True):
-        ms = np.asarray(lat) * 1000
-        results.append({
-            "requests": requests, "errors": len(err), "first_error": err[0] if err else None,
-            "seconds": seconds, "rows_per_s": len(lat) * ROWS_PER_REQUEST / seconds,
-            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None})
-    return results
+def timed_requests(c: int, minimum: int) -> int:
+    """Timed requests of a point at concurrency c: max(minimum, REQUESTS_PER_CLIENT x c)."""
+    return max(minimum, REQUESTS_PER_CLIENT * c)
 
 
 def log_line(label: str, run: dict) -> None:
@@ -154,14 +116,14 @@ def log_line(label: str, run: dict) -> None:
 
 def measure(urls: dict[str, str], bodies: list[bytes], concurrency: list[int], requests: int,
             repetitions: int) -> list[dict]:
-    """Every target at every c, `repetitions` times; odd repetitions reverse the order of
-    targets, so that none always runs first."""
+    """Every target at every c, `repetitions` times, timed_requests(c, requests) each; odd
+    repetitions reverse the order of targets, so that none always runs first."""
     runs = []
     for repetition in range(repetitions):
         for c in concurrency:
             for target in list(TARGETS)[::-1 if repetition % 2 else 1]:
-                [run] = asyncio.run(drive([urls[target]], bodies, c, requests,
-                                          warmup=max(20, 4 * c)))
+                [run] = asyncio.run(drive([urls[target]], bodies, c,
+                                          timed_requests(c, requests), warmup=max(20, 4 * c)))
                 runs.append({"target": target, "concurrency": c, "repetition": repetition,
                              **run})
                 log_line(f"rep {repetition} c={c:<3} {target}", run)
@@ -174,7 +136,7 @@ def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
     `deploy(a_logs)` (re)deploys both, the request log on in `/a` when `a_logs`, else in `/b`.
     Each repetition runs both arrangements, in alternating order, so that a repetition starts
     with the arrangement the last one ended with (one redeploy per repetition after the
-    first)."""
+    first). Each app gets timed_requests(c, requests) per point."""
     runs, a_logs, deployed = [], True, None
     for repetition in range(repetitions):
         for arrangement in (a_logs, not a_logs):
@@ -183,7 +145,7 @@ def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
                 deployed = arrangement
             for c in concurrency:
                 a, b = asyncio.run(drive([f"{base}/a{ROUTED}", f"{base}/b{ROUTED}"], bodies, c,
-                                         requests, warmup=max(20, 4 * c),
+                                         timed_requests(c, requests), warmup=max(20, 4 * c),
                                          seed=repetition * 1000 + c))
                 on, off = (a, b) if arrangement else (b, a)
                 for log, run in (("on", on), ("off", off)):
@@ -249,6 +211,18 @@ def ratios(summary: dict, overhead: dict[str, dict], c: int) -> dict:
     }
 
 
+def p50_precision(runs: list[dict], summary: dict) -> dict:
+    """`ci`: the widest p50 confidence interval of a run, as +/- a share of its p50,
+    (hi - lo) / 2 / p50, with its (target, c); `spread`: the median over points (target, c) of
+    the p50's spread between repetitions, (max - min) / median."""
+    ci = max((((r["p50_ci_ms"][1] - r["p50_ci_ms"][0]) / 2 / r["p50_ms"], r["target"],
+               r["concurrency"]) for r in runs if r["p50_ci_ms"]), key=lambda t: t[0])
+    spread = statistics.median((s["p50_ms"]["max"] - s["p50_ms"]["min"]) / s["p50_ms"]["median"]
+                               for by_c in summary.values() for s in by_c.values()
+                               if s["p50_ms"])
+    return {"ci": ci, "spread": spread}
+
+
 def format_markdown(result: dict) -> str:
     inputs, summary = result["inputs"], result["summary"]
     lines = ["| target | c | rows/s | p50 ms | p99 ms | errors |",
@@ -268,6 +242,12 @@ def format_markdown(result: dict) -> str:
     c = max(inputs["concurrency"])
     r = result["ratios"]
     models = inputs["models"]
+    precision = p50_precision(result["runs"], summary)
+    ci, spread = precision["ci"], precision["spread"]
+
+    def counts(requests: dict) -> str:
+        return ", ".join(f"{n} at c={c}" for c, n in requests.items())
+
     log_lines = ["| c | p50 overhead of the request log | per-repetition p50 ratios, app a "
                  "logging / app b logging | A/A: app a vs app b |", "|---:|---:|---|---:|"]
     for lc, o in result["request_log_p50_overhead"].items():
@@ -286,10 +266,12 @@ def format_markdown(result: dict) -> str:
         f"{inputs['batch_wait_ms']:g} ms; the routed endpoint holds the canary's first step "
         f"({inputs['routed_student_weight']:g}% student, {inputs['shadow_fraction']:.0%} "
         f"mirrored). FastAPI: one uvicorn worker, one torch thread, a forward pass per request. "
-        f"Load: {inputs['client']}, {ROWS_PER_REQUEST} test row per request, "
-        f"{inputs['requests']} timed requests per point after a warm-up, "
-        f"{inputs['repetitions']} repetitions: median (min-max). Client and servers share the "
-        f"machine's cores.",
+        f"Load: {inputs['client']}, {ROWS_PER_REQUEST} test row per request; timed requests "
+        f"per point after a warm-up: {counts(inputs['requests'])}; {inputs['repetitions']} "
+        f"repetitions: median (min-max). Client and servers share the machine's cores. Within "
+        f"a run, the p50's 95% confidence interval (order statistics) is at most "
+        f"+/-{ci[0]:.1%} of it ({LABELS[ci[1]]}, c={ci[2]}); between repetitions a point's "
+        f"p50 spreads over {spread:.0%} of its median (max - min; median over points).",
         "",
         *lines,
         "",
@@ -298,10 +280,10 @@ def format_markdown(result: dict) -> str:
         "",
         f"Request log (crossover, see the script's docstring): two apps of a router, a teacher "
         f"and a student at 0.25 CPU each, the routed endpoint of both driven at once with "
-        f"requests interleaved at random, {inputs['requests']} timed requests per app and point,"
-        f" {inputs['repetitions']} repetitions of both arrangements; c counts the clients of "
-        f"both apps. It is the log's cost to its own app's requests: CPU the log takes from the "
-        f"shared cores slows both apps alike and cancels out. "
+        f"requests interleaved at random, {counts(inputs['log_requests'])} timed requests per "
+        f"app and point, {inputs['repetitions']} repetitions of both arrangements; c counts "
+        f"the clients of both apps. It is the log's cost to its own app's requests: CPU the "
+        f"log takes from the shared cores slows both apps alike and cancels out. "
         f"`request_log_p50_overhead` (c={c}): {r['request_log_p50_overhead']:+.1%} "
         f"(target < +5%: {'met' if r['request_log_p50_overhead'] < 0.05 else '**missed**'}).",
         "",
@@ -319,29 +301,6 @@ def write_result(result: dict, output: Path) -> None:
 
 
 # ---------------------------------------------------------------- servers
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, seconds: float, process: subprocess.Popen | None = None,
-                  stderr: IO[bytes] | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                stderr.seek(0)
-                raise RuntimeError(f"{url}: the server exited with {process.returncode}; "
-                                   f"stderr: {stderr.read().decode()[-2000:]}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url}: no answer after {seconds:.0f} s") from None
-            time.sleep(0.2)
-
 
 def bench_spec(store: str, student: str | None = None, log: bool = True,
                sizing: list[str] = SIZING) -> PipelineSpec:
@@ -363,63 +322,6 @@ def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ..
     return dst.root
 
 
-@contextmanager
-def serve_apps() -> Iterator[tuple[str, Callable[[dict[str, PipelineSpec]], None]]]:
-    """Serve on the local Ray; yields the base URL and `deploy(apps)`, which (re)deploys the
-    app of each {route prefix: spec} (Serve restarts every replica of an app run again),
-    deletes any other app, and returns once only the new replicas run."""
-    # imported here: Serve reads the data-plane variables at import, after main() set them
-    from ray import serve
-
-    from distillery.serving.app import build_app
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-
-    def deploy(apps: dict[str, PipelineSpec]) -> None:
-        start = time.monotonic()
-        names = {prefix: prefix.strip("/") or "distillery" for prefix in apps}
-        for name in set(serve.status().applications) - set(names.values()):
-            serve.delete(name)
-        # all at once: their replicas start side by side
-        serve.run_many([serve.RunTarget(build_app(spec, None), name=names[prefix],
-                                        route_prefix=prefix) for prefix, spec in apps.items()])
-        for prefix in apps:
-            wait_until_up(f"{base}{prefix.rstrip('/')}/healthz", 60)
-        # serve.run returns once the new replicas run; the old ones may still be stopping
-        deadline = time.monotonic() + 60
-        while any(n and state != "RUNNING" for app in serve.status().applications.values()
-                  for d in app.deployments.values() for state, n in d.replica_states.items()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("Serve: old replicas still not stopped after 60 s")
-            time.sleep(0.5)
-        print(f"deployed {', '.join(apps)} ({time.monotonic() - start:.0f} s)", flush=True)
-
-    try:
-        yield base, deploy
-    finally:
-        serve.shutdown()
-
-
-@contextmanager
-def fastapi_server(store: str, student: tuple[str, ...]) -> Iterator[tuple[str, Callable]]:
-    """Starts the bare server and yields its base URL and a `ready()` to call before the first
-    request: it loads while Ray starts and Serve deploys."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    # a file, not a pipe: a pipe nobody reads would block the server once full
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen([sys.executable, str(ROOT / "bench/fastapi_student.py"),
-                                    "--store", store, "--model", "/".join(student),
-                                    "--port", str(port)], stderr=stderr)
-        try:
-            yield base, lambda: wait_until_up(f"{base}/healthz", 60, process, stderr)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
 # ---------------------------------------------------------------- main
 
 def models_or_exit(spec, script: str, store: str) -> tuple[dict, dict]:
@@ -435,7 +337,8 @@ def models_or_exit(spec, script: str, store: str) -> tuple[dict, dict]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./runs")
-    parser.add_argument("--requests", type=int, default=1000, help="timed requests per point")
+    parser.add_argument("--requests", type=int, default=300,
+                        help="timed requests per point, and at least 16 per client")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--log-concurrency", default="8,32",
@@ -462,8 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = bench_spec(args.store)
     parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
     rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
-    bodies = [json.dumps({"instances": rows[i:i + ROWS_PER_REQUEST].tolist()}).encode()
-              for i in range(0, len(rows), ROWS_PER_REQUEST)]
+    bodies = request_bodies(rows)
 
     from distillery.runtime import ensure_ray
 
@@ -500,7 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
             if args.fast_dataplane else "default (Serve proxy)",
             "client": f"aiohttp {aiohttp.__version__}",
             "data": f"{len(bodies)} request bodies from the test split of {spec.data.source}",
-            "rows_per_request": ROWS_PER_REQUEST, "requests": args.requests,
+            "rows_per_request": ROWS_PER_REQUEST,
+            "requests": {str(c): timed_requests(c, args.requests) for c in concurrency},
+            "log_requests": {str(c): timed_requests(c, args.requests) for c in log_concurrency},
             "concurrency": concurrency, "log_concurrency": log_concurrency,
             "repetitions": args.repetitions,
             "max_batch_size": serving.student_deployment.max_batch_size,

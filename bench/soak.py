@@ -10,7 +10,8 @@ served from a scratch store as bench/serve.py does (same sizing: router, teacher
 student replicas of half a CPU). The canary walks steps 5 -> 25 -> 50 -> 100 % over the soak
 (each step lasts a quarter of it; agreement gate 0.5, 10% of requests mirrored).
 
-Phases, one row per request from the pipeline's test split:
+Phases, one row of the pipeline's test split per request (bench/load.py's client and Serve
+launcher, as bench/serve.py uses them):
 1. unloaded: one closed-loop client; its p99 is the reference.
 2. max: 32 closed-loop clients; answered requests / second is the maximum throughput.
 3. soak: an open loop at `--load` x max requests/s (request i is due at i / rate seconds; at
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -40,19 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmarks_md import update_section  # noqa: E402
+from load import drive, request_bodies, serve_apps  # noqa: E402
 from measure import RESULTS, save  # noqa: E402
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.splits import load_splits  # noqa: E402
-from serve import (  # noqa: E402
-    ROUTED,
-    SIZING,
-    SPEC,
-    drive,
-    models_or_exit,
-    scratch_store,
-    serve_apps,
-)
+from serve import ROUTED, SIZING, SPEC, models_or_exit, scratch_store  # noqa: E402
 
 IN_FLIGHT = 64
 MAX_CLIENTS = 32
@@ -198,8 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     spec = load_spec(SPEC, [f"store={args.store}"])
     parts, cards = models_or_exit(spec, "bench/soak.py", args.store)
     rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
-    bodies = [json.dumps({"instances": rows[i:i + 1].tolist()}).encode()
-              for i in range(len(rows))]
+    bodies = request_bodies(rows)
 
     from distillery.runtime import ensure_ray
 

@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, add_students, load_bench
@@ -36,6 +37,30 @@ def test_summary_is_median_min_max_over_repetitions_and_ratios_use_medians():
     assert ratios == {"student_vs_teacher_throughput_c4": 4.0,
                       "rayserve_vs_fastapi_throughput_c4": 0.5,
                       "request_log_p50_overhead": 0.02}
+
+
+def test_median_ci_is_the_order_statistics_around_the_median():
+    load = load_bench("load")
+    # n = 300: ranks floor(150 - 1.96 sqrt(300) / 2) = 133 and ceil(151 + 16.97) = 168
+    assert load.median_ci(np.arange(300.0, 0.0, -1.0)) == (133.0, 168.0)
+    assert load.median_ci(np.array([5.0])) == (5.0, 5.0)  # clipped to the one value
+
+
+def test_timed_requests_keep_a_minimum_and_16_per_client():
+    bench = load_bench("serve")
+    assert [bench.timed_requests(c, 300) for c in (1, 8, 32)] == [300, 300, 512]
+
+
+def test_p50_precision_is_the_widest_interval_and_the_median_spread():
+    bench = load_bench("serve")
+    runs = [run("serve-student", 1, 50.0, p50, i) for i, p50 in enumerate([19.0, 20.0, 21.0])]
+    runs += [run("serve-teacher", 1, 50.0, 20.0, i) for i in range(3)]
+    for r, ci in zip(runs, [(18.0, 20.0), (19.0, 21.0), (20.0, 22.0),
+                            (19.0, 21.0), (18.0, 22.0), (19.0, 21.0)], strict=True):
+        r["p50_ci_ms"] = list(ci)
+    precision = bench.p50_precision(runs, bench.summarize(runs))
+    assert precision["ci"] == (pytest.approx(0.1), "serve-teacher", 1)  # +/- 2 ms of 20
+    assert precision["spread"] == pytest.approx(0.05)  # median of (21 - 19) / 20 and 0 / 20
 
 
 def test_crossover_separates_the_log_from_the_faster_app():

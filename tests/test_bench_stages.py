@@ -101,6 +101,30 @@ def test_quality_ratios_compare_mean_accuracies():
     assert bench.measured_on(runs) == "2026-11-30"
 
 
+def test_quality_budgets_table_sets_the_reduced_run_beside_the_full_one():
+    bench = load_bench("quality")
+
+    def result(overrides: list[str], accuracies: tuple, day: str) -> dict:
+        stages = [{"train-teacher": 40.0, "distill": 50.0}, {"train-teacher": 41.0,
+                                                             "distill": 60.0},
+                  {"train-teacher": 45.0, "distill": 50.0}]
+        return {"inputs": {"overrides": overrides, "stage_seconds": stages},
+                "variants": {role: {"test_accuracy": {"mean": a, "std": 0.01}}
+                             for role, a in zip(bench.ROLES, accuracies, strict=True)},
+                "ratios": {"student_vs_teacher_accuracy": accuracies[0] / accuracies[1],
+                           "student_vs_baseline_accuracy_gain": accuracies[0] - accuracies[2]},
+                "runs": [{"run_id": f"mnist1d-{day}-010203-ab12"}]}
+
+    reduced = result(bench.BUDGET, (0.9, 0.95, 0.8), "20261201")
+    full = result([], (0.92, 0.95, 0.82), "20261130")
+    full["inputs"]["stage_seconds"][0]["data"] = 11.0  # runs before 2026-12-01 timed it per seed
+    assert bench.budgets_table(reduced, full)[2:] == [
+        "| reduced (this section), 2026-12-01 | 20,000 | 0.9000 ± 0.0100 | 0.9500 ± 0.0100 | "
+        "0.8000 ± 0.0100 | 0.947 | +0.1000 | 95 |",
+        "| full quickstart, 2026-11-30 | 50,000 | 0.9200 ± 0.0100 | 0.9500 ± 0.0100 | "
+        "0.8200 ± 0.0100 | 0.968 | +0.1000 | 95 |"]
+
+
 @pytest.mark.integration
 def test_quality_smoke(local_ray, tmp_path):
     before = (ROOT / "BENCHMARKS.md").read_text()
