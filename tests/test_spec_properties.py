@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from distillery.config import SpecError, load_spec
 
-from conftest import REFERENCE_SPEC
+from conftest import REFERENCE_SPEC, ROOT
 
-REFERENCE = yaml.safe_load(REFERENCE_SPEC.read_text())
+LM_SPEC = ROOT / "jobs" / "configs" / "tiny_lm.yaml"
 
 
 def field_paths(node, prefix=()) -> list[str]:
@@ -26,8 +26,11 @@ def field_paths(node, prefix=()) -> list[str]:
     return paths
 
 
-PATHS = field_paths(REFERENCE) + ["serve.rollout.steps", "serve.student", "monitor.window_s",
-                                  "tune.space", "distill.feature", "bogus", "data.bogus"]
+PATHS = field_paths(yaml.safe_load(REFERENCE_SPEC.read_text())) + [
+    "serve.rollout.steps", "serve.student", "monitor.window_s", "tune.space", "distill.feature",
+    "bogus", "data.bogus"]
+LM_PATHS = field_paths(yaml.safe_load(LM_SPEC.read_text())) + [
+    "teacher.hf.n_positions", "student.hf.bogus", "data.paths", "data.field", "bogus"]
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
 values = st.recursive(scalars, lambda inner: st.one_of(
@@ -38,9 +41,19 @@ values = st.recursive(scalars, lambda inner: st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(PATHS), values), min_size=1, max_size=3))
 def test_any_override_gives_a_spec_or_one_line_naming_a_field(overrides):
+    check_spec_or_one_line(REFERENCE_SPEC, overrides)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(LM_PATHS), values), min_size=1, max_size=3))
+def test_any_lm_override_gives_a_spec_or_one_line_naming_a_field(overrides):
+    check_spec_or_one_line(LM_SPEC, overrides)
+
+
+def check_spec_or_one_line(reference, overrides) -> None:
     items = [f"{path}={json.dumps(value)}" for path, value in overrides]
     try:
-        load_spec(REFERENCE_SPEC, items)
+        load_spec(reference, items)
     except SpecError as err:
         message = str(err)
         assert "\n" not in message and "Traceback" not in message, message

@@ -66,13 +66,12 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     returns the manifest (its `key` names the cache directory)."""
     layers = sorted(layers)
     key = cache_key(teacher_fp, data_fp, layers)
-    if store.exists("cache", key, MANIFEST):
-        manifest = store.read_json("cache", key, MANIFEST)
+    manifest = committed_cache(store, key)
+    if manifest is not None:
         print(f"teacher-infer: reusing cache {store.uri('cache', key)} "
               f"({manifest['rows']} rows; same teacher {teacher_fp} and data {data_fp})",
               flush=True)
-        return {**manifest, "key": key}
-    store.remove_dir("cache", key)  # an interrupted earlier write, never committed
+        return manifest
     started = time.perf_counter()
     metadata = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp,
                 "spec_hash": spec_hash}
@@ -106,6 +105,16 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     print(f"teacher-infer: wrote {rows.num_rows} rows to {store.uri('cache', key)} "
           f"in {manifest['seconds']}s", flush=True)
     return manifest
+
+
+def committed_cache(store: Store, key: str) -> dict | None:
+    """The manifest of cache/<key>, with its key, when that cache was committed. Otherwise
+    None, and whatever an interrupted earlier write left there is removed, so the caller
+    writes the cache from nothing and commits it by writing MANIFEST last."""
+    if store.exists("cache", key, MANIFEST):
+        return {**store.read_json("cache", key, MANIFEST), "key": key}
+    store.remove_dir("cache", key)
+    return None
 
 
 def read_cache(store: Store, key: str) -> ray.data.Dataset:

@@ -11,6 +11,7 @@ import os
 import sys
 
 from distillery.config import SpecError, load_spec, section_override
+from distillery.config.lm import LMPipelineSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("serve", "rollout") and args.serving:
             overrides = [section_override("serve", args.serving, "--serving"), *overrides]
         spec = load_spec(args.config, overrides)
+        if isinstance(spec, LMPipelineSpec) and args.command != "validate":
+            from distillery.lm.commands import run_lm_command
+            return run_lm_command(spec, args)
         if args.command == "tune" and spec.tune is None:
             raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "
                             "(reference spaces are in tune/)")
-        if spec.tune is not None and args.command in ("validate", "tune"):
+        if getattr(spec, "tune", None) is not None and args.command in ("validate", "tune"):
             from distillery.tuning.space import check_space
             check_space(spec)
     except SpecError as err:
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "serve":  # a missing model fails before Ray starts
         from distillery.serving.admin import token_digest
-        from distillery.serving.app import build_app, serve_forever
+        from distillery.serving.app import build_app, serve_pipeline
 
         try:
             app = build_app(spec, token_digest())
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + format_markdown(result) + f"\n\nresults: {args.output}")
         elif args.command == "serve":
             embedded = not (args.address or os.environ.get("RAY_ADDRESS"))
-            serve_forever(spec, app, args.port, embedded)
+            serve_pipeline(spec, app, args.port, embedded)
         elif args.command == "quickstart":
             from distillery.quickstart import quickstart
             quickstart(pipeline, args.output_dir)

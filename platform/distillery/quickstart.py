@@ -15,15 +15,7 @@ from distillery.stages import Pipeline
 def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
     """Run every stage, print a side-by-side table and write `output_dir/summary.json`."""
     started = time.perf_counter()
-    stages: dict[str, float] = {}
-
-    def timed(name, fn):
-        print(f"\n== {name} ==", flush=True)
-        t0 = time.perf_counter()
-        out = fn()
-        stages[name] = round(time.perf_counter() - t0, 2)
-        return out
-
+    timed = StageTimer()
     timed("data", lambda: pipeline.splits)
     teacher = timed("train-teacher", pipeline.train_teacher)
     timed("teacher-infer", pipeline.teacher_infer)
@@ -43,21 +35,54 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
         "baseline": {"params": baseline["params"],
                      "accuracy": baseline["metrics"]["test_accuracy"],
                      "run_id": baseline["run_id"]},
-        "stages": stages,
+        "stages": timed.seconds,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "store": pipeline.store.root,
         "report": {"html": f"{report['location']}/report.html", "run_id": report["run_id"],
                    "gates_passed": report["gates"]["passed"]},
     }
+    write_summary(summary, output_dir, format_table(summary))
+    print(f"report: {summary['report']['html']}")
+    return summary
+
+
+class StageTimer:
+    """Runs stages under a banner and keeps each one's seconds."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn):
+        print(f"\n== {name} ==", flush=True)
+        t0 = time.perf_counter()
+        out = fn()
+        self.seconds[name] = round(time.perf_counter() - t0, 2)
+        return out
+
+    @staticmethod
+    def table(rows: list[tuple[str, ...]]) -> list[str]:
+        """Left-aligned columns, a rule under the header row."""
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                 for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return lines
+
+    @staticmethod
+    def line(summary: dict) -> str:
+        stages = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stages"].items())
+        return f"\nwall time {summary['wall_seconds']:.0f}s ({stages})"
+
+
+def write_summary(summary: dict, output_dir: str, table: str) -> None:
+    """`output_dir/summary.json` (atomically), then the table."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out / "summary.json")
-    print("\n" + format_table(summary))
+    print("\n" + table)
     print(f"\nsummary: {out / 'summary.json'}")
-    print(f"report: {summary['report']['html']}")
-    return summary
 
 
 def format_table(summary: dict) -> str:
@@ -68,9 +93,4 @@ def format_table(summary: dict) -> str:
         rows.append((role, f"{r['params']:,}", f"{teacher_params / r['params']:.1f}",
                      f"{r['accuracy']:.4f}",
                      f"{r['agreement']:.4f}" if "agreement" in r else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    stages = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stages"].items())
-    lines.append(f"\nwall time {summary['wall_seconds']:.0f}s ({stages})")
-    return "\n".join(lines)
+    return "\n".join([*StageTimer.table(rows), StageTimer.line(summary)])

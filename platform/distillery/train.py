@@ -4,6 +4,9 @@ The driver builds a `TrainJob` (plain data) and the datasets; each worker reads 
 `config`, wraps the model in a DeepSpeed engine, streams its shard of the Ray Dataset, sums the
 strategy's weighted loss terms, and reports metrics plus a checkpoint every epoch. Re-running
 with the same run directory resumes from the latest checkpoint (Ray Train restores it).
+
+The engine, resume, per-epoch report and trainer pieces are public: lm/train.py's loop for
+causal LMs is built from them too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,7 +108,7 @@ def batch_to_tensors(batch, device, dtype, needs: tuple[str, ...]) -> dict[str, 
     return out
 
 
-def _full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
+def full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
     """Unpartitioned weights as fp32 tensors (bf16-trained values upcast); under ZeRO-3 every
     rank must take part in the gather."""
     import deepspeed
@@ -120,15 +124,66 @@ def _full_state_dict(engine, zero_stage: int) -> dict[str, torch.Tensor]:
     return copy()
 
 
-def _allreduce(values: list[float], device) -> list[float]:
+def allreduce(values: list[float], device) -> list[float]:
+    """Elementwise sum of `values` over all ranks (float64, so counts stay exact)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def train_loop_per_worker(config: dict) -> None:
+def start_engine(model: torch.nn.Module, spec: TrainSpec, rows: int, world: int, device):
+    """(engine, scheduler, micro batch, float input dtype): `model` in a DeepSpeed engine with
+    AdamW, stepped per batch through lr_factor over spec.epochs epochs of `rows` rows that
+    `world` workers share."""
     import deepspeed
 
+    ds_config = deepspeed_config(spec, world, device.type == "cuda")
+    micro = ds_config["train_micro_batch_size_per_gpu"]
+    steps_per_epoch = math.ceil((rows // world) / micro)
+    total_steps = steps_per_epoch * spec.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, spec.schedule))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                           lr_scheduler=scheduler, config=ds_config)
+    dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+    return engine, scheduler, micro, dtype
+
+
+def resume_epoch(engine, rank: int, label: str) -> int:
+    """The first epoch to train: 0, or the one after the checkpoint that Ray Train restored
+    (a rerun in the same run directory, or a retry after a worker failure), whose DeepSpeed
+    state (weights, optimizer, scheduler) is loaded into `engine`."""
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0
+    with checkpoint.as_directory() as ckpt_dir:
+        _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
+    if rank == 0:
+        print(f"[{label}] resumed from epoch {client_state['epoch'] + 1}", flush=True)
+    return client_state["epoch"] + 1
+
+
+def report_epoch(engine, metrics: dict, epoch: int, spec: TrainSpec, rank: int,
+                 export: Callable[[], Any]) -> None:
+    """ray.train.report(metrics) for 0-based `epoch`, with a checkpoint every
+    spec.checkpoint_every epochs and at the last: the DeepSpeed state (to resume from) and
+    WEIGHTS_FILE, what `export()` returns. Every rank calls it (and `export`, which may gather
+    ZeRO-3 partitions)."""
+    last = epoch + 1 == spec.epochs
+    if (epoch + 1) % spec.checkpoint_every and not last:
+        ray.train.report(metrics)
+        return
+    weights = export()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
+        if rank == 0:
+            torch.save(weights, os.path.join(tmp, WEIGHTS_FILE))
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                         checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+
+
+def train_loop_per_worker(config: dict) -> None:
     job = TrainJob(**config)
     spec = TrainSpec.model_validate(job.train)
     ctx = ray.train.get_context()
@@ -139,25 +194,8 @@ def train_loop_per_worker(config: dict) -> None:
     student = build_model(parse_model_spec(job.model), job.num_features, job.num_classes)
     strategy = build_strategy(job.strategy, **job.strategy_params)
     model = strategy.wrap(student)
-    ds_config = deepspeed_config(spec, world, device.type == "cuda")
-    micro = ds_config["train_micro_batch_size_per_gpu"]
-    steps_per_epoch = math.ceil((job.rows // world) / micro)
-    total_steps = steps_per_epoch * spec.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, spec.schedule))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                           lr_scheduler=scheduler, config=ds_config)
-    dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
-
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            _, client_state = engine.load_checkpoint(ckpt_dir, tag=CHECKPOINT_TAG)
-        start_epoch = client_state["epoch"] + 1
-        if rank == 0:
-            print(f"[{job.label}] resumed from epoch {client_state['epoch'] + 1}", flush=True)
+    engine, scheduler, micro, dtype = start_engine(model, spec, job.rows, world, device)
+    start_epoch = resume_epoch(engine, rank, job.label)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
@@ -198,7 +236,7 @@ def train_loop_per_worker(config: dict) -> None:
                     correct[i] += (logits.argmax(dim=-1) == tensors["label"]).sum().item()
                 seen += len(tensors["x"])
 
-        totals = _allreduce([sums[n] for n in names] + [batches, rows], device)
+        totals = allreduce([sums[n] for n in names] + [batches, rows], device)
         batches_all, rows_all = totals[len(names):]
         seconds = time.perf_counter() - started
         metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
@@ -211,17 +249,8 @@ def train_loop_per_worker(config: dict) -> None:
             rows_per_second=rows_all / seconds,
             epoch_seconds=seconds,
         )
-        last = epoch + 1 == spec.epochs
-        if (epoch + 1) % spec.checkpoint_every and not last:
-            ray.train.report(metrics)
-        else:
-            weights = strategy.export(_full_state_dict(engine, spec.zero_stage))
-            with tempfile.TemporaryDirectory() as tmp:
-                engine.save_checkpoint(tmp, tag=CHECKPOINT_TAG, client_state={"epoch": epoch})
-                if rank == 0:
-                    torch.save(weights, os.path.join(tmp, WEIGHTS_FILE))
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+        report_epoch(engine, metrics, epoch, spec, rank,
+                     lambda: strategy.export(full_state_dict(engine, spec.zero_stage)))
         if rank == 0:
             terms_text = " ".join(f"{n}={metrics[f'train_{n}']:.4f}" for n in names)
             print(f"[{job.label}] epoch {epoch + 1}/{spec.epochs} {terms_text} "
@@ -234,7 +263,16 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
     """Train with checkpoints in `run_dir`/checkpoints (local path or URI); a run that already
     has checkpoints there is resumed from the latest. `callbacks` go to the RunConfig (Ray
     Tune's TuneReportCallback, when a Tune trial runs this)."""
-    spec = TrainSpec.model_validate(job.train)
+    return run_trainer(train_loop_per_worker, asdict(job), TrainSpec.model_validate(job.train),
+                       datasets, run_dir, callbacks)
+
+
+def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
+                datasets: dict[str, ray.data.Dataset], run_dir: str,
+                callbacks: list | None = None) -> ray.train.Result:
+    """TorchTrainer(loop, config) on spec.num_workers workers, `train` split across them and
+    the other datasets whole on each; checkpoints in `run_dir`/checkpoints, resumed from the
+    latest when there are any."""
     use_gpu = spec.use_gpu if isinstance(spec.use_gpu, bool) else (
         ray.cluster_resources().get("GPU", 0) >= spec.num_workers)
     for ds in datasets.values():
@@ -243,8 +281,8 @@ def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
         ds.context.print_on_execution_start = False
     fs, path = filesystem(run_dir)
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=asdict(job),
+        loop,
+        train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": spec.cpus_per_worker,
                                                            **spec.resources}),

@@ -22,6 +22,7 @@ from distillery.config.evaluation import (
     GENERATOR_SHIFTS,
     EvaluateSpec,
 )
+from distillery.config.lm import LM_SOURCES, LMPipelineSpec, check_lm_inputs
 from distillery.config.models import (
     ImportSpec,
     TorchScriptSpec,
@@ -86,13 +87,17 @@ class PipelineSpec(Strict):
 
 # ---------------------------------------------------------------- loading
 
-def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec:
-    """Read, override and validate a pipeline spec; raise SpecError with a one-line reason."""
+def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec | LMPipelineSpec:
+    """Read, override and validate a pipeline spec; raise SpecError with a one-line reason.
+    A `data.source` of LM_SOURCES makes it a language-model spec."""
     raw = read_mapping(path, "--config", "sections")
     for item in overrides:
         apply_override(raw, item)
     spec = validate_spec(raw)
-    check_inputs(spec)
+    if isinstance(spec, LMPipelineSpec):
+        check_lm_inputs(spec)
+    else:
+        check_inputs(spec)
     return spec
 
 
@@ -116,9 +121,12 @@ def section_override(section: str, path: str | Path, option: str) -> str:
     return f"{section}={json.dumps(read_mapping(path, option, f'{section} settings'))}"
 
 
-def validate_spec(raw: dict) -> PipelineSpec:
+def validate_spec(raw: dict) -> PipelineSpec | LMPipelineSpec:
+    data = raw.get("data")
+    kind = (LMPipelineSpec if isinstance(data, dict) and data.get("source") in LM_SOURCES
+            else PipelineSpec)
     try:
-        return PipelineSpec.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         raise SpecError(_describe(raw, first)) from None

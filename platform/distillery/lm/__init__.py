@@ -5,4 +5,11 @@ topk          the teacher's top-k per token: extraction, cache columns, bytes pe
 text_data     documents -> hash splits -> packed block_size + 1 windows; Ray Data reader
 hf_loaders    AutoModelForCausalLM / AutoTokenizer from local directories; vocabulary check
 bpe           a byte-level BPE tokenizer trained locally
+artifacts     models in the store: save_pretrained directory + card.json
+cache         teacher inference with Ray Data into the top-k Parquet cache
+train         the Ray Train + DeepSpeed loop for causal LMs (next-token, token KD)
+evaluation    perplexity, agreement with the teacher, tokens/s; the side-by-side report
+pipeline      the stages, as distillery.stages has them for tabular specs
+quickstart    every stage end to end, with a summary table
+commands      the CLI's commands for a language-model spec
 """

@@ -90,9 +90,10 @@ class TokenizeAndPack:
     documents into the packed blocks of one split (`input_ids`, block_size + 1 tokens)."""
 
     def __init__(self, tokenizer_dir: str, block_size: int, split: str, val_fraction: float):
+        from distillery.lm.artifacts import local_hf_dir
         from distillery.lm.hf_loaders import load_tokenizer
 
-        self.tokenizer = load_tokenizer(tokenizer_dir)
+        self.tokenizer = load_tokenizer(local_hf_dir(tokenizer_dir))
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"{tokenizer_dir}: the tokenizer has no eos_token, which separates "
                              "packed documents; set one and save it again")

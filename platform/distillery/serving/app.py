@@ -2,7 +2,7 @@
 
 `app_builder(args)` is what `serve run` / `serve deploy` import
 (`distillery.serving.app:app_builder`, args `config` and optional `set`); `distillery serve`
-calls `serve_forever`. Models are resolved from the store on the machine that builds the app;
+calls `serve_pipeline`. Models are resolved from the store on the machine that builds the app;
 replicas load them from the store themselves, so they can run on any node.
 """
 
@@ -70,27 +70,33 @@ def app_builder(args: dict) -> Application:
     return build_app(load_spec(args["config"], overrides), token_digest())
 
 
-def serve_forever(spec: PipelineSpec, app: Application, port: int | None,
+def serve_forever(app: Application, *, app_name: str, host: str, port: int, banner: str,
                   embedded: bool) -> None:
-    """Deploy `build_app(spec, ...)` on the connected Ray and block until Ctrl-C or SIGTERM
-    (`distillery serve`). On an `embedded` local Ray the app is deleted gracefully, so the
-    router writes its buffered request log; on a cluster the app keeps serving until
-    `serve shutdown`."""
-    serving = spec.serve or ServeSpec()
+    """Deploy `app` on the connected Ray as `app_name`, print `banner`, and block until
+    Ctrl-C or SIGTERM (`distillery serve`). On an `embedded` local Ray the app is deleted
+    gracefully, so the router writes its buffered request log; on a cluster the app keeps
+    serving until `serve shutdown`."""
     # process managers stop services with SIGTERM: treat it like Ctrl-C
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:  # a signal during startup stops as cleanly as one later
-        serve.start(http_options={"host": serving.host, "port": port or serving.port})
-        serve.run(app, name=APP_NAME, route_prefix="/")
-        print(f"serving {spec.name} on http://{serving.host}:{port or serving.port} "
-              f"(POST /v1/models/{{teacher,student,{spec.name}}}:predict); admin API "
-              + ("enabled" if token_digest() else f"disabled: set {TOKEN_ENV} to enable it"),
-              flush=True)
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(app, name=app_name, route_prefix="/")
+        print(f"serving on http://{host}:{port} {banner}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         if embedded:
             # only our app: `ray.init()` may have joined a local `ray start` serving others
-            serve.delete(APP_NAME)
+            serve.delete(app_name)
         print("stopped" if embedded else "detached; the app keeps serving until `serve "
               "shutdown`", flush=True)
+
+
+def serve_pipeline(spec: PipelineSpec, app: Application, port: int | None,
+                   embedded: bool) -> None:
+    """serve_forever for the app of `build_app(spec, ...)`."""
+    serving = spec.serve or ServeSpec()
+    banner = (f"(POST /v1/models/{{teacher,student,{spec.name}}}:predict); admin API "
+              + ("enabled" if token_digest() else f"disabled: set {TOKEN_ENV} to enable it"))
+    serve_forever(app, app_name=APP_NAME, host=serving.host, port=port or serving.port,
+                  banner=banner, embedded=embedded)

@@ -48,6 +48,8 @@ from distillery.serving.schema import (
     V2_REQUEST,
     Limits,
     RequestError,
+    check_body_size,
+    framework_error,
     openapi_body,
     openapi_responses,
     parse_v1,
@@ -77,9 +79,8 @@ ADMIN_ERRORS = {401: "missing or invalid token", 403: "admin API disabled"}
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """FastAPI's own errors (no route for the path, a method the route lacks) in the protocols'
     error shape, not FastAPI's `{"detail": ...}`."""
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     render = v2_error if request.url.path.startswith("/v2") else v1_error
-    return JSONResponse(render(RequestError(exc.status_code, code, str(exc.detail))),
+    return JSONResponse(render(framework_error(exc.status_code, str(exc.detail))),
                         exc.status_code, headers=exc.headers)
 
 
@@ -256,10 +257,7 @@ class Router:
         return JSONResponse(protocol.render(probs, arm, self.versions[arm], answer_id))
 
     async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            raise RequestError(413, "body_too_large", f"body of {declared} bytes exceeds the "
-                                                      f"limit of {self.limits.max_body_bytes}")
+        check_body_size(request.headers.get("content-length"), self.limits.max_body_bytes)
         return await request.body()
 
     async def _routed(self, x: np.ndarray, key: str, request_id: str,

@@ -34,7 +34,7 @@ class Limits:
 
 def parse_v1(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     """`{"instances": [[f, ...], ...], "user_id"?: str|int}` -> ((B, D) float32, user key)."""
-    payload = _json_object(body, limits)
+    payload = json_object(body, limits.max_body_bytes)
     if "instances" not in payload:
         raise RequestError(400, "missing_key", 'body needs "instances": a list of rows')
     x = _matrix(payload["instances"], limits, "instances")
@@ -48,7 +48,7 @@ def parse_v1(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
 def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     """`{"inputs": [{"name", "shape": [B, D], "datatype", "data"}], "id"?}` -> ((B, D) float32,
     the request id)."""
-    payload = _json_object(body, limits)
+    payload = json_object(body, limits.max_body_bytes)
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestError(400, "missing_key", '"inputs" must be a list of exactly one tensor '
@@ -80,15 +80,24 @@ def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     return _finite(flat.reshape(shape), "data"), None if request_id is None else str(request_id)
 
 
-def _json_object(body: bytes, limits: Limits) -> dict:
-    if len(body) > limits.max_body_bytes:
-        raise RequestError(413, "body_too_large", f"body of {len(body)} bytes exceeds the limit "
-                                                  f"of {limits.max_body_bytes}")
+def check_body_size(size: int | str | None, max_body_bytes: int) -> None:
+    """413 for a body of more than `max_body_bytes`: its length, or before it is read, its
+    Content-Length header (a missing or malformed header passes; `json_object` checks the bytes
+    read)."""
+    if str(size).isdigit() and int(size) > max_body_bytes:
+        raise RequestError(413, "body_too_large", f"body of {size} bytes exceeds the limit of "
+                                                  f"{max_body_bytes}")
+
+
+def json_object(body: bytes, max_body_bytes: int) -> dict:
+    """The body as a JSON object; 413 when too large, 400 when empty, not JSON or not an
+    object."""
+    check_body_size(len(body), max_body_bytes)
     if not body:
         raise RequestError(400, "empty", "the request body is empty")
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise RequestError(400, "invalid_json", f"body is not JSON: {err}") from None
     if not isinstance(payload, dict):
         raise RequestError(400, "invalid_request", f"body must be a JSON object, got "
@@ -226,6 +235,13 @@ def v2_prediction(probs: np.ndarray, model: str, version: str, request_id: str) 
          "data": probs.ravel().tolist()},
         {"name": "predictions", "shape": [batch], "datatype": "INT64",
          "data": probs.argmax(1).tolist()}]}
+
+
+def framework_error(status: int, detail: str) -> RequestError:
+    """One of FastAPI's own errors (no route for the path, a method the route lacks), to render
+    in a protocol's error shape rather than FastAPI's `{"detail": ...}`."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    return RequestError(status, code, detail)
 
 
 def v1_error(err: RequestError) -> dict:

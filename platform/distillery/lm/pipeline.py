@@ -1,0 +1,329 @@
+"""The language-model pipeline's stages: tokenizer and packed data, train-teacher,
+teacher-infer (top-k cache), distill (token KD), baseline (next-token only) and evaluate.
+
+As in distillery.stages, each stage reads the spec and the store and commits what it writes,
+so the stages run one by one or chained (`lm.quickstart`) with the same result, and a stage
+whose output is in the store is not redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import ray
+from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PreTrainedModel
+
+from distillery.config import TrainSpec
+from distillery.config.lm import LMPipelineSpec, TokenizerTrainSpec, text_files
+from distillery.lm.artifacts import HF_DIR, lm_card, load_lm, local_hf_dir, save_lm
+from distillery.lm.bpe import train_byte_level_bpe
+from distillery.lm.cache import build_topk_cache, read_topk_cache
+from distillery.lm.evaluation import compare_lms, render_lm_report
+from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
+from distillery.lm.text_data import document_split, packed_blocks, read_documents
+from distillery.lm.train import LMTrainJob, fit_lm, load_lm_weights
+from distillery.runtime import new_run_id
+from distillery.storage import Store
+
+LATEST = "latest.json"
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val")
+
+
+@dataclass
+class LMPipeline:
+    spec: LMPipelineSpec
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.spec.store)
+
+    # ------------------------------------------------------------ data
+
+    def documents(self) -> ray.data.Dataset:
+        d = self.spec.data
+        files = text_files(d)
+        if d.format == "text" and d.max_documents:
+            files = files[: d.max_documents]
+        ds = read_documents(files, d.format, d.field)
+        return ds.limit(d.max_documents) if d.max_documents and d.format != "text" else ds
+
+    @cached_property
+    def corpus_fingerprint(self) -> str:
+        """The corpus as read: the data spec without the tokenizer, and each file's path, size
+        and modification time (hashing contents would read a large corpus twice)."""
+        d = self.spec.data
+        h = hashlib.sha256(d.model_dump_json(exclude={"tokenizer", "block_size"}).encode())
+        for path in text_files(d):
+            st = os.stat(path)
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    @cached_property
+    def tokenizer_location(self) -> str:
+        """Where the tokenizer every model of the pipeline shares is: a local directory, or
+        the store's copy of one trained here (which every node can read)."""
+        tok = self.spec.data.tokenizer
+        if isinstance(tok, str):
+            return tok
+        if tok is None:
+            return self.spec.teacher.hf  # a pretrained teacher (the spec checks)
+        return self._trained_tokenizer(tok)
+
+    def _trained_tokenizer(self, tok: TokenizerTrainSpec) -> str:
+        fp = hashlib.sha256(f"{self.corpus_fingerprint}-{tok.vocab_size}".encode()
+                            ).hexdigest()[:16]
+        parts = ("tokenizers", fp)
+        if not self.store.exists(*parts, MANIFEST):
+            val_fraction = self.spec.data.val_fraction
+            texts = (text for batch in self.documents().iter_batches(batch_format="pyarrow")
+                     for text in batch["text"].to_pylist()
+                     if document_split(text, val_fraction) == "train")
+            print(f"data: training a {tok.vocab_size}-token byte-level BPE on the train "
+                  "documents", flush=True)
+            tokenizer = train_byte_level_bpe(texts, tok.vocab_size)
+            with tempfile.TemporaryDirectory() as tmp:
+                tokenizer.save_pretrained(tmp)
+                for path in sorted(Path(tmp).iterdir()):
+                    self.store.write_bytes(path.read_bytes(), *parts, HF_DIR, path.name)
+            self.store.write_json({"vocab_size": len(tokenizer)}, *parts, MANIFEST)
+        return self.store.uri(*parts, HF_DIR)
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(local_hf_dir(self.tokenizer_location), "data.tokenizer")
+
+    @cached_property
+    def data_fingerprint(self) -> str:
+        """Packed blocks: the corpus, the tokenizer's vocabulary and the block size."""
+        vocab = json.dumps(sorted(self.tokenizer.get_vocab().items())).encode()
+        h = hashlib.sha256(self.corpus_fingerprint.encode())
+        h.update(hashlib.sha256(vocab).digest())
+        h.update(f"block_size={self.spec.data.block_size}".encode())
+        return h.hexdigest()[:16]
+
+    def blocks(self, split: str) -> ray.data.Dataset:
+        """The packed `split` blocks (`input_ids`, block_size + 1 tokens), written to the store
+        once and read from there on."""
+        parts = ("lm-data", self.data_fingerprint)
+        if not self.store.exists(*parts, MANIFEST):
+            self.store.remove_dir(*parts)
+            d = self.spec.data
+            counts = {}
+            for name in SPLITS:
+                ds = packed_blocks(self.documents(), self.tokenizer_location, d.block_size, name,
+                                   d.val_fraction)
+                ds.write_parquet(self.store.fs_path(*parts, name), filesystem=self.store.fs)
+                counts[name] = self._read(parts, name).count()
+            if not counts["train"] or not counts["val"]:
+                raise ValueError(f"data: {counts['train']} train and {counts['val']} val blocks "
+                                 f"of {d.block_size} tokens; give more text, a smaller "
+                                 "block_size or another val_fraction")
+            self.store.write_json({"blocks": counts, "block_size": d.block_size,
+                                   "tokens": {k: v * d.block_size for k, v in counts.items()}},
+                                  *parts, MANIFEST)
+            print(f"data: packed {counts['train']} train and {counts['val']} val blocks of "
+                  f"{d.block_size} tokens -> {self.store.uri(*parts)}", flush=True)
+        return self._read(parts, split)
+
+    def _read(self, parts: tuple[str, ...], split: str) -> ray.data.Dataset:
+        return ray.data.read_parquet(self.store.fs_path(*parts, split),
+                                     filesystem=self.store.fs, file_extensions=["parquet"])
+
+    def val_blocks(self, limit: int | None = None) -> np.ndarray:
+        """(N, block_size + 1) int64: the first `limit` val blocks."""
+        ds = self.blocks("val")
+        if limit:
+            ds = ds.limit(limit)
+        column = pa.concat_tables(ds.iter_batches(batch_format="pyarrow"))["input_ids"]
+        flat = column.combine_chunks().flatten().to_numpy()
+        return flat.reshape(-1, self.spec.data.block_size + 1).astype(np.int64)
+
+    # ------------------------------------------------------------ models
+
+    def hf_config(self, hf: dict) -> dict:
+        """A config mapping of the spec, completed from the tokenizer and the block size."""
+        config = dict(hf)
+        model_type = config.pop("model_type")
+        eos = self.tokenizer.eos_token_id
+        defaults = {"vocab_size": len(self.tokenizer), "bos_token_id": eos,
+                    "eos_token_id": eos}
+        if model_type == "gpt2":
+            defaults["n_positions"] = self.spec.data.block_size
+        return CONFIG_MAPPING[model_type](**{**defaults, **config}).to_dict()
+
+    def _model_from_config(self, config: dict) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_config(
+            CONFIG_MAPPING[config["model_type"]].from_dict(config))
+
+    def teacher_parts(self) -> tuple[str, ...]:
+        name = self.spec.teacher.name
+        if not self.store.exists("teachers", name, LATEST):
+            raise FileNotFoundError(f"no teacher {name!r} in {self.store.root}; run "
+                                    "`distillery train-teacher` first")
+        return ("teachers", name, self.store.read_json("teachers", name, LATEST)["fingerprint"])
+
+    def train_teacher(self) -> dict:
+        """Train the teacher here on next-token loss, or import a pretrained one."""
+        t = self.spec.teacher
+        if t.pretrained:
+            model = load_causal_lm(t.hf, "teacher.hf")
+            metrics: dict = {}
+        else:
+            config = self.hf_config(t.hf)
+            run_id = new_run_id(t.name)
+            result = self._fit(LMTrainJob(model={"config": config},
+                                          train=t.train.model_dump(), rows=0,
+                                          strategy="next_token", label=f"teacher {t.name}"),
+                               t.train, self.blocks("train"),
+                               self.store.uri("teachers", t.name, "runs", run_id))
+            model = self._model_from_config(config)
+            model.load_state_dict(load_lm_weights(result))
+            metrics = {"val_perplexity": result.metrics["val_perplexity"], "run_id": run_id}
+        fp = weights_fingerprint(model)
+        parts = ("teachers", t.name, fp)
+        card = save_lm(self.store, parts, model, self.tokenizer,
+                       lm_card(model, role="teacher", fingerprint=fp,
+                               data_fingerprint=self.data_fingerprint, metrics=metrics,
+                               spec=self.spec.model_dump()))
+        self.store.write_json({"fingerprint": fp}, "teachers", t.name, LATEST)
+        print(f"train-teacher: {t.name}: {card['params']:,} params -> {self.store.uri(*parts)}",
+              flush=True)
+        return card
+
+    def ensure_teacher(self) -> None:
+        if not self.store.exists("teachers", self.spec.teacher.name, LATEST):
+            self.train_teacher()
+
+    # ------------------------------------------------------------ cache
+
+    def teacher_infer(self) -> dict:
+        """The teacher's top-k log-probs on every train token (built once per teacher, data,
+        k and temperature)."""
+        d = self.spec.distill
+        parts = self.teacher_parts()
+        return build_topk_cache(
+            self.store, self.blocks("train"), teacher_parts=parts,
+            teacher_fp=parts[-1], data_fp=self.data_fingerprint, k=d.topk,
+            temperature=d.temperature, inference=self.spec.teacher.inference,
+            spec_hash=self.spec.spec_hash())
+
+    # ------------------------------------------------------------ students
+
+    def student_start(self) -> dict:
+        """LMTrainJob.model of the student: a config (fresh weights) or its directory's
+        weights, imported into the store so that every worker can read them."""
+        hf = self.spec.student.hf
+        if isinstance(hf, dict):
+            return {"config": self.hf_config(hf)}
+        model = load_causal_lm(hf, "student.hf")
+        check_same_vocabulary(self.tokenizer, load_tokenizer(hf, "student.hf"))
+        fp = weights_fingerprint(model)
+        parts = ("students", "init", fp)
+        if not self.store.exists(*parts, "card.json"):
+            save_lm(self.store, parts, model, self.tokenizer, lm_card(model, role="init"))
+        return {"store": self.store.root, "parts": list(parts)}
+
+    def distill(self, run_id: str | None = None) -> dict:
+        """Token-level KD from the top-k cache plus next-token loss."""
+        d = self.spec.distill
+        manifest = self.teacher_infer()
+        run_id = run_id or new_run_id(self.spec.name)
+        job = LMTrainJob(model=self.student_start(), train=d.model_dump(
+            include=set(TrainSpec.model_fields)), rows=0, strategy="token_kd",
+            params={"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl},
+            label="student")
+        result = self._fit(job, d, read_topk_cache(self.store, manifest["key"]),
+                           self.store.uri("students", run_id))
+        return self._export(run_id, "student", job.model, result,
+                            {"cache": manifest["key"], "strategy": "token_kd"})
+
+    def baseline(self, run_id: str | None = None) -> dict:
+        """The student on next-token loss alone: same data, epochs, batch size and steps."""
+        d = self.spec.distill
+        run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
+        job = LMTrainJob(model=self.student_start(), train=d.model_dump(
+            include=set(TrainSpec.model_fields)), rows=0, strategy="next_token",
+            label="baseline")
+        result = self._fit(job, d, self.blocks("train"), self.store.uri("students", run_id))
+        return self._export(run_id, "baseline", job.model, result, {"strategy": "next_token"})
+
+    def _export(self, run_id: str, role: str, start: dict, result, extra: dict) -> dict:
+        if "config" in start:
+            model = self._model_from_config(start["config"])
+        else:
+            model, _, _ = load_lm(self.store, tuple(start["parts"]))
+        model.load_state_dict(load_lm_weights(result))
+        parts = ("students", run_id)
+        card = save_lm(self.store, parts, model, self.tokenizer, lm_card(
+            model, role=role, run_id=run_id, teacher_fingerprint=self.teacher_parts()[-1],
+            data_fingerprint=self.data_fingerprint,
+            metrics={"val_perplexity": result.metrics["val_perplexity"]},
+            spec=self.spec.model_dump(), **extra))
+        print(f"{role}: {card['params']:,} params, val perplexity "
+              f"{card['metrics']['val_perplexity']:.2f} -> {self.store.uri(*parts)}", flush=True)
+        return card
+
+    def _fit(self, job: LMTrainJob, train: TrainSpec, train_ds: ray.data.Dataset,
+             run_dir: str):
+        # materialized before the trainer takes its CPUs, so reading never waits on them
+        train_ds = train_ds.materialize()
+        job.rows = train_ds.count()
+        val_ds = self.blocks("val").materialize()
+        print(f"{job.label}: training on {job.rows} blocks of {self.spec.data.block_size} "
+              f"tokens with {train.num_workers} workers -> {run_dir}", flush=True)
+        return fit_lm(job, {"train": train_ds, "val": val_ds}, run_dir)
+
+    # ------------------------------------------------------------ evaluate
+
+    def newest(self, role: str) -> str:
+        runs = []
+        for run in self.store.listdir("students"):
+            if self.store.exists("students", run, "card.json"):
+                card = self.store.read_json("students", run, "card.json")
+                if card.get("role") == role and card.get("spec", {}).get("name") == \
+                        self.spec.name:
+                    runs.append((card["created"], run))
+        if not runs:
+            raise FileNotFoundError(f"no {role} of {self.spec.name!r} in {self.store.root}; "
+                                    f"run `distillery {'distill' if role == 'student' else role}`"
+                                    " first")
+        return max(runs)[1]
+
+    def evaluate(self, run_id: str | None = None) -> dict:
+        """Teacher, distilled student and next-token-only student side by side on the val
+        blocks; the report goes to reports/<run_id>/."""
+        e = self.spec.evaluate
+        parts = {"teacher": self.teacher_parts(),
+                 "student": ("students", self.newest("student")),
+                 "baseline": ("students", self.newest("baseline"))}
+        models = {name: load_lm(self.store, p) for name, p in parts.items()}
+        result = compare_lms(models, "teacher", self.val_blocks(e.max_val_blocks),
+                             prompts=e.prompts, max_new_tokens=e.max_new_tokens,
+                             batch_size=e.batch_size, seconds=e.seconds)
+        result["models"] = {name: {**result["models"][name], "location": self.store.uri(*p)}
+                            for name, p in parts.items()}
+        run_id = run_id or new_run_id(f"{self.spec.name}-eval")
+        result["location"] = self.store.uri("reports", run_id)
+        render_lm_report(result, result["location"])
+        print(f"evaluate: report -> {result['location']}/report.md", flush=True)
+        return result
+
+
+def weights_fingerprint(model: PreTrainedModel) -> str:
+    """Config + weights: equal iff the same architecture holds the same tensors."""
+    h = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True,
+                                  default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
