@@ -74,7 +74,7 @@ def cache_files(store: Store, key: str) -> list[Path]:
 
 
 def test_cache_key_names_teacher_data_k_and_temperature():
-    assert topk_cache_key("t", "d", 32, 2.0) == "t-d-k32-t2"
+    assert topk_cache_key("t", "d", 32, 2.0) == "t-d-k32-t2.0"
     assert topk_cache_key("t", "d", 8, 0.5) == "t-d-k8-t0.5"
 
 
@@ -106,8 +106,8 @@ def test_cache_holds_the_teachers_topk_of_every_block(built, store, local_ray):
                                                    "spec_hash", "k", "temperature")} == {
         "teacher_fingerprint": "tfp", "data_fingerprint": "dfp", "spec_hash": "spec",
         "k": "8", "temperature": "2"}
-    assert manifest == store.read_json("cache", "tfp-dfp-k8-t2", MANIFEST)
-    assert manifest["key"] == "tfp-dfp-k8-t2"
+    assert manifest == store.read_json("cache", "tfp-dfp-k8-t2.0", MANIFEST)
+    assert manifest["key"] == "tfp-dfp-k8-t2.0"
     assert (manifest["rows"], manifest["block_size"], manifest["tokens"]) == (300, 16, 4800)
     assert (manifest["k"], manifest["temperature"]) == (8, 2.0)
     assert manifest["bytes_per_token_uncompressed"] == 8 * (4 + 2) + 4
@@ -130,7 +130,7 @@ def test_same_teacher_data_k_and_temperature_reuse_the_cache(built, store, local
 
 @pytest.mark.integration
 def test_an_uncommitted_topk_cache_is_rebuilt_not_read(store, local_ray, capsys):
-    key = "tfp-dfp-k8-t2"
+    key = "tfp-dfp-k8-t2.0"
     # a crash mid-write: the manifest never made it, a torn file did
     Path(store.fs_path("cache", key, MANIFEST)).unlink()
     Path(store.fs_path("cache", key, "partial.parquet")).write_bytes(b"PAR1 torn")
@@ -149,4 +149,4 @@ def test_data_without_a_block_is_an_error_not_an_empty_cache(store, local_ray):
         pa.array([], pa.int32()), BLOCK_SIZE + 1)}), empty / "blocks.parquet")
     with pytest.raises(ValueError, match="no blocks to cache in data empty"):
         build(store, "empty")
-    assert not store.exists("cache", "tfp-empty-k8-t2", MANIFEST)
+    assert not store.exists("cache", "tfp-empty-k8-t2.0", MANIFEST)

@@ -95,3 +95,10 @@ def test_lm_quickstart_end_to_end(local_ray, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "teacher-infer: reusing" in out
     assert "training a 320-token" not in out and "data: packed" not in out
+
+    # another teacher section: the stored teacher is not silently reused
+    changed = LMPipeline(load_spec(LM_SPEC, [*LM_TINY, f"store={tmp_path / 'store'}",
+                                             "teacher.train.epochs=2"]))
+    with pytest.raises(FileNotFoundError, match="^teacher: the stored 'gpt2-teacher' was made "
+                                                "from another teacher section or other data"):
+        changed.teacher_parts()

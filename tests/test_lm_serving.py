@@ -105,6 +105,8 @@ BAD_BODIES = [  # (body, status, code)
     (b'{"prompt": "x", "max_new_tokens": 2.0}', 400, "wrong_type"),
     (b'{"prompt": "x", "temperature": -0.1}', 400, "out_of_range"),
     (b'{"prompt": "x", "temperature": 2.5}', 400, "out_of_range"),
+    (b'{"prompt": "x", "temperature": 1e-40}', 400, "out_of_range"),
+    (b'{"prompt": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "invalid_json"),
     (b'{"prompt": "x", "temperature": NaN}', 400, "out_of_range"),
     (b'{"prompt": "x", "temperature": "hot"}', 400, "wrong_type"),
     (b'{"prompt": "x", "seed": -1}', 400, "out_of_range"),

@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tune" and spec.tune is None:
             raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "
                             "(reference spaces are in tune/)")
-        if getattr(spec, "tune", None) is not None and args.command in ("validate", "tune"):
+        if (not isinstance(spec, LMPipelineSpec) and spec.tune is not None
+                and args.command in ("validate", "tune")):
             from distillery.tuning.space import check_space
             check_space(spec)
     except SpecError as err:

@@ -169,6 +169,9 @@ class LMPipelineSpec(Strict):
         if self.data.tokenizer is None and not self.teacher.pretrained:
             raise ValueError("data.tokenizer: required when the teacher is trained here "
                              "(give a directory or {vocab_size: N})")
+        if self.evaluate.max_new_tokens >= self.data.block_size:
+            raise ValueError(f"evaluate.max_new_tokens: {self.evaluate.max_new_tokens} leaves "
+                             f"no room for a prompt in data.block_size {self.data.block_size}")
         return self
 
     def spec_hash(self) -> str:

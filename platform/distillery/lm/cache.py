@@ -53,7 +53,7 @@ class TopkPredictor:
 
 
 def topk_cache_key(teacher_fp: str, data_fp: str, k: int, temperature: float) -> str:
-    return f"{teacher_fp}-{data_fp}-k{k}-t{temperature:g}"
+    return f"{teacher_fp}-{data_fp}-k{k}-t{float(temperature)!r}"
 
 
 def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: tuple[str, ...],

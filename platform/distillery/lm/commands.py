@@ -18,6 +18,11 @@ def run_lm_command(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
         print(f"error: {args.command}: not available for a language-model spec; "
               f"commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    for option in ("resume", "models"):
+        if getattr(args, option, None):
+            print(f"error: --{option}: not available for a language-model spec yet",
+                  file=sys.stderr)
+            return 2
     from distillery.lm.pipeline import LMPipeline
     from distillery.runtime import ensure_ray
     from distillery.storage import StoreError, check_reachable

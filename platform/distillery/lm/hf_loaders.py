@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -17,7 +18,10 @@ def load_causal_lm(path: str, where: str = "model") -> PreTrainedModel:
     spec field in errors."""
     _require_files(path, ("config.json",), where, "model")
     try:
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        # fp32 whatever the saved dtype: training keeps fp32 weights (DeepSpeed casts for
+        # bf16), and a bf16 copy would round every small update away
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                    dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise ValueError(f"{where}: cannot load the model in {path}: {_one_line(e)}") from None
 

@@ -19,23 +19,26 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
-from transformers import CONFIG_MAPPING, AutoModelForCausalLM, PreTrainedModel
+from transformers import CONFIG_MAPPING, PreTrainedModel
 
 from distillery.config import TrainSpec
 from distillery.config.lm import LMPipelineSpec, TokenizerTrainSpec, text_files
+from distillery.data.splits import fixed_list_to_numpy
 from distillery.lm.artifacts import HF_DIR, lm_card, load_lm, local_hf_dir, save_lm
 from distillery.lm.bpe import train_byte_level_bpe
 from distillery.lm.cache import build_topk_cache, read_topk_cache
 from distillery.lm.evaluation import compare_lms, render_lm_report
 from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
 from distillery.lm.text_data import document_split, packed_blocks, read_documents
-from distillery.lm.train import LMTrainJob, fit_lm, load_lm_weights
+from distillery.lm.train import LMTrainJob, build_lm, fit_lm, load_lm_weights
 from distillery.runtime import new_run_id
 from distillery.storage import Store
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model")
 
 
 @dataclass
@@ -72,11 +75,24 @@ class LMPipeline:
         """Where the tokenizer every model of the pipeline shares is: a local directory, or
         the store's copy of one trained here (which every node can read)."""
         tok = self.spec.data.tokenizer
-        if isinstance(tok, str):
-            return tok
-        if tok is None:
-            return self.spec.teacher.hf  # a pretrained teacher (the spec checks)
-        return self._trained_tokenizer(tok)
+        if isinstance(tok, TokenizerTrainSpec):
+            return self._trained_tokenizer(tok)
+        # a directory (data.tokenizer, else a pretrained teacher's: the spec checks) is copied
+        # into the store, which every node reads
+        where = "data.tokenizer" if tok else "teacher.hf"
+        local = tok or self.spec.teacher.hf
+        load_tokenizer(local, where)  # a one-line error here, not in a Ray Data actor
+        files = sorted(p for p in Path(local).iterdir() if p.is_file()
+                       and p.name in TOKENIZER_FILES)
+        h = hashlib.sha256()
+        for path in files:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        parts = ("tokenizers", h.hexdigest()[:16])
+        if not self.store.exists(*parts, MANIFEST):
+            for path in files:
+                self.store.write_bytes(path.read_bytes(), *parts, HF_DIR, path.name)
+            self.store.write_json({"source": str(local)}, *parts, MANIFEST)
+        return self.store.uri(*parts, HF_DIR)
 
     def _trained_tokenizer(self, tok: TokenizerTrainSpec) -> str:
         fp = hashlib.sha256(f"{self.corpus_fingerprint}-{tok.vocab_size}".encode()
@@ -122,7 +138,9 @@ class LMPipeline:
                 ds = packed_blocks(self.documents(), self.tokenizer_location, d.block_size, name,
                                    d.val_fraction)
                 ds.write_parquet(self.store.fs_path(*parts, name), filesystem=self.store.fs)
-                counts[name] = self._read(parts, name).count()
+                # Ray Data writes no directory at all for a split without a block
+                counts[name] = (self._read(parts, name).count()
+                                if self.store.exists(*parts, name) else 0)
             if not counts["train"] or not counts["val"]:
                 raise ValueError(f"data: {counts['train']} train and {counts['val']} val blocks "
                                  f"of {d.block_size} tokens; give more text, a smaller "
@@ -144,12 +162,11 @@ class LMPipeline:
         if limit:
             ds = ds.limit(limit)
         column = pa.concat_tables(ds.iter_batches(batch_format="pyarrow"))["input_ids"]
-        flat = column.combine_chunks().flatten().to_numpy()
-        return flat.reshape(-1, self.spec.data.block_size + 1).astype(np.int64)
+        return fixed_list_to_numpy(column).astype(np.int64)
 
     # ------------------------------------------------------------ models
 
-    def hf_config(self, hf: dict) -> dict:
+    def hf_config(self, hf: dict, where: str) -> dict:
         """A config mapping of the spec, completed from the tokenizer and the block size."""
         config = dict(hf)
         model_type = config.pop("model_type")
@@ -158,34 +175,59 @@ class LMPipeline:
                     "eos_token_id": eos}
         if model_type == "gpt2":
             defaults["n_positions"] = self.spec.data.block_size
-        return CONFIG_MAPPING[model_type](**{**defaults, **config}).to_dict()
+        config = CONFIG_MAPPING[model_type](**{**defaults, **config})
+        self.check_fits(config, where)
+        return config.to_dict()
 
-    def _model_from_config(self, config: dict) -> PreTrainedModel:
-        return AutoModelForCausalLM.from_config(
-            CONFIG_MAPPING[config["model_type"]].from_dict(config))
+    def check_fits(self, config, where: str) -> None:
+        """Every token id of the tokenizer has an embedding, and a block fits the context."""
+        if config.vocab_size < len(self.tokenizer):
+            raise ValueError(f"{where}.vocab_size: {config.vocab_size} is smaller than the "
+                             f"tokenizer's {len(self.tokenizer)} tokens")
+        context = context_length(config)
+        if context is not None and context < self.spec.data.block_size:
+            raise ValueError(f"{where}: a context of {context} positions is shorter than "
+                             f"data.block_size {self.spec.data.block_size}")
+
+    @cached_property
+    def teacher_spec_hash(self) -> str:
+        """What makes the teacher: its model, training and the data it learns from."""
+        t = self.spec.teacher
+        h = hashlib.sha256(t.model_dump_json(include={"hf", "train"}).encode())
+        h.update(self.data_fingerprint.encode())
+        return h.hexdigest()[:16]
 
     def teacher_parts(self) -> tuple[str, ...]:
+        """The stored teacher of this spec; an error when there is none, or when it was made
+        from another teacher section or other data (a stale teacher would be reused silently)."""
         name = self.spec.teacher.name
         if not self.store.exists("teachers", name, LATEST):
             raise FileNotFoundError(f"no teacher {name!r} in {self.store.root}; run "
                                     "`distillery train-teacher` first")
-        return ("teachers", name, self.store.read_json("teachers", name, LATEST)["fingerprint"])
+        latest = self.store.read_json("teachers", name, LATEST)
+        if latest.get("teacher_spec_hash") != self.teacher_spec_hash:
+            raise FileNotFoundError(f"teacher: the stored {name!r} was made from another "
+                                    "teacher section or other data; run `distillery "
+                                    "train-teacher` again")
+        return ("teachers", name, latest["fingerprint"])
 
     def train_teacher(self) -> dict:
         """Train the teacher here on next-token loss, or import a pretrained one."""
         t = self.spec.teacher
         if t.pretrained:
             model = load_causal_lm(t.hf, "teacher.hf")
+            self.check_fits(model.config, "teacher.hf")
+            check_same_vocabulary(load_tokenizer(t.hf, "teacher.hf"), self.tokenizer)
             metrics: dict = {}
         else:
-            config = self.hf_config(t.hf)
+            config = self.hf_config(t.hf, "teacher.hf")
             run_id = new_run_id(t.name)
             result = self._fit(LMTrainJob(model={"config": config},
                                           train=t.train.model_dump(), rows=0,
                                           strategy="next_token", label=f"teacher {t.name}"),
                                t.train, self.blocks("train"),
                                self.store.uri("teachers", t.name, "runs", run_id))
-            model = self._model_from_config(config)
+            model = build_lm({"config": config})
             model.load_state_dict(load_lm_weights(result))
             metrics = {"val_perplexity": result.metrics["val_perplexity"], "run_id": run_id}
         fp = weights_fingerprint(model)
@@ -194,13 +236,17 @@ class LMPipeline:
                        lm_card(model, role="teacher", fingerprint=fp,
                                data_fingerprint=self.data_fingerprint, metrics=metrics,
                                spec=self.spec.model_dump()))
-        self.store.write_json({"fingerprint": fp}, "teachers", t.name, LATEST)
+        self.store.write_json({"fingerprint": fp, "teacher_spec_hash": self.teacher_spec_hash},
+                              "teachers", t.name, LATEST)
         print(f"train-teacher: {t.name}: {card['params']:,} params -> {self.store.uri(*parts)}",
               flush=True)
         return card
 
     def ensure_teacher(self) -> None:
-        if not self.store.exists("teachers", self.spec.teacher.name, LATEST):
+        """Train the teacher unless the store holds this spec's."""
+        try:
+            self.teacher_parts()
+        except FileNotFoundError:
             self.train_teacher()
 
     # ------------------------------------------------------------ cache
@@ -222,10 +268,21 @@ class LMPipeline:
         """LMTrainJob.model of the student: a config (fresh weights) or its directory's
         weights, imported into the store so that every worker can read them."""
         hf = self.spec.student.hf
+        teacher_vocab = self.store.read_json(*self.teacher_parts(), "card.json")["vocab_size"]
         if isinstance(hf, dict):
-            return {"config": self.hf_config(hf)}
-        model = load_causal_lm(hf, "student.hf")
-        check_same_vocabulary(self.tokenizer, load_tokenizer(hf, "student.hf"))
+            start = {"config": self.hf_config(hf, "student.hf")}
+            vocab = start["config"]["vocab_size"]
+        else:
+            model = load_causal_lm(hf, "student.hf")
+            self.check_fits(model.config, "student.hf")
+            check_same_vocabulary(self.tokenizer, load_tokenizer(hf, "student.hf"))
+            vocab = model.config.vocab_size
+        # every id the teacher's top-k can name must index the student's logits
+        if vocab < teacher_vocab:
+            raise ValueError(f"student.hf.vocab_size: {vocab} is smaller than the teacher's "
+                             f"{teacher_vocab}")
+        if isinstance(hf, dict):
+            return start
         fp = weights_fingerprint(model)
         parts = ("students", "init", fp)
         if not self.store.exists(*parts, "card.json"):
@@ -257,10 +314,7 @@ class LMPipeline:
         return self._export(run_id, "baseline", job.model, result, {"strategy": "next_token"})
 
     def _export(self, run_id: str, role: str, start: dict, result, extra: dict) -> dict:
-        if "config" in start:
-            model = self._model_from_config(start["config"])
-        else:
-            model, _, _ = load_lm(self.store, tuple(start["parts"]))
+        model = build_lm(start)
         model.load_state_dict(load_lm_weights(result))
         parts = ("students", run_id)
         card = save_lm(self.store, parts, model, self.tokenizer, lm_card(
@@ -306,6 +360,13 @@ class LMPipeline:
                  "student": ("students", self.newest("student")),
                  "baseline": ("students", self.newest("baseline"))}
         models = {name: load_lm(self.store, p) for name, p in parts.items()}
+        context = min(context_length(m.config) or 2**31 for m, _, _ in models.values())
+        for i, prompt in enumerate(e.prompts):
+            # evaluation.greedy starts each prompt with EOS, as documents start in the blocks
+            n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1
+            if n + e.max_new_tokens > context:
+                raise ValueError(f"evaluate.prompts.{i}: {n} tokens plus max_new_tokens "
+                                 f"{e.max_new_tokens} exceed the models' context of {context}")
         result = compare_lms(models, "teacher", self.val_blocks(e.max_val_blocks),
                              prompts=e.prompts, max_new_tokens=e.max_new_tokens,
                              batch_size=e.batch_size, seconds=e.seconds)
@@ -327,3 +388,10 @@ def weights_fingerprint(model: PreTrainedModel) -> str:
         h.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()[:16]
 
+
+def context_length(config) -> int | None:
+    """Positions the model can attend over, by the name its config uses (None: unbounded)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        if getattr(config, name, None):
+            return getattr(config, name)
+    return None

@@ -14,6 +14,8 @@ from distillery.serving.schema import RequestError, json_object
 
 DEFAULT_MAX_NEW_TOKENS = 32
 MAX_TEMPERATURE = 2.0
+MIN_TEMPERATURE = 0.01
+"""Below this, logits / T overflow to inf and sampling fails: such requests are refused."""
 MAX_SEED = 2**63 - 1
 FIELDS = ("prompt", "max_new_tokens", "temperature", "seed")
 
@@ -67,9 +69,10 @@ def parse_generate(body: bytes, limits: GenerateLimits) -> GenerateRequest:
         raise RequestError(400, "wrong_type", f"temperature must be a number, got "
                                               f"{temperature!r}")
     # NaN fails every comparison, and an integer beyond float's range compares exactly
-    if not 0 <= temperature <= MAX_TEMPERATURE:
-        raise RequestError(400, "out_of_range", f"temperature must be in 0..{MAX_TEMPERATURE:g} "
-                                                f"(0 is greedy), got {temperature}")
+    if not (temperature == 0 or MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE):
+        raise RequestError(400, "out_of_range", f"temperature must be 0 (greedy) or in "
+                                                f"{MIN_TEMPERATURE:g}..{MAX_TEMPERATURE:g}, got "
+                                                f"{temperature}")
     seed = payload.get("seed")
     if "seed" in payload and not _is_int(seed):
         raise RequestError(400, "wrong_type", f"seed must be an integer, got {seed!r}")

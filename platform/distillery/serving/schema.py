@@ -97,6 +97,8 @@ def json_object(body: bytes, max_body_bytes: int) -> dict:
         raise RequestError(400, "empty", "the request body is empty")
     try:
         payload = json.loads(body)
+    except RecursionError:  # arrays nested deeper than the parser's stack
+        raise RequestError(400, "invalid_json", "body is nested too deeply") from None
     except ValueError as err:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise RequestError(400, "invalid_json", f"body is not JSON: {err}") from None
     if not isinstance(payload, dict):
