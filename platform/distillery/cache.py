@@ -19,6 +19,7 @@ import torch
 from distillery.config import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import load_model
+from distillery.runtime import actor_pool
 from distillery.storage import Store
 from distillery.strategies.feature import Capture, cache_column
 
@@ -88,9 +89,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
                                "metadata": metadata, "layers": layers},
         batch_size=inference.batch_size,
         batch_format="pyarrow",
-        concurrency=tuple(inference.concurrency),
-        num_cpus=inference.cpus_per_actor,
-        resources=inference.resources or None,
+        **actor_pool(inference),
     )
     ds.write_parquet(store.fs_path("cache", key), filesystem=store.fs)
     manifest = {

@@ -39,3 +39,10 @@ def ensure_ray(address: str | None = None) -> None:
 
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def actor_pool(inference) -> dict:
+    """`map_batches` options of the autoscaling actor pool an InferenceSpec describes."""
+    return {"compute": ray.data.ActorPoolStrategy(min_size=inference.concurrency[0],
+                                                  max_size=inference.concurrency[1]),
+            "num_cpus": inference.cpus_per_actor, "resources": inference.resources or None}

@@ -15,6 +15,7 @@ import torch
 from distillery.config import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import load_model
+from distillery.runtime import actor_pool
 from distillery.storage import Store
 
 
@@ -50,10 +51,7 @@ def all_logits(store: Store, models: dict[str, tuple[str, ...]], inputs: list[np
         fn_constructor_kwargs={"store_root": store.root, "models": models},
         batch_size=inference.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=inference.concurrency[0],
-                                           max_size=inference.concurrency[1]),
-        num_cpus=inference.cpus_per_actor,
-        resources=inference.resources or None,
+        **actor_pool(inference),
     )
     table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
     table = table.take(np.argsort(table["id"].to_numpy()))  # blocks come back in any order

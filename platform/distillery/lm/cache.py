@@ -24,6 +24,7 @@ from distillery.config.training import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.lm.artifacts import load_lm
 from distillery.lm.topk import teacher_topk, topk_bytes_per_token, topk_table
+from distillery.runtime import actor_pool
 from distillery.storage import Store
 
 INPUT_IDS_BYTES = np.dtype(np.int32).itemsize
@@ -82,10 +83,7 @@ def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: t
                                "k": k, "temperature": temperature, "metadata": metadata},
         batch_size=inference.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=inference.concurrency[0],
-                                           max_size=inference.concurrency[1]),
-        num_cpus=inference.cpus_per_actor,
-        resources=inference.resources or None,
+        **actor_pool(inference),
     ).write_parquet(store.fs_path("cache", key), filesystem=store.fs)
     rows, block_size, parquet_bytes = _written(store, key)
     if rows == 0:
