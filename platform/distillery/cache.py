@@ -31,14 +31,17 @@ class TeacherPredictor:
 
     def __init__(self, store_root: str, teacher_parts: tuple[str, ...], metadata: dict,
                  layers: list[str]):
-        torch.set_num_threads(1)  # actors hold fractional CPUs; intra-op threads would fight
-        self.model, _ = load_model(Store(store_root), teacher_parts)
+        # Ray sets CUDA_VISIBLE_DEVICES for an actor given GPUs (InferenceSpec.gpus_per_actor)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # actors hold fractional CPUs; threads would fight
+        self.model = load_model(Store(store_root), teacher_parts)[0].to(self.device)
         self.layers = layers
         self.capture = Capture(self.model, layers)
         self.metadata = {k.encode(): v.encode() for k, v in metadata.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        x = torch.tensor(fixed_list_to_numpy(batch["x"]))
+        x = torch.tensor(fixed_list_to_numpy(batch["x"]), device=self.device)
         with torch.inference_mode():
             out = batch.append_column("logits", _fixed_list(self.model(x)))
             for layer in self.layers:
@@ -49,7 +52,7 @@ class TeacherPredictor:
 
 def _fixed_list(t: torch.Tensor) -> pa.FixedSizeListArray:
     """(B, ...) tensor -> one fixed-size float32 list per row, flattened."""
-    rows = t.float().reshape(len(t), -1).numpy()
+    rows = t.float().reshape(len(t), -1).cpu().numpy()
     return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])
 
 

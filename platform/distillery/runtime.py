@@ -45,4 +45,5 @@ def actor_pool(inference) -> dict:
     """`map_batches` options of the autoscaling actor pool an InferenceSpec describes."""
     return {"compute": ray.data.ActorPoolStrategy(min_size=inference.concurrency[0],
                                                   max_size=inference.concurrency[1]),
-            "num_cpus": inference.cpus_per_actor, "resources": inference.resources or None}
+            "num_cpus": inference.cpus_per_actor, "num_gpus": inference.gpus_per_actor,
+            "resources": inference.resources or None}

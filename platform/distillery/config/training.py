@@ -56,6 +56,8 @@ class InferenceSpec(Strict):
     """(min, max) actors in the autoscaling pool."""
     cpus_per_actor: float = Field(default=0.5, gt=0)
     """Fractional, so that read and write tasks still get CPUs on a small machine."""
+    gpus_per_actor: float = Field(default=0, ge=0)
+    """> 0: each actor runs the teacher on a GPU (a fraction shares one between actors)."""
     resources: dict[str, float] = Field(default_factory=dict)
     """Extra Ray resources per actor, e.g. a custom resource that pins inference to nodes."""
 

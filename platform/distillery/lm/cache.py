@@ -37,17 +37,21 @@ class TopkPredictor:
 
     def __init__(self, store_root: str, teacher_parts: tuple[str, ...], k: int,
                  temperature: float, metadata: dict):
-        torch.set_num_threads(1)  # actors hold fractional CPUs; intra-op threads would fight
-        self.model, _, _ = load_lm(Store(store_root), teacher_parts)
+        # Ray sets CUDA_VISIBLE_DEVICES for an actor given GPUs (InferenceSpec.gpus_per_actor)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # actors hold fractional CPUs; threads would fight
+        self.model = load_lm(Store(store_root), teacher_parts)[0].to(self.device)
         self.k, self.temperature = k, temperature
         self.metadata = {key.encode(): value.encode() for key, value in metadata.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         blocks = torch.from_numpy(fixed_list_to_numpy(batch["input_ids"]).astype(np.int64))
         with torch.inference_mode():
-            logits = self.model(blocks[:, :-1]).logits  # (B, L, V): position t predicts t + 1
+            # (B, L, V): position t predicts t + 1
+            logits = self.model(blocks[:, :-1].to(self.device)).logits
             ids, logprobs = teacher_topk(logits, self.k, self.temperature)
-        topk = topk_table(ids, logprobs)
+        topk = topk_table(ids.cpu(), logprobs.cpu())
         for name in topk.column_names:
             batch = batch.append_column(name, topk[name])
         return batch.replace_schema_metadata(self.metadata)
