@@ -65,6 +65,16 @@ def test_cli_refuses_tabular_commands_for_an_lm_spec():
     assert result.stderr.startswith("error: tune: not available for a language-model spec")
 
 
+def test_lm_distill_resume_names_the_unfinished_runs(tmp_path):
+    (tmp_path / "students" / "tiny-lm-20990101-000000-abcd").mkdir(parents=True)
+    result = cli("distill", "--config", str(LM_SPEC), "--set", f"store={tmp_path}",
+                 "--resume", "tiny-lm-20990101-000001-abcd", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: --resume: no unfinished distill run tiny-lm-20990101-000001-abcd of 'tiny-lm' in "
+        f"{tmp_path}; unfinished: ['tiny-lm-20990101-000000-abcd']\n")
+
+
 @pytest.mark.integration
 def test_lm_quickstart_end_to_end(local_ray, tmp_path, capsys):
     """Every stage, then a rerun that reuses the packed data, the teacher and the cache."""

@@ -139,14 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(spec)
     run_id = None
     if args.command == "distill" and args.resume:
-        unfinished = pipeline.unfinished_runs()
-        run_id = unfinished[-1] if unfinished and args.resume == "latest" else args.resume
-        if run_id not in unfinished:
-            print(f"error: --resume: no unfinished distill run {run_id or ''} of {spec.name!r} "
-                  f"in {pipeline.store.root}; unfinished: {unfinished or 'none'}",
-                  file=sys.stderr)
+        try:
+            run_id = resume_run(pipeline, args.resume)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"distill: resuming run {run_id}", flush=True)
     if args.command == "tune":
         from distillery.tuning.search import unfinished_runs
         unfinished = unfinished_runs(pipeline.store, spec)
@@ -219,6 +216,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def resume_run(pipeline, wanted: str) -> str:
+    """The distill run `--resume [RUN_ID]` names: the newest unfinished one for `latest`."""
+    unfinished = pipeline.unfinished_runs()
+    run_id = unfinished[-1] if unfinished and wanted == "latest" else wanted
+    if run_id not in unfinished:
+        named = "" if wanted == "latest" else f" {wanted}"
+        raise ValueError(f"--resume: no unfinished distill run{named} of {pipeline.spec.name!r} in "
+                         f"{pipeline.store.root}; unfinished: {unfinished or 'none'}")
+    print(f"distill: resuming run {run_id}", flush=True)
+    return run_id
 
 
 def _monitor(spec, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -39,6 +40,14 @@ def ensure_ray(address: str | None = None) -> None:
 
 def new_run_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def unfinished_runs(store, name: str, parts: tuple[str, ...]) -> list[str]:
+    """Run ids (new_run_id(name)) under `parts` of the store without an exported card, oldest
+    first: distill runs that were interrupted."""
+    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
+    return [r for r in store.listdir(*parts) if pattern.fullmatch(r)
+            and not store.exists(*parts, r, "card.json")]
 
 
 def actor_pool(inference) -> dict:

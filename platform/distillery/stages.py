@@ -7,7 +7,6 @@ stages run one by one (CLI, `ray job submit`) or chained (`quickstart`) with the
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -21,7 +20,7 @@ from distillery.config import InferenceSpec, PipelineSpec, SpecError, TeacherSpe
 from distillery.data import Splits, load_splits
 from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
-from distillery.runtime import new_run_id
+from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 from distillery.strategies.curriculum import difficulty, pacing_fraction, thresholds
 from distillery.strategies.feature import Adapter, layer_names, output_shapes
@@ -279,9 +278,7 @@ class Pipeline:
     def unfinished_runs(self) -> list[str]:
         """Run ids under `self.students` of this spec's distill runs without an exported card,
         oldest first."""
-        pattern = re.compile(rf"{re.escape(self.spec.name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
-        return [r for r in self.store.listdir(*self.students) if pattern.fullmatch(r)
-                and not self.store.exists(*self.students, r, "card.json")]
+        return unfinished_runs(self.store, self.spec.name, self.students)
 
     # ------------------------------------------------------------ shared
 

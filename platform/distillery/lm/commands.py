@@ -18,11 +18,11 @@ def run_lm_command(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
         print(f"error: {args.command}: not available for a language-model spec; "
               f"commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    for option in ("resume", "models"):
-        if getattr(args, option, None):
-            print(f"error: --{option}: not available for a language-model spec yet",
-                  file=sys.stderr)
-            return 2
+    if args.command == "evaluate" and args.models:
+        print("error: --models: a language-model report always compares the teacher, the "
+              "newest student and the newest baseline", file=sys.stderr)
+        return 2
+    from distillery.cli import resume_run
     from distillery.lm.pipeline import LMPipeline
     from distillery.runtime import ensure_ray
     from distillery.storage import StoreError, check_reachable
@@ -39,13 +39,15 @@ def run_lm_command(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
             if missing:
                 raise FileNotFoundError(f"serve.student: no model {'/'.join(missing[0])} in "
                                         f"{pipeline.store.root}")
+        run_id = (resume_run(pipeline, args.resume)
+                  if args.command == "distill" and args.resume else None)
         ensure_ray(args.address)
         if args.command == "train-teacher":
             pipeline.train_teacher()
         elif args.command == "teacher-infer":
             pipeline.teacher_infer()
         elif args.command == "distill":
-            pipeline.distill()
+            pipeline.distill(run_id)
         elif args.command == "baseline":
             pipeline.baseline()
         elif args.command == "evaluate":

@@ -31,7 +31,7 @@ from distillery.lm.evaluation import compare_lms, render_lm_report
 from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
 from distillery.lm.text_data import document_split, packed_blocks, read_documents
 from distillery.lm.train import LMTrainJob, build_lm, fit_lm, load_lm_weights
-from distillery.runtime import new_run_id
+from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 
 LATEST = "latest.json"
@@ -335,6 +335,10 @@ class LMPipeline:
         print(f"{job.label}: training on {job.rows} blocks of {self.spec.data.block_size} "
               f"tokens with {train.num_workers} workers -> {run_dir}", flush=True)
         return fit_lm(job, {"train": train_ds, "val": val_ds}, run_dir)
+
+    def unfinished_runs(self) -> list[str]:
+        """Run ids of this spec's distill runs without an exported card, oldest first."""
+        return unfinished_runs(self.store, self.spec.name, ("students",))
 
     # ------------------------------------------------------------ evaluate
 
