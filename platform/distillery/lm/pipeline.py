@@ -32,6 +32,7 @@ from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load
 from distillery.lm.text_data import document_split, packed_blocks, read_documents
 from distillery.lm.train import LMTrainJob, build_lm, fit_lm, load_lm_weights
 from distillery.runtime import new_run_id, unfinished_runs
+from distillery.serving.catalog import newest_run
 from distillery.storage import Store
 
 LATEST = "latest.json"
@@ -343,18 +344,12 @@ class LMPipeline:
     # ------------------------------------------------------------ evaluate
 
     def newest(self, role: str) -> str:
-        runs = []
-        for run in self.store.listdir("students"):
-            if self.store.exists("students", run, "card.json"):
-                card = self.store.read_json("students", run, "card.json")
-                if card.get("role") == role and card.get("spec", {}).get("name") == \
-                        self.spec.name:
-                    runs.append((card["created"], run))
-        if not runs:
+        run = newest_run(self.store, self.spec.name, role)
+        if run is None:
             raise FileNotFoundError(f"no {role} of {self.spec.name!r} in {self.store.root}; "
                                     f"run `distillery {'distill' if role == 'student' else role}`"
                                     " first")
-        return max(runs)[1]
+        return run
 
     def evaluate(self, run_id: str | None = None) -> dict:
         """Teacher, distilled student and next-token-only student side by side on the val

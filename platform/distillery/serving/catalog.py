@@ -18,16 +18,23 @@ def resolve_student(store: Store, pipeline: str, wanted: str) -> str:
             raise FileNotFoundError(f"serve.student: no exported student {wanted!r} in "
                                     f"{store.root}")
         return wanted
+    run = newest_run(store, pipeline, "student")
+    if run is None:
+        raise FileNotFoundError(f"serve.student: no student of {pipeline!r} in {store.root}; "
+                                "run `distillery distill` first")
+    return run
+
+
+def newest_run(store: Store, pipeline: str, role: str) -> str | None:
+    """Run id under students/ of the newest exported model of `role` (by its card's `created`
+    time) that `pipeline` made; None when there is none."""
     runs = []
     for run in store.listdir("students"):
         if store.exists("students", run, "card.json"):
             card = store.read_json("students", run, "card.json")
-            if card.get("role") == "student" and card.get("spec", {}).get("name") == pipeline:
+            if card.get("role") == role and card.get("spec", {}).get("name") == pipeline:
                 runs.append((card["created"], run))
-    if not runs:
-        raise FileNotFoundError(f"serve.student: no student of {pipeline!r} in {store.root}; "
-                                "run `distillery distill` first")
-    return max(runs)[1]
+    return max(runs)[1] if runs else None
 
 
 def served_models(spec: PipelineSpec) -> tuple[dict[str, tuple[str, ...]], dict[str, dict]]:
