@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per session, a tiny spec, and a store with a trained teacher.
+"""Shared fixtures: one local Ray per session, a tiny spec, a store with a trained teacher and
+one that also holds the teacher's logit cache.
 
 Integration tests run the real thing small: real local Ray, real DeepSpeed engines, real
 subprocesses of the `distillery` CLI.
@@ -50,6 +51,11 @@ def free_port() -> int:
 WEBHOOK_ENV, WEBHOOK_SOCKET = "DISTILLERY_TEST_WEBHOOK_URL", socket.create_server(("127.0.0.1", 0))
 os.environ[WEBHOOK_ENV] = f"http://127.0.0.1:{WEBHOOK_SOCKET.getsockname()[1]}/hook"
 
+# Ray exports custom metrics to its Prometheus endpoint every 10 s by default; tests that read
+# them back (tests/test_faults.py, tests/test_monitoring_app.py) would wait up to that long for
+# each one. Every 2 s instead, for the session's Ray and the Rays its subprocesses start.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start their own Ray run last, in file order: each one after a test on the
@@ -96,11 +102,34 @@ def teacher_store(tmp_path_factory) -> Path:
     return store
 
 
+@pytest.fixture(scope="session")
+def cached_teacher_store(teacher_store, tmp_path_factory) -> Path:
+    """The teacher store plus the teacher's logit cache of the tiny spec's data (built once,
+    in-process), for tests of what reads the cache: each would otherwise build the same one.
+    The cache itself is tested in tests/test_cache.py."""
+    from distillery.runtime import ensure_ray
+    from distillery.stages import Pipeline
+
+    store = tmp_path_factory.mktemp("cached-teacher-store") / "store"
+    shutil.copytree(teacher_store, store)
+    ensure_ray()
+    Pipeline(tiny_spec(store)).teacher_infer()
+    return store
+
+
 @pytest.fixture
 def store_copy(teacher_store, tmp_path) -> Path:
     """A private copy of the teacher store, so a test's writes never leak into another's."""
     dst = tmp_path / "store"
     shutil.copytree(teacher_store, dst)
+    return dst
+
+
+@pytest.fixture
+def cached_store_copy(cached_teacher_store, tmp_path) -> Path:
+    """A private copy of the teacher store with the teacher's logit cache."""
+    dst = tmp_path / "store"
+    shutil.copytree(cached_teacher_store, dst)
     return dst
 
 

@@ -53,7 +53,9 @@ def add_untrained_student(store: Path) -> None:
 
 @pytest.fixture(scope="module")
 def evaluated(teacher_store, tmp_path_factory):
-    """One `distillery evaluate` run over the teacher and an untrained student."""
+    """One `distillery evaluate` run over the teacher and an untrained student. Its tests run
+    with those that stop the session's Ray (no_local_ray), last: stopped mid-session, the next
+    test on it would start it again."""
     import ray
 
     store = tmp_path_factory.mktemp("evaluate") / "store"
@@ -69,6 +71,7 @@ def evaluated(teacher_store, tmp_path_factory):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("no_local_ray")  # with the tests that run last: see `evaluated`
 def test_evaluate_writes_the_report_and_a_failing_gate_exits_nonzero(evaluated):
     result, report_dir = evaluated
     assert result.returncode == 1, result.stderr[-3000:]
@@ -137,6 +140,7 @@ def test_evaluate_writes_the_report_and_a_failing_gate_exits_nonzero(evaluated):
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("no_local_ray")  # with the tests that run last: see `evaluated`
 def test_report_html_shows_every_plot_in_headless_chromium(evaluated):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra (playwright)")
     if not Path(CHROMIUM).exists():

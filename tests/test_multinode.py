@@ -1,82 +1,137 @@
-"""A multi-node Ray cluster simulated on this machine: each stage pinned to its own node by a
-custom resource, with an s3:// store (moto's standalone server on 127.0.0.1) as the only thing
-the nodes share."""
+"""`ray job submit` of the quickstart, from a clean clone, to a multi-node Ray cluster simulated
+on this machine: each stage pinned to its own node by a custom resource, with an s3:// store
+(moto's standalone server on 127.0.0.1) as the only thing the nodes share.
+
+One cluster and one job check both what a user reads (the job's output and summary) and where
+the work ran and what it wrote: a second cluster for either costs ~90 s of a 2-core CI run.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-import ray
+import torch
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from distillery.runtime import ensure_ray
-from distillery.stages import Pipeline
-
-from conftest import BUCKET, ROOT, s3_client, tiny_spec
+from conftest import BUCKET, ROOT, free_port, s3_client, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
 NODES = ("teacher_node", "infer_node", "distill_node")
+PREFIX = "multinode"
 
 
 @pytest.fixture
 def cluster(s3_env, monkeypatch, no_local_ray):
+    """A head that runs no work, and one 2-CPU node per stage; token auth off, as the README
+    says. (ray.cluster_utils, not `ray start`: its shutdown stops only this cluster's processes,
+    where `ray stop` stops every Ray process on the machine.)"""
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_DEFAULT_REGION"):
-        monkeypatch.setenv(key, s3_env[key])  # nodes started below inherit it
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        monkeypatch.setenv(key, s3_env[key])  # nodes started below, and the job, inherit it
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    # the job's `python` is this venv's, as for a user with the venv activated
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()})
     node_ids = {}
     for name in NODES:
-        node = cluster.add_node(num_cpus=2, resources={name: 4})
+        # a runtime-env folder per node, as on separate machines: in a shared one each node
+        # unpacks the job's working dir afresh, deleting it under the running driver
+        node = cluster.add_node(num_cpus=2, resources={name: 4},
+                                runtime_env_dir_name=f"runtime_resources_{name}")
         node_ids[name] = node.node_id
     cluster.wait_for_nodes()
     try:
-        yield cluster, node_ids
+        yield f"http://{cluster.webui_url}", node_ids
     finally:
-        ray.shutdown()
         cluster.shutdown()
 
 
-def test_pipeline_with_stages_pinned_to_different_nodes(cluster, s3_env, tmp_path):
-    cluster, node_ids = cluster
-    s3_client(s3_env).create_bucket(Bucket=BUCKET)
-    store = f"s3://{BUCKET}/multinode"
-    spec = tiny_spec(tmp_path / "unused", f"store={store}",
-                     "teacher.train.resources={teacher_node: 1}",
-                     "teacher.inference.resources={infer_node: 1}",
-                     "distill.resources={distill_node: 1}")
-    ensure_ray(cluster.address)
-    pipeline = Pipeline(spec)
-    pipeline.train_teacher()
-    pipeline.teacher_infer()
-    student = pipeline.distill()
+def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes(
+        cluster, s3_env, tmp_path):
+    """The quickstart (every stage) as a user submits it, checked as they would read its
+    output; then where each stage ran, and the store's layout on S3."""
+    address, node_ids = cluster
+    s3 = s3_client(s3_env)
+    s3.create_bucket(Bucket=BUCKET)
+    clone, out = tmp_path / "clone", tmp_path / "out"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    overrides = tiny_overrides(tmp_path / "unused", f"store=s3://{BUCKET}/{PREFIX}",
+                               "teacher.train.resources={teacher_node: 1}",
+                               "teacher.inference.resources={infer_node: 1}",
+                               "distill.resources={distill_node: 1}")
+    sets = [a for item in overrides for a in ("--set", item)]
+    result = subprocess.run(
+        ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
+         "python", "jobs/quickstart.py", "--config", "jobs/configs/mnist1d.yaml", *sets,
+         "--output-dir", str(out)],
+        cwd=clone, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "succeeded" in output
+    assert "student" in output and "x smaller" in output  # the side-by-side table
     assert not (tmp_path / "unused").exists()  # nothing went to a local store
 
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"data", "train-teacher", "teacher-infer", "distill",
+                                      "baseline", "evaluate"}
+    assert set(summary["teacher"]) >= {"params", "accuracy"}
+    assert set(summary["student"]) >= {"params", "accuracy", "agreement"}
+    assert summary["student"]["params"] == summary["baseline"]["params"]
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    for role in ("teacher", "student", "baseline"):
+        assert 0.0 <= summary[role]["accuracy"] <= 1.0
+
+    # the job ran the clone's code and committed a student to the store
+    run = f"{PREFIX}/students/{summary['student']['run_id']}"
+    card = json.loads(read(s3, f"{run}/card.json"))
+    assert card["role"] == "student" and card["teacher_fingerprint"]
+    assert card["metrics"]["test_accuracy"] == summary["student"]["accuracy"]
+    assert card["spec"]["distill"]["temperature"] == 4.0
+    scripted = torch.jit.load(io.BytesIO(read(s3, f"{run}/model.ts")))
+    assert scripted(torch.randn(2, 40)).shape == (2, 10)
+
+    # each stage ran on its node: inference actors (teacher-infer's and evaluate's, which
+    # uses the teacher's inference settings) on one, teacher and student training on two
     nodes: dict[str, set] = {}
-    for actor in list_actors(limit=10_000, detail=True):
+    for actor in list_actors(address=address, limit=10_000, detail=True):
         if actor.node_id:  # pool actors that were requested but never placed have none
             nodes.setdefault(actor.class_name, set()).add(actor.node_id)
     map_workers = {n for cls, ids in nodes.items() if "MapWorker" in cls for n in ids}
     assert map_workers == {node_ids["infer_node"]}
     assert nodes["RayTrainWorker"] == {node_ids["teacher_node"], node_ids["distill_node"]}
-    check_s3_layout(s3_client(s3_env), "multinode", student["run_id"], tmp_path)
+    check_s3_layout(s3, summary["student"]["run_id"], tmp_path)
 
 
-def check_s3_layout(s3, prefix: str, student_run: str, tmp_path) -> None:
+def read(s3, key: str) -> bytes:
+    return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def check_s3_layout(s3, student_run: str, tmp_path) -> None:
     """DESIGN.md's layout: teachers/<name>/<fp>/, cache/<teacher_fp>-<data_fp>/,
     students/<run>/, each committed by its marker, and no local path in what was written."""
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=BUCKET, Prefix=f"{prefix}/") for o in page.get("Contents", [])]
+        Bucket=BUCKET, Prefix=f"{PREFIX}/") for o in page.get("Contents", [])]
     cards = [k for k in keys if k.endswith("card.json")]
-    teacher_cards = [k for k in cards if k.startswith(f"{prefix}/teachers/cnn-teacher/")]
+    teacher_cards = [k for k in cards if k.startswith(f"{PREFIX}/teachers/cnn-teacher/")]
     assert len(teacher_cards) == 1
     teacher_fp = teacher_cards[0].split("/")[3]
-    assert f"{prefix}/students/{student_run}/card.json" in cards
-    assert f"{prefix}/students/{student_run}/model.ts" in keys
-    assert any(k.startswith(f"{prefix}/students/{student_run}/checkpoints/epoch-0002/")
-               for k in keys)
+    run = f"{PREFIX}/students/{student_run}"
+    assert f"{run}/card.json" in cards
+    assert f"{run}/model.ts" in keys
+    # distill reported one metrics row and checkpoint per epoch to Ray Train
+    assert {k.split("/")[4] for k in keys
+            if k.startswith(f"{run}/checkpoints/epoch-")} == {"epoch-0001", "epoch-0002"}
     manifests = [k for k in keys
-                 if k.startswith(f"{prefix}/cache/") and k.endswith("manifest.json")]
+                 if k.startswith(f"{PREFIX}/cache/") and k.endswith("manifest.json")]
     assert len(manifests) == 1 and manifests[0].split("/")[2].startswith(f"{teacher_fp}-")
-    assert any(k.startswith(f"{prefix}/cache/") and k.endswith(".parquet") for k in keys)
+    assert any(k.startswith(f"{PREFIX}/cache/") and k.endswith(".parquet") for k in keys)
     for key in cards + manifests:
-        text = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+        text = read(s3, key).decode()
         assert str(tmp_path) not in text and str(ROOT) not in text, key

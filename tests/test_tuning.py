@@ -185,12 +185,12 @@ def recorded(run: Path) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(store_copy, tmp_path,
-                                                                          no_local_ray):
+def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(cached_store_copy,
+                                                                          tmp_path, no_local_ray):
     """One search, killed after its first trial and resumed by rerunning the same command."""
     args = ["tune", "--config", str(REFERENCE_SPEC), "--space", str(SIZE),
-            *sets(tiny_overrides(store_copy, "tune.num_samples=2", "tune.max_concurrent=1",
-                                 "tune.epochs=2"))]
+            *sets(tiny_overrides(cached_store_copy, "tune.num_samples=2",
+                                 "tune.max_concurrent=1", "tune.epochs=2"))]
     # Tune saves its experiment state every 10 s or more; every second here, so the kill can
     # follow a trial's end closely
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
@@ -200,7 +200,7 @@ def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(store_
     deadline = time.monotonic() + 300
     try:
         while True:
-            runs = list((store_copy / "tune").glob("*"))
+            runs = list((cached_store_copy / "tune").glob("*"))
             done = {n for n, s in recorded(runs[0]).items() if s == "TERMINATED"} if runs else {}
             if done:
                 break
@@ -236,7 +236,7 @@ def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(store_
     assert summary["pareto"] == [rows[i] for i in front]
     for r in rows:
         assert (run / "trials" / r["student"] / "card.json").is_file()
-    assert not (store_copy / "students").exists()  # evaluate and serving never see trials
+    assert not (cached_store_copy / "students").exists()  # evaluate and serving never see trials
 
     best = load_spec(run / "best.yaml")
     winner = summary["best"]
