@@ -125,15 +125,17 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
         assert status["status"] == "running", status["decisions"][-3:]  # no false alarm
         assert receiver.bodies == []
         t1 = datetime.now(timezone.utc)
-        statuses += stream(http, shifted, 8.0)
-        t2 = datetime.now(timezone.utc)
-        deadline = time.monotonic() + 20
+        # shifted traffic goes on, as in production, until the gate acts: a loaded machine
+        # sends fewer rows per window and its checks take longer, so this is not a fixed time
+        deadline = time.monotonic() + 60
         while status["status"] == "running" and time.monotonic() < deadline:
-            time.sleep(0.5)
+            statuses += stream(http, shifted, 2.0)
             status = http.get("/admin/rollout",
                               headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        t2 = datetime.now(timezone.utc)
         assert set(statuses) == {200}  # monitoring never failed a request
-        assert (status["status"], status["weight"]) == ("rolled_back", 0), status
+        assert (status["status"], status["weight"]) == ("rolled_back", 0), (
+            status["decisions"][-3:], status.get("monitor"))
         assert "alerts" in status["decisions"][-1]["reason"]
         assert receiver.bodies and receiver.bodies[0]["window"]
         # the router's custom metrics reach Ray's Prometheus endpoint (what the dashboard reads)
