@@ -79,14 +79,15 @@ def stream(http: httpx.Client, x: np.ndarray, seconds: float) -> list[int]:
     return statuses
 
 
-def exported_metrics(timeout: float = 30) -> set[str]:
-    """Names of the distillery_* metrics on this node's Prometheus endpoint, once the router
-    has reported them (Ray exports every few seconds)."""
+def exported_metrics(wanted: set[str], timeout: float = 30) -> set[str]:
+    """Names of the distillery_* metrics on this node's Prometheus endpoint, once all of
+    `wanted` are there or `timeout` passed (Ray exports every few seconds, each metric once the
+    router has first set it)."""
     import ray
 
     url = f"http://127.0.0.1:{ray._private.worker.global_worker.node.metrics_export_port}/metrics"
     deadline, names = time.monotonic() + timeout, set()
-    while time.monotonic() < deadline and len(names) < 5:
+    while time.monotonic() < deadline and not wanted <= names:
         text = httpx.get(url, timeout=10).text
         names = set(re.findall(r"^(?:ray_)?(distillery_[a-z_]+?)(?:_bucket|_count|_sum|_total)?"
                                r"[{ ]", text, re.M))
@@ -139,8 +140,10 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
         assert "alerts" in status["decisions"][-1]["reason"]
         assert receiver.bodies and receiver.bodies[0]["window"]
         # the router's custom metrics reach Ray's Prometheus endpoint (what the dashboard reads)
-        assert {"distillery_requests", "distillery_request_latency_ms", "distillery_rollout_weight",
-                "distillery_request_log_rows", "distillery_active_alerts"} <= exported_metrics()
+        wanted = {"distillery_requests", "distillery_request_latency_ms",
+                  "distillery_rollout_weight", "distillery_request_log_rows",
+                  "distillery_active_alerts"}
+        assert wanted <= exported_metrics(wanted)
     finally:
         serve.shutdown()
 
