@@ -176,6 +176,36 @@ def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
+@pytest.fixture
+def cli_inprocess(monkeypatch, capsys):
+    """`cli` without the subprocess, for refusals that come before any Ray work: the same
+    arguments (less `timeout`) and result, from `distillery.cli.main` run here, in ROOT.
+    A fresh process costs 0.5-7 s of imports; one test per family keeps one, to check that it
+    prints one line and no traceback. `env`, as for `cli`, is the whole environment of the call;
+    the test's own is restored after it."""
+    from distillery.cli import main
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        with monkeypatch.context() as patch:
+            patch.chdir(ROOT)
+            if env is not None:
+                for name in set(os.environ) - set(env):
+                    patch.delenv(name)
+                for name, value in env.items():
+                    patch.setenv(name, value)
+            if "boto3" in sys.modules:  # its default session keeps the credentials it found
+                patch.setattr(sys.modules["boto3"], "DEFAULT_SESSION", None)
+            capsys.readouterr()
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse: status 2 after its usage message
+                code = exit_.code or 0
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["distillery", *args], code, out, err)
+
+    return run
+
+
 def load_bench(name: str):
     """bench/<name>.py as a module. Registered in sys.modules: dataclasses look their module up
     while it executes, and Ray pickles what it defines (a Train callback) by value."""

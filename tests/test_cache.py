@@ -41,58 +41,58 @@ def test_cache_holds_teacher_logits_with_fingerprints(store_copy, local_ray, cap
     np.testing.assert_allclose(fixed_list_to_numpy(table["logits"]), expected, atol=1e-5)
 
 
-def test_same_teacher_and_data_reuse_the_cache(store_copy, local_ray, capsys):
-    first = Pipeline(tiny_spec(store_copy)).teacher_infer()
+def test_same_teacher_and_data_reuse_the_cache(cached_store_copy, local_ray, capsys):
+    first = Pipeline(tiny_spec(cached_store_copy)).teacher_infer()
     key = f"{first['teacher_fingerprint']}-{first['data_fingerprint']}"
-    before = {p.name: p.stat().st_mtime_ns for p in (store_copy / "cache" / key).iterdir()}
+    cache = cached_store_copy / "cache" / key
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     capsys.readouterr()
-    again = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    again = Pipeline(tiny_spec(cached_store_copy)).teacher_infer()
     assert again == first
     assert "reusing cache" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in (store_copy / "cache" / key).iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
 
 
-def test_changed_data_or_teacher_makes_a_new_cache(store_copy, local_ray, tmp_path):
-    base = Pipeline(tiny_spec(store_copy)).teacher_infer()
-    other_data = Pipeline(tiny_spec(store_copy, "data.transfer.seed=99")).teacher_infer()
+def test_changed_data_or_teacher_makes_a_new_cache(cached_store_copy, local_ray, tmp_path):
+    base = Pipeline(tiny_spec(cached_store_copy)).teacher_infer()
+    other_data = Pipeline(tiny_spec(cached_store_copy, "data.transfer.seed=99")).teacher_infer()
     assert other_data["data_fingerprint"] != base["data_fingerprint"]
     assert other_data["teacher_fingerprint"] == base["teacher_fingerprint"]
     # another teacher of the same name: a pretrained one, imported (no training to wait for)
     scripted = tmp_path / "other.ts"
     torch.jit.save(torch.jit.script(build_model(MLPSpec(arch="mlp", hidden=[8]), 40, 10)),
                    str(scripted))
-    replaced = Pipeline(tiny_spec(store_copy, f"teacher.model={{arch: torchscript, path: "
+    replaced = Pipeline(tiny_spec(cached_store_copy, f"teacher.model={{arch: torchscript, path: "
                                               f"{scripted}}}", "teacher.train=null"))
     replaced.train_teacher()
     other_teacher = replaced.teacher_infer()
     assert other_teacher["teacher_fingerprint"] != base["teacher_fingerprint"]
-    assert len(list((store_copy / "cache").iterdir())) == 3
+    assert len(list((cached_store_copy / "cache").iterdir())) == 3
 
 
-def test_an_uncommitted_cache_is_rebuilt_not_read(store_copy, local_ray, capsys):
-    pipeline = Pipeline(tiny_spec(store_copy))
+def test_an_uncommitted_cache_is_rebuilt_not_read(cached_store_copy, local_ray, capsys):
+    pipeline = Pipeline(tiny_spec(cached_store_copy))
     manifest = pipeline.teacher_infer()
     key = f"{manifest['teacher_fingerprint']}-{manifest['data_fingerprint']}"
     # simulate a crash mid-write: the commit marker never made it, a stray file did
-    (store_copy / "cache" / key / MANIFEST).unlink()
-    (store_copy / "cache" / key / "partial.parquet").write_bytes(b"PAR1 torn")
+    (cached_store_copy / "cache" / key / MANIFEST).unlink()
+    (cached_store_copy / "cache" / key / "partial.parquet").write_bytes(b"PAR1 torn")
     capsys.readouterr()
-    rebuilt = Pipeline(tiny_spec(store_copy)).teacher_infer()
+    rebuilt = Pipeline(tiny_spec(cached_store_copy)).teacher_infer()
     assert "wrote 2720 rows" in capsys.readouterr().out
-    assert not (store_copy / "cache" / key / "partial.parquet").exists()
+    assert not (cached_store_copy / "cache" / key / "partial.parquet").exists()
     assert rebuilt["rows"] == 2720
 
 
-
-def test_bring_your_own_teachers_are_stored_and_used(store_copy, local_ray, tmp_path):
-    trained = Pipeline(tiny_spec(store_copy))
+def test_bring_your_own_teachers_are_stored_and_used(cached_store_copy, local_ray, tmp_path):
+    trained = Pipeline(tiny_spec(cached_store_copy))
     parts = trained.teacher_parts()
-    _, _, expected = read_rows(store_copy, trained.teacher_infer())
+    _, _, expected = read_rows(cached_store_copy, trained.teacher_infer())
     # the same trained network, brought as TorchScript and as factory + weights
     script = tmp_path / "teacher.ts"
-    script.write_bytes((store_copy.joinpath(*parts) / "model.ts").read_bytes())
+    script.write_bytes((cached_store_copy.joinpath(*parts) / "model.ts").read_bytes())
     weights = tmp_path / "teacher.pt"
-    weights.write_bytes((store_copy.joinpath(*parts) / "model.pt").read_bytes())
+    weights.write_bytes((cached_store_copy.joinpath(*parts) / "model.pt").read_bytes())
     byo = {
         "torchscript": f"{{arch: torchscript, path: '{script}'}}",
         "import": ("{arch: import, factory: 'distillery.models.registry:CNN1D', "
@@ -100,12 +100,12 @@ def test_bring_your_own_teachers_are_stored_and_used(store_copy, local_ray, tmp_
                    "channels: [16, 16], kernel_size: 5, hidden: 32}}"),
     }
     for name, model in byo.items():
-        pipeline = Pipeline(tiny_spec(store_copy, f"teacher.model={model}", "teacher.train=null",
-                                      f"teacher.name={name}"))
+        pipeline = Pipeline(tiny_spec(cached_store_copy, f"teacher.model={model}",
+                                      "teacher.train=null", f"teacher.name={name}"))
         card = pipeline.train_teacher()
         assert card["params"] == trained.store.read_json(*parts, "card.json")["params"]
         # later stages load the stored copy, never the user's file
         (script if name == "torchscript" else weights).unlink()
-        _, _, table = read_rows(store_copy, pipeline.teacher_infer())
+        _, _, table = read_rows(cached_store_copy, pipeline.teacher_infer())
         np.testing.assert_allclose(fixed_list_to_numpy(table["logits"]),
                                    fixed_list_to_numpy(expected["logits"]), atol=1e-5)

@@ -1,5 +1,6 @@
-"""The `distillery` CLI as a user runs it: subprocesses, each with its own embedded local Ray.
-(A distill killed mid-run and resumed with --resume is in tests/test_fault_tolerance.py.)"""
+"""The `distillery` CLI's refusals before any Ray work: in this process, but one as a user runs
+it, in a fresh process that must print one line and no traceback. (A distill killed mid-run
+and resumed with --resume, in subprocesses, is in tests/test_fault_tolerance.py.)"""
 
 import pytest
 
@@ -21,10 +22,11 @@ def snapshot(root):
     ("distill.bogus=1", "distill.bogus"),
     ("teacher.model.arch=torchscript", "teacher.model.path"),
 ])
-def test_bad_spec_exits_with_one_line_and_touches_nothing(store_copy, override, field):
+def test_bad_spec_exits_with_one_line_and_touches_nothing(cli_inprocess, store_copy, override,
+                                                          field):
     before = snapshot(store_copy)
-    result = cli("distill", "--config", str(REFERENCE_SPEC),
-                 *sets(tiny_overrides(store_copy, override)), timeout=60)
+    result = cli_inprocess("distill", "--config", str(REFERENCE_SPEC),
+                           *sets(tiny_overrides(store_copy, override)))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), result.stderr
@@ -33,6 +35,7 @@ def test_bad_spec_exits_with_one_line_and_touches_nothing(store_copy, override, 
 
 
 def test_missing_data_file_is_named(store_copy):
+    """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), *sets(tiny_overrides(
         store_copy, "data={source: parquet, path: /no/such.parquet, features: [a], label: y}",
         "evaluate={}")),
@@ -41,12 +44,12 @@ def test_missing_data_file_is_named(store_copy):
     assert result.stderr.strip() == "error: data.path: file not found: /no/such.parquet"
 
 
-def test_resume_without_an_unfinished_run_says_so(store_copy):
-    result = cli("distill", "--resume", "--config", str(REFERENCE_SPEC),
-                 *sets(tiny_overrides(store_copy)), timeout=60)
+def test_resume_without_an_unfinished_run_says_so(cli_inprocess, store_copy):
+    result = cli_inprocess("distill", "--resume", "--config", str(REFERENCE_SPEC),
+                           *sets(tiny_overrides(store_copy)))
     assert result.returncode == 2
     assert "no unfinished distill run" in result.stderr
-    result = cli("distill", "--resume", "mnist1d-20990101-000000-abcd", "--config",
-                 str(REFERENCE_SPEC), *sets(tiny_overrides(store_copy)), timeout=60)
+    result = cli_inprocess("distill", "--resume", "mnist1d-20990101-000000-abcd", "--config",
+                           str(REFERENCE_SPEC), *sets(tiny_overrides(store_copy)))
     assert result.returncode == 2
     assert "no unfinished distill run mnist1d-20990101-000000-abcd" in result.stderr

@@ -163,9 +163,9 @@ def test_report_html_shows_every_plot_in_headless_chromium(evaluated):
 
 
 @pytest.mark.parametrize("name", ["nope", "../teachers/cnn-teacher"])
-def test_unknown_model_is_named(store_copy, name):
-    result = cli("evaluate", "--config", str(REFERENCE_SPEC), "--models", f"teacher,{name}",
-                 *sets(tiny_overrides(store_copy)), timeout=120)
+def test_unknown_model_is_named(cli_inprocess, store_copy, name):
+    result = cli_inprocess("evaluate", "--config", str(REFERENCE_SPEC), "--models",
+                           f"teacher,{name}", *sets(tiny_overrides(store_copy)))
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"error: --models: no exported student {name!r} in ")
     assert "valid: teacher, student, baseline" in result.stderr

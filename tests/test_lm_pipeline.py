@@ -59,13 +59,14 @@ def test_text_paths_that_match_nothing_are_named(tmp_path):
         load_spec(LM_SPEC, overrides)
 
 
-def test_cli_refuses_tabular_commands_for_an_lm_spec():
-    result = cli("tune", "--config", str(LM_SPEC), timeout=120)
+def test_cli_refuses_tabular_commands_for_an_lm_spec(cli_inprocess):
+    result = cli_inprocess("tune", "--config", str(LM_SPEC))
     assert result.returncode == 2
     assert result.stderr.startswith("error: tune: not available for a language-model spec")
 
 
 def test_lm_distill_resume_names_the_unfinished_runs(tmp_path):
+    """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     (tmp_path / "students" / "tiny-lm-20990101-000000-abcd").mkdir(parents=True)
     result = cli("distill", "--config", str(LM_SPEC), "--set", f"store={tmp_path}",
                  "--resume", "tiny-lm-20990101-000001-abcd", timeout=120)

@@ -39,13 +39,19 @@ def test_bad_windows_say_what_is_wrong(window, start, end, message):
         parse_window(window, start, end, NOW)
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["drift", "--window", "1w"], "error: --window: expected a duration like 90s"),
-    (["monitor", "charts", "--window", "1h"], "error: no teacher 'cnn-teacher' in"),
-])
-def test_cli_errors_are_one_line(tmp_path, args, expected):
-    result = cli(*args, "--config", str(REFERENCE_SPEC), "--set", f"store={tmp_path}",
-                 timeout=60)
+def assert_one_line(result, expected: str) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+
+
+def test_bad_window_is_one_line_from_a_fresh_process(tmp_path):
+    assert_one_line(cli("drift", "--window", "1w", "--config", str(REFERENCE_SPEC), "--set",
+                        f"store={tmp_path}", timeout=60),
+                    "error: --window: expected a duration like 90s")
+
+
+def test_missing_model_is_one_line(cli_inprocess, tmp_path):
+    assert_one_line(cli_inprocess("monitor", "charts", "--window", "1h", "--config",
+                                  str(REFERENCE_SPEC), "--set", f"store={tmp_path}"),
+                    "error: no teacher 'cnn-teacher' in")

@@ -22,14 +22,15 @@ from conftest import BUCKET, ROOT, free_port, s3_client, tiny_overrides
 
 pytestmark = pytest.mark.integration
 
-NODES = ("teacher_node", "infer_node", "distill_node")
+NODES = ("infer_node", "teacher_node", "distill_node")  # the first is the head
 PREFIX = "multinode"
 
 
 @pytest.fixture
 def cluster(s3_env, monkeypatch, no_local_ray):
-    """A head that runs no work, and one 2-CPU node per stage; token auth off, as the README
-    says. (ray.cluster_utils, not `ray start`: its shutdown stops only this cluster's processes,
+    """Three 2-CPU nodes, one per stage (the head runs teacher inference: a fourth node would
+    cost ~10 s of start-up and a CPU share here); token auth off, as the README says.
+    (ray.cluster_utils, not `ray start`: its shutdown stops only this cluster's processes,
     where `ray stop` stops every Ray process on the machine.)"""
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_DEFAULT_REGION"):
@@ -38,9 +39,10 @@ def cluster(s3_env, monkeypatch, no_local_ray):
     # the job's `python` is this venv's, as for a user with the venv activated
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()})
-    node_ids = {}
-    for name in NODES:
+        "num_cpus": 2, "resources": {NODES[0]: 4}, "include_dashboard": True,
+        "dashboard_port": free_port()})
+    node_ids = {NODES[0]: cluster.head_node.node_id}
+    for name in NODES[1:]:
         # a runtime-env folder per node, as on separate machines: in a shared one each node
         # unpacks the job's working dir afresh, deleting it under the running driver
         node = cluster.add_node(num_cpus=2, resources={name: 4},
@@ -65,7 +67,9 @@ def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes
     overrides = tiny_overrides(tmp_path / "unused", f"store=s3://{BUCKET}/{PREFIX}",
                                "teacher.train.resources={teacher_node: 1}",
                                "teacher.inference.resources={infer_node: 1}",
-                               "distill.resources={distill_node: 1}")
+                               "distill.resources={distill_node: 1}",
+                               # nothing below reads the robustness suite: one shifted set
+                               "evaluate.shifts=[{kind: iid_noise, severities: [0.1]}]")
     sets = [a for item in overrides for a in ("--set", item)]
     result = subprocess.run(
         ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--",

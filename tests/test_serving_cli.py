@@ -1,4 +1,5 @@
-"""`distillery serve` and `distillery rollout` fail with one line, before any Ray work."""
+"""`distillery serve` and `distillery rollout` fail with one line, before any Ray work: in this
+process, but the first test, in a fresh process as a user runs it."""
 
 import os
 
@@ -21,11 +22,11 @@ def test_serve_without_models_says_what_to_run(tmp_path):
                     "train-teacher` first")
 
 
-def test_serving_file_is_validated(tmp_path):
+def test_serving_file_is_validated(cli_inprocess, tmp_path):
     bad = tmp_path / "serving.yaml"
     bad.write_text("rollout: {steps: [50, 25, 100]}\n")
-    line = one_line_error(cli("serve", "--config", str(REFERENCE_SPEC), "--serving", str(bad),
-                              timeout=60))
+    line = one_line_error(cli_inprocess("serve", "--config", str(REFERENCE_SPEC), "--serving",
+                                        str(bad)))
     assert line.startswith("error: serve.rollout.steps: must be strictly increasing")
 
 
@@ -33,10 +34,10 @@ def test_serving_file_is_validated(tmp_path):
     (None, "error: DISTILLERY_ADMIN_TOKEN is not set"),
     ("t", "cannot connect"),
 ])
-def test_rollout_command_errors(token, expected):
+def test_rollout_command_errors(cli_inprocess, token, expected):
     env = {k: v for k, v in os.environ.items() if k != "DISTILLERY_ADMIN_TOKEN"}
     if token:
         env["DISTILLERY_ADMIN_TOKEN"] = token
-    line = one_line_error(cli("rollout", "status", "--config", str(REFERENCE_SPEC), "--url",
-                              f"http://127.0.0.1:{free_port()}", env=env, timeout=60))
+    line = one_line_error(cli_inprocess("rollout", "status", "--config", str(REFERENCE_SPEC),
+                                        "--url", f"http://127.0.0.1:{free_port()}", env=env))
     assert expected in line

@@ -13,7 +13,7 @@ def closed_port_endpoint() -> str:
 
 
 @pytest.mark.parametrize("case", ["wrong endpoint", "missing bucket", "no credentials"])
-def test_unusable_s3_store_is_one_line_naming_the_uri(s3_env, tmp_path, case):
+def test_unusable_s3_store_is_one_line_naming_the_uri(cli_inprocess, s3_env, tmp_path, case):
     store = f"s3://{BUCKET}/runs"
     env = dict(s3_env)
     if case == "wrong endpoint":
@@ -30,8 +30,10 @@ def test_unusable_s3_store_is_one_line_naming_the_uri(s3_env, tmp_path, case):
                    AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
         expected = "no AWS credentials"
     s3_client(s3_env).create_bucket(Bucket=BUCKET)
-    result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), "--set", f"store={store}",
-                 env=env, timeout=120)
+    args = ("teacher-infer", "--config", str(REFERENCE_SPEC), "--set", f"store={store}")
+    # one case in a fresh process, as a user runs it (one line, no traceback); the others here
+    result = (cli(*args, env=env, timeout=120) if case == "no credentials"
+              else cli_inprocess(*args, env=env))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

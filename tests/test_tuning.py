@@ -90,6 +90,7 @@ def test_optuna_takes_scalar_choices_only():
 
 
 def test_bad_space_on_the_cli_is_one_line_before_any_ray_work(tmp_path):
+    """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     result = cli("tune", "--config", str(REFERENCE_SPEC), "--space", str(RESPONSE),
                  "--set", f"store={tmp_path}", "--set", "tune.space.distill.temperature="
                  "{type: uniform, lower: -1, upper: 8}", timeout=60)
@@ -98,12 +99,11 @@ def test_bad_space_on_the_cli_is_one_line_before_any_ray_work(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_tune_needs_a_tune_section_and_resume_an_unfinished_run(tmp_path):
-    result = cli("tune", "--config", str(REFERENCE_SPEC), "--set", f"store={tmp_path}",
-                 timeout=60)
+def test_tune_needs_a_tune_section_and_resume_an_unfinished_run(cli_inprocess, tmp_path):
+    result = cli_inprocess("tune", "--config", str(REFERENCE_SPEC), "--set", f"store={tmp_path}")
     assert result.returncode == 2 and "the spec has no tune section" in result.stderr
-    result = cli("tune", "--resume", "--config", str(REFERENCE_SPEC), "--space", str(RESPONSE),
-                 "--set", f"store={tmp_path}", timeout=60)
+    result = cli_inprocess("tune", "--resume", "--config", str(REFERENCE_SPEC), "--space",
+                           str(RESPONSE), "--set", f"store={tmp_path}")
     assert result.returncode == 2 and "no unfinished tune run" in result.stderr
 
 

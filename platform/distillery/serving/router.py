@@ -33,7 +33,6 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException
 
 from distillery.config import PipelineSpec, ServeSpec
-from distillery.monitoring.check import run_check
 from distillery.monitoring.request_log import Entry, RequestLog
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
@@ -169,7 +168,12 @@ class Router:
         if self.request_log:
             self.tasks.append(loop.create_task(self._flush_loop()))
         if self.monitor.check_interval_s is not None:
-            self.tasks.append(loop.create_task(self._monitor_loop()))
+            # Evidently takes seconds to import: only a router that runs checks pays for it, and
+            # before it reports ready (imported at the first check instead, in a thread, it held
+            # that check past the monitoring test's window)
+            from distillery.monitoring.check import run_check
+
+            self.tasks.append(loop.create_task(self._monitor_loop(run_check)))
 
     # ------------------------------------------------------------ health and metadata
 
@@ -412,7 +416,7 @@ class Router:
             self.log_rows.inc(log.dropped - self.dropped_reported, tags={"outcome": "dropped"})
             self.dropped_reported = log.dropped
 
-    async def _monitor_loop(self) -> None:
+    async def _monitor_loop(self, run_check) -> None:
         while True:
             await asyncio.sleep(self.monitor.check_interval_s)
             end = datetime.now(timezone.utc)
