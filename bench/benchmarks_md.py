@@ -1,4 +1,5 @@
-"""BENCHMARKS.md is assembled from sections, one per bench, each rewritten by its own run."""
+"""BENCHMARKS.md is assembled from sections, one per bench, each rewritten by its own run; the
+results files go under bench/results/."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+RESULTS = ROOT / "bench" / "results"
 HEADER = ("# Benchmarks\n\nEach section is rewritten by the bench named in it; numbers come "
           "from one run on the machine it names.\n")
 
@@ -15,6 +17,14 @@ HEADER = ("# Benchmarks\n\nEach section is rewritten by the bench named in it; n
 def machine() -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count()}
+
+
+def results_path(name: str, output: str | Path | None, smoke: bool) -> Path:
+    """`output`, else bench/results/<name>.json; a --smoke run's is under bench/results/smoke/
+    (ignored by git), so that a smoke never replaces a measured result."""
+    if output:
+        return Path(output)
+    return (RESULTS / "smoke" if smoke else RESULTS) / f"{name}.json"
 
 
 def update_section(name: str, markdown: str) -> None:

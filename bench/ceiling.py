@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import ROOT, update_section  # noqa: E402
+from benchmarks_md import RESULTS, ROOT, update_section  # noqa: E402
 from distill_epoch import TEACHER_10X  # noqa: E402
-from measure import RESULTS, cell, save, spread  # noqa: E402
+from measure import cell, save, spread  # noqa: E402
 from teacher_infer import LARGE_TEACHER  # noqa: E402
 from workload import NUM_CLASSES, NUM_FEATURES, flops_per_row  # noqa: E402
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from benchmarks_md import ROOT, machine
+from benchmarks_md import machine, results_path
 
 from distillery.compare import write_result
 from distillery.models.artifacts import library_versions
-
-RESULTS = ROOT / "bench" / "results"
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -48,10 +46,10 @@ def summarize(runs: list[dict], keys: tuple[str, ...], metrics: tuple[str, ...])
 
 def save(name: str, inputs: dict, runs: list[dict], summary: dict, ratios: dict,
          output: str | Path | None = None, **extra) -> dict:
-    """Write bench/results/<name>.json (or `output`); returns what was written."""
+    """Write `results_path(name, output, inputs["smoke"])`; returns what was written."""
     result = {"bench": name, "machine": machine(), "versions": library_versions(),
               "inputs": inputs, "ratios": ratios, "summary": summary, **extra, "runs": runs}
-    write_result(result, output or RESULTS / f"{name}.json")
+    write_result(result, results_path(name, output, inputs.get("smoke", False)))
     return result
 
 

@@ -53,7 +53,7 @@ from mnist1d.data import get_dataset_args, make_dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import ROOT, machine, update_section  # noqa: E402
+from benchmarks_md import ROOT, machine, results_path, update_section  # noqa: E402
 
 from distillery.compare import write_result  # noqa: E402
 from distillery.config import GENERATOR_SHIFTS, MonitorSpec, PipelineSpec, load_spec  # noqa: E402
@@ -67,7 +67,6 @@ from distillery.storage import Store  # noqa: E402
 from serve import models_or_exit, scratch_store  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
-RESULTS = ROOT / "bench/results/monitor.json"
 IN_DISTRIBUTION = 20  # windows; the acceptance: a false-alarm rate over 20 of them
 SHIFTED_PER_SEVERITY = 1  # windows per (shift kind, severity)
 REQUESTS_PER_MINUTE = 20.0
@@ -386,7 +385,7 @@ def format_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./runs")
-    parser.add_argument("--output", default=str(RESULTS))
+    parser.add_argument("--output", default=None, help="default: bench/results/monitor.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
@@ -437,12 +436,13 @@ def main() -> None:
         "ratios": {"false_alarm_rate": summary["false_alarm"]["rate"],
                    "detection_rate": summary["detection"]["rate"]},
     }
-    write_result(result, args.output)
+    output = results_path("monitor", args.output, args.smoke)
+    write_result(result, output)
     markdown = format_markdown(result)
     if not args.smoke:
         update_section("monitor", "## Monitoring (`bench/monitor.py`)\n\n" + markdown)
     print(markdown)
-    print(f"wrote {args.output} ({result['seconds']:.0f} s)")
+    print(f"wrote {output} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

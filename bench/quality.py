@@ -40,8 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import ROOT, update_section  # noqa: E402
-from measure import RESULTS, save, summarize  # noqa: E402
+from benchmarks_md import RESULTS, ROOT, update_section  # noqa: E402
+from measure import save, summarize  # noqa: E402
 
 from distillery.compare import format_markdown  # noqa: E402
 from distillery.compare import summarize as table  # noqa: E402

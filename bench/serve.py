@@ -59,7 +59,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import ROOT, machine, update_section  # noqa: E402
+from benchmarks_md import ROOT, machine, results_path, update_section  # noqa: E402
 from load import (  # noqa: E402
     ROWS_PER_REQUEST,
     drive,
@@ -75,7 +75,6 @@ from distillery.serving.catalog import served_models  # noqa: E402
 from distillery.storage import Store  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
-RESULTS = ROOT / "bench/results"
 REQUESTS_PER_CLIENT = 16  # timed requests per point: at least this many per client (docstring)
 # Serve sized to this 2-CPU machine: router, teacher and two student replicas of half a CPU.
 # Fixed replica counts: autoscaling mid-run would change what is measured.
@@ -359,7 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--log-concurrency {args.log_concurrency} must include the largest "
                      f"--concurrency, {max(concurrency)}")
     name = "serve-fast-dataplane" if args.fast_dataplane else "serve"
-    output = Path(args.output or RESULTS / f"{name}.json")
+    output = results_path(name, args.output, args.smoke)
     if args.fast_dataplane:
         os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
 

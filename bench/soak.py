@@ -39,9 +39,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import update_section  # noqa: E402
+from benchmarks_md import results_path, update_section  # noqa: E402
 from load import drive, request_bodies, serve_apps  # noqa: E402
-from measure import RESULTS, save  # noqa: E402
+from measure import save  # noqa: E402
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.splits import load_splits  # noqa: E402
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
               "in_flight_limit": IN_FLIGHT, "client": f"aiohttp {aiohttp.__version__}",
               "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
                          for arm in parts}}
-    output = Path(args.output or RESULTS / "soak.json")
+    output = results_path("soak", args.output, args.smoke)
     result = save("soak", inputs, buckets, summary, verdicts(unloaded["p99_ms"], soak, rss),
                   output, rss=rss, targets=TARGETS)
     markdown = format_markdown(result)
