@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -176,6 +177,11 @@ def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
+# A line Ray's log monitor forwards from another process: "(raylet) ..." or, colored or not,
+# "(ServeController pid=22418) ...".
+RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet|\w+(:\w+)* pid=\d+)")
+
+
 @pytest.fixture
 def cli_inprocess(monkeypatch, capsys):
     """`cli` without the subprocess, for refusals that come before any Ray work: the same
@@ -201,6 +207,10 @@ def cli_inprocess(monkeypatch, capsys):
             except SystemExit as exit_:  # argparse: status 2 after its usage message
                 code = exit_.code or 0
             out, err = capsys.readouterr()
+        # the session's Ray forwards its workers' output to this process whenever it comes (a
+        # Serve shutdown of an earlier test, say): those lines are not the CLI's
+        out, err = ("".join(line for line in text.splitlines(keepends=True)
+                            if not RAY_FORWARDED.match(line)) for text in (out, err))
         return subprocess.CompletedProcess(["distillery", *args], code, out, err)
 
     return run
