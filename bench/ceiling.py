@@ -129,7 +129,8 @@ def format_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--output", default=None, help="default: bench/results/ceiling.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/ceiling.json "
+                        "(bench/results/smoke/ with --smoke)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--output", default=None, help="default: bench/results/distill_epoch.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/distill_epoch.json "
+                        "(bench/results/smoke/ with --smoke)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:

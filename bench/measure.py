@@ -49,7 +49,7 @@ def save(name: str, inputs: dict, runs: list[dict], summary: dict, ratios: dict,
     """Write `results_path(name, output, inputs["smoke"])`; returns what was written."""
     result = {"bench": name, "machine": machine(), "versions": library_versions(),
               "inputs": inputs, "ratios": ratios, "summary": summary, **extra, "runs": runs}
-    write_result(result, results_path(name, output, inputs.get("smoke", False)))
+    write_result(result, results_path(name, output, inputs["smoke"]))
     return result
 
 

@@ -385,7 +385,8 @@ def format_markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="./runs")
-    parser.add_argument("--output", default=None, help="default: bench/results/monitor.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/monitor.json "
+                        "(bench/results/smoke/ with --smoke)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()

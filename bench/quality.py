@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import RESULTS, ROOT, update_section  # noqa: E402
+from benchmarks_md import RESULTS, ROOT, results_path, update_section  # noqa: E402
 from measure import save, summarize  # noqa: E402
 
 from distillery.compare import format_markdown  # noqa: E402
@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--store", default="./runs/bench-quality",
                         help="each invocation's stores go under <store>/<time>/seed-<s>")
     parser.add_argument("--output", default=None, help="default: bench/results/quality.json, "
-                                                       "quality-full.json with --full")
+                                                       "quality-full.json with --full "
+                                                       "(under smoke/ with --smoke)")
     parser.add_argument("--full", action="store_true",
                         help="the spec as shipped (50k transfer rows), not the reduced budget")
     parser.add_argument("--smoke", action="store_true")
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
               "data_seconds": data_seconds, "stage_seconds": stages, "smoke": args.smoke}
     result = save("quality", inputs, runs, summarize(runs, ("variant",), METRICS),
                   ratios(compared["variants"]),
-                  args.output or (FULL_RESULTS if args.full else None),
+                  results_path("quality-full" if args.full else "quality", args.output,
+                               args.smoke),
                   teacher=compared["teacher"], variants=compared["variants"])
     if not args.smoke:  # the section shows both budgets: the other one's last results
         other = json.loads((RESULTS / "quality.json" if args.full else FULL_RESULTS).read_text())

@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="c of the request-log comparison; must hold the largest c")
     parser.add_argument("--output", default=None, help="default: bench/results/serve.json, "
                                                        "serve-fast-dataplane.json with "
-                                                       "--fast-dataplane")
+                                                       "--fast-dataplane (under smoke/ "
+                                                       "with --smoke)")
     parser.add_argument("--fast-dataplane", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)

@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--store", default="./runs")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--load", type=float, default=0.7, help="fraction of max throughput")
-    parser.add_argument("--output", default=None, help="default: bench/results/soak.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/soak.json "
+                        "(bench/results/smoke/ with --smoke)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, 1500)  # unloaded, max requests
@@ -220,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
                "max": {"rps": peak["rows_per_s"], "p99_ms": peak["p99_ms"],
                        "errors": peak["errors"]},
                "soak": soak}
-    inputs = {"store": args.store, "minutes": seconds / 60, "load": args.load, "rate": rate,
+    inputs = {"store": args.store, "smoke": args.smoke, "minutes": seconds / 60,
+              "load": args.load, "rate": rate,
               "bucket_s": bucket_s, "steps": served.serve.rollout.steps,
               "requests": {"unloaded": probe[0], "max": probe[1]},
               "in_flight_limit": IN_FLIGHT, "client": f"aiohttp {aiohttp.__version__}",

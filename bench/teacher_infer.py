@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--output", default=None, help="default: bench/results/teacher_infer.json")
+    parser.add_argument("--output", default=None, help="default: bench/results/teacher_infer.json "
+                        "(bench/results/smoke/ with --smoke)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:

@@ -188,12 +188,18 @@ def cli_inprocess(monkeypatch, capsys):
     arguments (less `timeout`) and result, from `distillery.cli.main` run here, in ROOT.
     A fresh process costs 0.5-7 s of imports; one test per family keeps one, to check that it
     prints one line and no traceback. `env`, as for `cli`, is the whole environment of the call;
-    the test's own is restored after it."""
+    the test's own is restored after it. A call that reaches `ensure_ray` fails the test: the
+    session's Ray is up, so a refusal moved after it would otherwise pass, and run real work."""
+    import distillery.runtime
     from distillery.cli import main
+
+    def no_ray(*_args, **_kwargs):
+        raise AssertionError("the call reached ensure_ray: a refusal comes before any Ray work")
 
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         with monkeypatch.context() as patch:
             patch.chdir(ROOT)
+            patch.setattr(distillery.runtime, "ensure_ray", no_ray)
             if env is not None:
                 for name in set(os.environ) - set(env):
                     patch.delenv(name)
@@ -214,6 +220,16 @@ def cli_inprocess(monkeypatch, capsys):
         return subprocess.CompletedProcess(["distillery", *args], code, out, err)
 
     return run
+
+
+def replicas(deployment: str) -> dict[str, int]:
+    """{Serve's replica id (the `replica` tag of its metrics): pid} of the live replicas of one
+    deployment of the app."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:distillery:{deployment}"),
+                                  ("state", "=", "ALIVE")])
+    return {a.name.rsplit("#", 1)[1]: a.pid for a in actors}
 
 
 def load_bench(name: str):

@@ -22,6 +22,15 @@ def test_summary_is_min_median_max_per_group_in_first_seen_order():
     assert summary["a"]["1"]["first"] == {"min": 0.5, "median": 0.5, "max": 0.5}
 
 
+def test_a_smoke_writes_its_results_apart_from_the_measured_ones(tmp_path):
+    md = load_bench("benchmarks_md")
+    results = ROOT / "bench" / "results"
+    assert md.results_path("serve", None, smoke=False) == results / "serve.json"
+    assert md.results_path("serve", None, smoke=True) == results / "smoke" / "serve.json"
+    assert md.results_path("serve", tmp_path / "x.json", smoke=True) == tmp_path / "x.json"
+    assert "bench/results/smoke/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
 def test_break_even_rows_solves_the_fixed_plus_steady_model():
     bench = load_bench("teacher_infer")
     # plain 100 rows/s; Ray Data steady 100 rows/s after 2 s fixed: 1000 rows take 12 s.

@@ -64,10 +64,10 @@ def test_teacher_assistant_chain_with_curriculum_resumes_at_the_unfinished_stage
             raise RuntimeError("crash after the assistant")
         return fit(self, model_spec, train_spec, strategy, params, label, *args, **kwargs)
 
-    monkeypatch.setattr(Pipeline, "_fit", crash_at_the_student)
-    with pytest.raises(RuntimeError, match="crash after the assistant"):
+    with monkeypatch.context() as patch, pytest.raises(RuntimeError,
+                                                       match="crash after the assistant"):
+        patch.setattr(Pipeline, "_fit", crash_at_the_student)
         pipeline.distill()
-    monkeypatch.undo()
     assert "curriculum: share of rows per epoch" in capsys.readouterr().out
     (run_id,) = pipeline.unfinished_runs()
     assistant = pipeline.store.read_json("students", run_id, "assistants", "0", "card.json")

@@ -29,7 +29,7 @@ from distillery.monitoring.request_log import read_requests
 from distillery.serving.rollout import STATE_PATH, load_state
 from distillery.storage import Store
 
-from conftest import add_students, deploy_app, free_port, tiny_spec
+from conftest import add_students, deploy_app, free_port, replicas, tiny_spec
 
 pytestmark = pytest.mark.integration
 TOKEN = "faults-token"
@@ -86,16 +86,6 @@ def burst(http: httpx.Client, users: range, into: list | None = None) -> list[ht
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(send, users))
-
-
-def replicas(deployment: str) -> dict[str, int]:
-    """{Serve's replica id (the `replica` tag of its metrics): pid} of the live replicas of one
-    deployment of the app."""
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:distillery:{deployment}"),
-                                  ("state", "=", "ALIVE")])
-    return {a.name.rsplit("#", 1)[1]: a.pid for a in actors}
 
 
 def metric_total(name: str, expected: float, timeout: float = 30, **tags: str) -> float:

@@ -30,6 +30,7 @@ from conftest import (
     cli,
     deploy_app,
     free_port,
+    replicas,
     tiny_overrides,
     tiny_spec,
 )
@@ -79,18 +80,19 @@ def stream(http: httpx.Client, x: np.ndarray, seconds: float) -> list[int]:
     return statuses
 
 
-def exported_metrics(wanted: set[str], timeout: float = 30) -> set[str]:
-    """Names of the distillery_* metrics on this node's Prometheus endpoint, once all of
-    `wanted` are there or `timeout` passed (Ray exports every few seconds, each metric once the
-    router has first set it)."""
+def exported_metrics(wanted: set[str], replica: str, timeout: float = 30) -> set[str]:
+    """Names of the distillery_* metrics of one Serve replica on this node's Prometheus
+    endpoint, once all of `wanted` are there or `timeout` passed (Ray exports every few seconds,
+    each metric once the router has first set it; routers of earlier tests export theirs)."""
     import ray
 
     url = f"http://127.0.0.1:{ray._private.worker.global_worker.node.metrics_export_port}/metrics"
     deadline, names = time.monotonic() + timeout, set()
     while time.monotonic() < deadline and not wanted <= names:
         text = httpx.get(url, timeout=10).text
-        names = set(re.findall(r"^(?:ray_)?(distillery_[a-z_]+?)(?:_bucket|_count|_sum|_total)?"
-                               r"[{ ]", text, re.M))
+        names = {name for name, labels in re.findall(
+            r"^(?:ray_)?(distillery_[a-z_]+?)(?:_bucket|_count|_sum|_total)?\{([^}]*)\}",
+            text, re.M) if f'replica="{replica}"' in labels}
         time.sleep(1)
     return names
 
@@ -143,7 +145,8 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
         wanted = {"distillery_requests", "distillery_request_latency_ms",
                   "distillery_rollout_weight", "distillery_request_log_rows",
                   "distillery_active_alerts"}
-        assert wanted <= exported_metrics(wanted)
+        [router] = replicas("Router")
+        assert wanted <= exported_metrics(wanted, router)
     finally:
         serve.shutdown()
 

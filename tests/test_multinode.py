@@ -4,6 +4,9 @@ on this machine: each stage pinned to its own node by a custom resource, with an
 
 One cluster and one job check both what a user reads (the job's output and summary) and where
 the work ran and what it wrote: a second cluster for either costs ~90 s of a 2-core CI run.
+The README's `ray start --head` and `ray stop` are not run by any test: `ray stop` stops every
+Ray process on the machine, the suite's own included; ray.cluster_utils starts the same
+processes (GCS, raylets, dashboard) and stops only its own.
 """
 
 import io

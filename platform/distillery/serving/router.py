@@ -21,6 +21,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -416,7 +417,7 @@ class Router:
             self.log_rows.inc(log.dropped - self.dropped_reported, tags={"outcome": "dropped"})
             self.dropped_reported = log.dropped
 
-    async def _monitor_loop(self, run_check) -> None:
+    async def _monitor_loop(self, run_check: Callable) -> None:
         while True:
             await asyncio.sleep(self.monitor.check_interval_s)
             end = datetime.now(timezone.utc)
