@@ -178,8 +178,11 @@ def test_store_outage_buffers_request_log_rows_then_drops_exactly_the_counted_ov
         store_copy.rename(away)
         store_copy.write_text("not a directory")
         assert {r.status_code for r in burst(http, range(40, 200))} == {200}  # serving is fine
-        time.sleep(0.6)  # flushes fail and give their rows back
-        assert monitor_status(http) == {"buffered": 100, "written": 40, "dropped": 60}
+        # flushes fail and give their rows back; polled, as a flush in flight holds its rows
+        expected, deadline = {"buffered": 100, "written": 40, "dropped": 60}, time.monotonic() + 10
+        while (status := monitor_status(http)) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status == expected
         # an operator's action takes effect at once, though the state cannot be saved yet
         paused = http.post("/admin/rollout/pause", headers=ADMIN)
         assert (paused.status_code, paused.json()["status"]) == (200, "paused")
