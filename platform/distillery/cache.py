@@ -19,7 +19,7 @@ import torch
 from distillery.config import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import load_model
-from distillery.runtime import actor_pool
+from distillery.runtime import actor_pool, inference_device
 from distillery.storage import Store
 from distillery.strategies.feature import Capture, cache_column
 
@@ -31,10 +31,7 @@ class TeacherPredictor:
 
     def __init__(self, store_root: str, teacher_parts: tuple[str, ...], metadata: dict,
                  layers: list[str]):
-        # Ray sets CUDA_VISIBLE_DEVICES for an actor given GPUs (InferenceSpec.gpus_per_actor)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(1)  # actors hold fractional CPUs; threads would fight
+        self.device = inference_device()
         self.model = load_model(Store(store_root), teacher_parts)[0].to(self.device)
         self.layers = layers
         self.capture = Capture(self.model, layers)

@@ -50,6 +50,18 @@ def unfinished_runs(store, name: str, parts: tuple[str, ...]) -> list[str]:
             and not store.exists(*parts, r, "card.json")]
 
 
+def inference_device():
+    """The torch device of an inference actor of `actor_pool`: CUDA when Ray gave it a GPU
+    (InferenceSpec.gpus_per_actor; Ray sets CUDA_VISIBLE_DEVICES), else the CPU with one
+    intra-op thread, as actors hold fractional CPUs and more threads would fight."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(1)
+    return torch.device("cpu")
+
+
 def actor_pool(inference) -> dict:
     """`map_batches` options of the autoscaling actor pool an InferenceSpec describes."""
     return {"compute": ray.data.ActorPoolStrategy(min_size=inference.concurrency[0],

@@ -15,7 +15,7 @@ import torch
 from distillery.config import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import load_model
-from distillery.runtime import actor_pool
+from distillery.runtime import actor_pool, inference_device
 from distillery.storage import Store
 
 
@@ -23,16 +23,17 @@ class ModelsPredictor:
     """Ray Data callable class: loads every model once per actor, returns their logits."""
 
     def __init__(self, store_root: str, models: dict[str, tuple[str, ...]]):
-        torch.set_num_threads(1)  # actors hold fractional CPUs; intra-op threads would fight
+        self.device = inference_device()
         store = Store(store_root)
-        self.models = {key: load_model(store, parts)[0] for key, parts in models.items()}
+        self.models = {key: load_model(store, parts)[0].to(self.device)
+                       for key, parts in models.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        x = torch.tensor(fixed_list_to_numpy(batch["x"]))
+        x = torch.tensor(fixed_list_to_numpy(batch["x"]), device=self.device)
         columns = {"id": batch["id"]}
         with torch.inference_mode():
             for key, model in self.models.items():
-                logits = model(x).float().numpy()  # (B, C)
+                logits = model(x).float().cpu().numpy()  # (B, C)
                 columns[f"logits.{key}"] = pa.FixedSizeListArray.from_arrays(
                     pa.array(logits.reshape(-1)), logits.shape[1])
         return pa.table(columns)

@@ -24,7 +24,7 @@ from distillery.config.training import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.lm.artifacts import load_lm
 from distillery.lm.topk import teacher_topk, topk_bytes_per_token, topk_table
-from distillery.runtime import actor_pool
+from distillery.runtime import actor_pool, inference_device
 from distillery.storage import Store
 
 INPUT_IDS_BYTES = np.dtype(np.int32).itemsize
@@ -37,10 +37,7 @@ class TopkPredictor:
 
     def __init__(self, store_root: str, teacher_parts: tuple[str, ...], k: int,
                  temperature: float, metadata: dict):
-        # Ray sets CUDA_VISIBLE_DEVICES for an actor given GPUs (InferenceSpec.gpus_per_actor)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(1)  # actors hold fractional CPUs; threads would fight
+        self.device = inference_device()
         self.model = load_lm(Store(store_root), teacher_parts)[0].to(self.device)
         self.k, self.temperature = k, temperature
         self.metadata = {key.encode(): value.encode() for key, value in metadata.items()}
