@@ -28,7 +28,8 @@ those and each ratio a median over the repetitions. A Ray Train run pays ~13 s o
 whatever its epochs, so the 2 epochs cut from 4 runs (the profile's included) and from the plain
 loops save ~35 s of the bench's ~4 minutes.
 
-Profile: one more Ray Train run, not timed, with py-spy (when it is installed: it is not a
+Profile: one more Ray Train run, not timed and before the timed ones (it takes the slow start a
+process's first Ray Train run may pay), with py-spy (when it is installed: it is not a
 dependency) attached to both training workers for the steady epochs, idle samples included (so
 shares are of wall time); the samples inside `train_loop_per_worker` are ranked by the loop line
 they are under and by leaf function.
@@ -329,12 +330,14 @@ def raytrain_explanation(result: dict) -> list[str]:
     lines += ["", "Every step all-reduces the gradients between the two workers, and DeepSpeed "
               "0.19 adds a second all-reduce for the gradient norm (its `gradient_clipping` "
               "defaults to 1.0; the spec has no field for it): on 2 cores both processes must be "
-              "scheduled together twice a step. Batches come through Ray Data's iterator with a "
-              "local shuffle buffer, a thread that competes for the same cores. What would close "
-              "it: fewer, larger steps per worker (a larger batch), one worker using every core "
-              "for a model this small on one machine, or batches cut from memory rather than "
-              "streamed; on machines with more cores per worker, compute per step grows while "
-              "the per-step costs stay."]
+              "scheduled together twice a step. Each worker reads its shard from the object store, "
+              "materialized once for the run (`train.worker_datasets`: streamed through Ray "
+              "Data's split coordinator every epoch, as until 2026-11-30, the epoch took twice "
+              "as long), through Ray Data's iterator with a local shuffle buffer, a thread that "
+              "competes for the same cores. What would close it: fewer, larger steps per worker "
+              "(a larger batch), or one worker using every core for a model this small on one "
+              "machine; on machines with more cores per worker, compute per step grows while the "
+              "per-step costs stay."]
     return lines
 
 
@@ -377,6 +380,10 @@ def main(argv: list[str] | None = None) -> dict:
         d = spec.distill
         params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
         rows = len(data["x"])
+        # first: the process's first Ray Train run may start slowly (43 s against 15 s, seen
+        # here), and this one is not timed
+        profile = None if args.smoke else profiled_run(
+            pipeline, Path(tmp) / "clock-profile.jsonl", Path(tmp))
         for rep in range(args.repetitions):
             clock = Path(tmp) / f"clock-{rep}.jsonl"
             runs.append({"variant": "raytrain", "repetition": rep,
@@ -387,8 +394,6 @@ def main(argv: list[str] | None = None) -> dict:
                                          teacher)})
             print(f"[{rep}] " + ", ".join(f"{r['variant']} {r['epoch_s']:.2f} s"
                                           for r in runs[-len(VARIANTS):]), flush=True)
-        profile = None if args.smoke else profiled_run(
-            pipeline, Path(tmp) / "clock-profile.jsonl", Path(tmp))
     student = build_model(spec.student.model, 40, 10)
     models = {"student": student, "teacher_10x": teachers["plain-live"],
               "quickstart": teachers["plain-live-quickstart"]}

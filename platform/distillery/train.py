@@ -183,6 +183,18 @@ def report_epoch(engine, metrics: dict, epoch: int, spec: TrainSpec, rank: int,
                          checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
 
 
+def worker_datasets() -> tuple[ray.data.Dataset, ray.data.Dataset]:
+    """This worker's `train` shard and the whole `val` set, pulled into the object store once
+    for all epochs. Streamed anew each epoch, every block went through Ray Data's split
+    coordinator actor, and the workers waited on it: the quickstart's distillation epoch took
+    2.95 s that way and 1.45 s this way here (2 workers, 2 CPUs). The stages materialize both
+    datasets before training, so they fit; this references the same blocks. Each worker keeps
+    its rows for the run (shuffled locally each epoch), as a DistributedSampler without
+    set_epoch would."""
+    return (ray.train.get_dataset_shard("train").materialize(),
+            ray.train.get_dataset_shard("val").materialize())
+
+
 def train_loop_per_worker(config: dict) -> None:
     job = TrainJob(**config)
     spec = TrainSpec.model_validate(job.train)
@@ -197,8 +209,7 @@ def train_loop_per_worker(config: dict) -> None:
     engine, scheduler, micro, dtype = start_engine(model, spec, job.rows, world, device)
     start_epoch = resume_epoch(engine, rank, job.label)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    train_shard, val_shard = worker_datasets()
     # the same names on every rank: they are the layout of the all-reduce below
     names = ["loss", *sorted(strategy.weights)]
     num_models = strategy.num_models

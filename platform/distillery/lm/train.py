@@ -43,6 +43,7 @@ from distillery.train import (
     resume_epoch,
     run_trainer,
     start_engine,
+    worker_datasets,
 )
 
 STRATEGIES = ("next_token", "token_kd")
@@ -119,8 +120,7 @@ def lm_train_loop(config: dict) -> None:
     steps = math.ceil((job.rows // world) / micro)
     log_every = max(1, steps // PROGRESS_LINES)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    train_shard, val_shard = worker_datasets()
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
