@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
 # its section of BENCHMARKS.md. `bench` is the stage benches, each beside the plain alternative
-# (~21 min here): serve measures the quickstart's models, so the demo's store must hold them;
+# (~19 min here): serve measures the quickstart's models, so the demo's store must hold them;
 # ceiling reads the results of teacher_infer and distill_epoch, so it runs after them. The
 # strategy table (~25 min; quality reads its last results file, and that of its full-budget
 # run, `bench/quality.py --full`, ~11 min) and the monitoring bench (~3 min: how often the
