@@ -3,7 +3,8 @@ minutes while a canary rollout moves traffic to the student. Writes bench/result
 the "soak" section of BENCHMARKS.md.
 
     .venv/bin/python bench/soak.py [--store ./runs] [--minutes 10] [--load 0.7]
-        [--output bench/results/soak.json] [--fast-dataplane] [--smoke]
+        [--output bench/results/soak.json] [--fast-dataplane] [--set KEY=VALUE ...]
+        [--max-requests 5000] [--smoke]
 
 Models: the quickstart's teacher and newest student in `--store` (what `make demo` writes),
 served from a scratch store as bench/serve.py does (same sizing: router, teacher and two
@@ -17,10 +18,10 @@ launcher, as bench/serve.py uses them):
 3. soak: an open loop at `--load` x max requests/s (request i is due at i / rate seconds; at
    most 64 in flight, so an overloaded server delays sends instead of piling them up) for
    `--minutes`; per bucket (a minute): requests/s, p50, p99, errors, and the rollout's weight.
-Replica memory: the RSS of every replica process (found through Ray's state API) before and
-after the soak. Acceptance (issue 10): zero failed requests, soak p99 <= 2 x unloaded p99,
-every replica's RSS within 10% of its start. `--fast-dataplane`: Ray's high-throughput
-serving mode, as bench/serve.py's flag (RAY_SERVE_THROUGHPUT_OPTIMIZED and
+Replica memory: the RSS of every replica process (found through Ray's state API) before the
+soak, at each bucket's end and after it. Acceptance (issue 10): zero failed requests, soak p99
+<= 2 x unloaded p99, every replica's RSS within 10% of its start. `--fast-dataplane`: Ray's
+high-throughput serving mode, as bench/serve.py's flag (RAY_SERVE_THROUGHPUT_OPTIMIZED and
 RAY_SERVE_ENABLE_HA_PROXY, set before Ray starts); writes soak-fast-dataplane.json and its own
 section. `--smoke`: seconds (a 4 s soak in 2 s buckets),
 for the test; BENCHMARKS.md untouched.
@@ -64,22 +65,24 @@ MAX_CLIENTS = 32
 TARGETS = {"errors": 0, "p99_vs_unloaded": 2.0, "rss_growth": 0.10}
 
 
-def soak_spec(store: str, student: str, seconds: float) -> PipelineSpec:
-    """The quickstart spec served from `store`, its canary spread over `seconds`."""
+def soak_spec(store: str, student: str, seconds: float,
+              overrides: list[str] = ()) -> PipelineSpec:
+    """The quickstart spec served from `store`, its canary spread over `seconds`, then
+    `overrides` (KEY=VALUE, as `distillery --set`)."""
     return load_spec(SPEC, [f"store={store}", *SIZING, f"serve.student={student}",
                             "serve.rollout.steps=[5,25,50,100]",
                             f"serve.rollout.min_seconds={seconds / 4}",
                             "serve.rollout.min_requests=100", "serve.rollout.interval_s=2",
                             "serve.rollout.gates.min_agreement=0.5",
-                            "monitor.check_interval_s=null"])
+                            "monitor.check_interval_s=null", *overrides])
 
 
 async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds: float,
-               bucket_s: float) -> tuple[list[dict], np.ndarray]:
+               bucket_s: float, pids: dict[str, int]) -> tuple[list[dict], np.ndarray]:
     """An open loop of `rate` requests/s for `seconds`: one row per bucket of `bucket_s`
     (requests answered, errors, requests/s, p50/p99 ms from send to last byte, the rollout's
-    student weight at the bucket's end, the most a send fell behind its schedule in s), and
-    every answered request's latency in ms."""
+    student weight and the RSS of the replicas `pids` at the bucket's end, the most a send
+    fell behind its schedule in s), and every answered request's latency in ms."""
     timeout = aiohttp.ClientTimeout(total=60)
     headers = {"content-type": "application/json"}
     buckets = [{"latencies": [], "errors": [], "lag_s": 0.0}
@@ -125,6 +128,7 @@ async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds:
             if (i + 1) % max(1, int(rate * bucket_s)) == 0:  # a bucket's sends are out
                 async with session.get(health) as response:
                     bucket["weight"] = (await response.json())["student_weight"]
+                bucket["rss"] = resident(pids)
         await asyncio.gather(*in_flight)
         gc.unfreeze()
     rows = []
@@ -135,38 +139,55 @@ async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds:
                      "rps": len(ms) / bucket_s,
                      "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
                      "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-                     "student_weight": bucket.get("weight"), "max_lag_s": bucket["lag_s"]})
+                     "student_weight": bucket.get("weight"), "rss": bucket.get("rss"),
+                     "max_lag_s": bucket["lag_s"]})
     return rows, np.concatenate([b["latencies"] for b in buckets]) * 1000
 
 
-def replica_rss() -> dict[str, int]:
-    """{deployment#replica: resident bytes} of every live Serve replica of the app."""
+def replica_pids() -> dict[str, int]:
+    """{deployment#replica: pid} of every live Serve replica of the app."""
     from ray.util.state import list_actors
 
+    return {actor.name.split("#", 1)[1]: actor.pid  # SERVE_REPLICA::<app>#<deployment>#<id>
+            for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+            if actor.class_name.startswith("ServeReplica:distillery:")}
+
+
+def resident(pids: dict[str, int]) -> dict[str, int]:
+    """{name: resident bytes} of the processes `pids`; 0 for one that is gone (a restarted
+    replica has a new name)."""
     rss = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if actor.class_name.startswith("ServeReplica:distillery:"):
-            name = actor.name.split("#", 1)[1]  # SERVE_REPLICA::<app>#<deployment>#<id>
-            rss[name] = psutil.Process(actor.pid).memory_info().rss
+    for name, pid in pids.items():
+        try:
+            rss[name] = psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            rss[name] = 0
     return rss
+
+
+def largest_change(start: dict[str, int], now: dict[str, int]) -> float:
+    """The largest relative RSS change of any replica from `start` to `now`."""
+    return max(abs(now.get(name, 0) - rss) / rss for name, rss in start.items())
 
 
 def verdicts(unloaded_p99: float, soak: dict, rss: dict[str, dict]) -> dict:
     """The acceptance quantities: failed requests, soak p99 / unloaded p99, and the largest
     relative RSS change of any replica, (end - start) / start."""
-    growth = max(abs(r["end"] - r["start"]) / r["start"] for r in rss.values())
+    growth = largest_change({n: r["start"] for n, r in rss.items()},
+                            {n: r["end"] for n, r in rss.items()})
     return {"errors": soak["errors"], "p99_vs_unloaded": soak["p99_ms"] / unloaded_p99,
             "rss_growth": growth}
 
 
 def format_markdown(result: dict) -> str:
     inputs, s, r = result["inputs"], result["summary"], result["ratios"]
-    rows = ["| minute | req/s | p50 ms | p99 ms | errors | student % | max send lag s |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| minute | req/s | p50 ms | p99 ms | errors | student % | max send lag s | "
+            "largest replica RSS change |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for b in result["runs"]:
+        change = "-" if b.get("rss_change") is None else f"{b['rss_change']:+.1%}"
         rows.append(f"| {b['bucket'] + 1} | {b['rps']:.0f} | {b['p50_ms'] or 0:.2f} | "
                     f"{b['p99_ms'] or 0:.2f} | {b['errors']} | {b['student_weight']} | "
-                    f"{b['max_lag_s']:.3f} |")
+                    f"{b['max_lag_s']:.3f} | {change} |")
     memory = ["| replica | RSS start MiB | RSS end MiB | change |", "|---|---:|---:|---:|"]
     for name, m in result["rss"].items():
         memory.append(f"| {name} | {m['start'] / 2**20:.1f} | {m['end'] / 2**20:.1f} | "
@@ -180,7 +201,9 @@ def format_markdown(result: dict) -> str:
         f"{result['versions']['ray']}; data plane: {inputs['dataplane']}. Routed endpoint "
         f"`{ROUTED}` of the app bench/serve.py deploys (router, 1 teacher and 2 student "
         f"replicas, 0.5 CPU each), one test row per request, aiohttp on the same machine. "
-        f"The canary walks {inputs['steps']} % during the soak.",
+        f"The canary walks {inputs['steps']} % during the soak."
+        + (f" Spec overrides: {', '.join(f'`{o}`' for o in inputs['overrides'])}."
+           if inputs.get("overrides") else ""),
         "",
         f"Unloaded (c=1): p99 {s['unloaded']['p99_ms']:.2f} ms. Maximum (c={MAX_CLIENTS}, "
         f"closed loop): {s['max']['rps']:.0f} req/s. Soak: open loop at {inputs['load']:.0%} "
@@ -206,14 +229,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of max throughput")
     parser.add_argument("--output", default=None, help="default: bench/results/soak.json, "
                         "soak-fast-dataplane.json with --fast-dataplane (under smoke/ with "
-                        "--smoke)")
+                        "--smoke); BENCHMARKS.md is rewritten only for the default")
     parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="a spec override after the soak's own (e.g. "
+                        "serve.student_deployment.replicas=1); repeatable")
+    parser.add_argument("--max-requests", type=int, default=5000,
+                        help="timed requests of the closed-loop maximum (~10 s here; 1,500 "
+                        "until 2026-11-30, ~3 s, read a burst ~10%% above what holds)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     name = "soak-fast-dataplane" if args.fast_dataplane else "soak"
     if args.fast_dataplane:
         os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
-    seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, 1500)  # unloaded, max requests
+    seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, args.max_requests)
     if args.smoke:
         seconds, bucket_s, probe = 4.0, 2.0, (30, 100)
 
@@ -226,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as scratch:
         store = scratch_store(spec, Path(scratch), parts)
-        served = soak_spec(store, parts["student"][-1], seconds)
+        served = soak_spec(store, parts["student"][-1], seconds, args.overrides)
         ensure_ray()
         with serve_apps() as (base, deploy):
             deploy({"/": served})
@@ -236,10 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
             rate = args.load * peak["rows_per_s"]
             print(f"unloaded p99 {unloaded['p99_ms']:.2f} ms; max {peak['rows_per_s']:.0f} "
                   f"req/s; holding {rate:.0f} req/s for {seconds:.0f} s", flush=True)
-            start_rss = replica_rss()
+            pids = replica_pids()
+            start_rss = resident(pids)
             buckets, latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate, seconds,
-                                       bucket_s))
-            end_rss = replica_rss()
+                                                  bucket_s, pids))
+            end_rss = resident(pids)
+    for bucket in buckets:
+        bucket["rss_change"] = largest_change(start_rss, bucket["rss"]) if bucket["rss"] else None
     soak = {"answered": len(latencies), "errors": sum(b["errors"] for b in buckets),
             "p50_ms": float(np.percentile(latencies, 50)),
             "p99_ms": float(np.percentile(latencies, 99))}
@@ -250,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "errors": peak["errors"]},
                "soak": soak}
     inputs = {"store": args.store, "smoke": args.smoke, "minutes": seconds / 60,
-              "load": args.load, "rate": rate,
+              "load": args.load, "rate": rate, "overrides": args.overrides,
               "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
               if args.fast_dataplane else "default (Serve proxy)",
               "bucket_s": bucket_s, "steps": served.serve.rollout.steps,
@@ -262,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = save(name, inputs, buckets, summary, verdicts(unloaded["p99_ms"], soak, rss),
                   output, rss=rss, targets=TARGETS)
     markdown = format_markdown(result)
-    if not args.smoke:
+    if not args.smoke and args.output is None:  # a run written elsewhere is an experiment
         title = "Soak, fast data plane" if args.fast_dataplane else "Soak"
         update_section(name, f"## {title} (`bench/soak.py"
                              f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"

@@ -23,14 +23,17 @@ def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, 
     add_students(store_copy)
     output = tmp_path / "soak.json"
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    # --set applies after the soak's own sizing: one student replica instead of two
     result = load_bench("soak").main(["--smoke", "--store", str(store_copy),
-                                      "--output", str(output)])
+                                      "--output", str(output),
+                                      "--set", "serve.student_deployment.replicas=1"])
     assert json.loads(output.read_text()) == json.loads(json.dumps(result))
     assert [b["errors"] for b in result["runs"]] == [0, 0], [
         b["first_error"] for b in result["runs"]]
     assert result["summary"]["soak"]["answered"] == int(result["inputs"]["rate"] * 4)
     assert {name.split("#")[0] for name in result["rss"]} == {"Router", "teacher", "student"}
-    assert len(result["rss"]) == 4 and all(m["end"] > 0 for m in result["rss"].values())
+    assert len(result["rss"]) == 3 and all(m["end"] > 0 for m in result["rss"].values())
+    assert result["inputs"]["overrides"] == ["serve.student_deployment.replicas=1"]
     assert set(result["ratios"]) == {"errors", "p99_vs_unloaded", "rss_growth"}
     assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
     assert not (store_copy / "serve").exists()  # nothing written into the user's store
