@@ -23,8 +23,10 @@ soak, at each bucket's end and after it. Acceptance (issue 10): zero failed requ
 <= 2 x unloaded p99, every replica's RSS within 10% of its start. `--fast-dataplane`: Ray's
 high-throughput serving mode, as bench/serve.py's flag (RAY_SERVE_THROUGHPUT_OPTIMIZED and
 RAY_SERVE_ENABLE_HA_PROXY, set before Ray starts); writes soak-fast-dataplane.json and its own
-section. `--smoke`: seconds (a 4 s soak in 2 s buckets),
-for the test; BENCHMARKS.md untouched.
+section. `--minutes`, `--load`, `--set` or `--max-requests` other than the defaults make an
+experiment, which must name its `--output` and leaves BENCHMARKS.md alone: the results of
+record are the issue's soak. `--smoke`: seconds (a 4 s soak in 2 s buckets), for the test;
+BENCHMARKS.md untouched.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ def soak_spec(store: str, student: str, seconds: float,
                             "monitor.check_interval_s=null", *overrides])
 
 
+def sizing(spec: PipelineSpec) -> str:
+    """The served app's replicas and CPUs, in words."""
+    serve = spec.serve
+    arms = ", ".join(f"{d.replicas} {arm} replica{'s' if d.replicas > 1 else ''} of "
+                     f"{d.cpus_per_replica:g} CPU"
+                     for arm, d in (("teacher", serve.teacher_deployment),
+                                    ("student", serve.student_deployment)))
+    return f"a router of {serve.router_cpus:g} CPU, {arms}"
+
+
 async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds: float,
                bucket_s: float, pids: dict[str, int]) -> tuple[list[dict], np.ndarray]:
     """An open loop of `rate` requests/s for `seconds`: one row per bucket of `bucket_s`
@@ -97,7 +109,7 @@ async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds:
                 async with session.post(url, data=bodies[i % len(bodies)],
                                         headers=headers) as response:
                     body, status = await response.read(), response.status
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            except Exception as err:  # any failure is a failed request, never an unseen one
                 bucket["errors"].append(f"{type(err).__name__}: {err}")
                 return
             finally:
@@ -115,22 +127,24 @@ async def hold(url: str, health: str, bodies: list[bytes], rate: float, seconds:
         in_flight: set[asyncio.Task] = set()
         gc.collect()
         gc.freeze()
-        t0 = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            due = t0 + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            await slots.acquire()
-            bucket = buckets[min(int((due - t0) / bucket_s), len(buckets) - 1)]
-            bucket["lag_s"] = max(bucket["lag_s"], time.perf_counter() - due)
-            task = asyncio.create_task(one(i, bucket))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            if (i + 1) % max(1, int(rate * bucket_s)) == 0:  # a bucket's sends are out
-                async with session.get(health) as response:
-                    bucket["weight"] = (await response.json())["student_weight"]
-                bucket["rss"] = resident(pids)
-        await asyncio.gather(*in_flight)
-        gc.unfreeze()
+        try:
+            t0 = time.perf_counter()
+            for i in range(int(rate * seconds)):
+                due = t0 + i / rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await slots.acquire()
+                bucket = buckets[min(int((due - t0) / bucket_s), len(buckets) - 1)]
+                bucket["lag_s"] = max(bucket["lag_s"], time.perf_counter() - due)
+                task = asyncio.create_task(one(i, bucket))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                if (i + 1) % max(1, int(rate * bucket_s)) == 0:  # a bucket's sends are out
+                    async with session.get(health) as response:
+                        bucket["weight"] = (await response.json())["student_weight"]
+                    bucket["rss"] = resident(pids)
+            await asyncio.gather(*in_flight)
+        finally:
+            gc.unfreeze()
     rows = []
     for minute, bucket in enumerate(buckets):
         ms = np.asarray(bucket["latencies"]) * 1000
@@ -166,15 +180,16 @@ def resident(pids: dict[str, int]) -> dict[str, int]:
 
 
 def largest_change(start: dict[str, int], now: dict[str, int]) -> float:
-    """The largest relative RSS change of any replica from `start` to `now`."""
-    return max(abs(now.get(name, 0) - rss) / rss for name, rss in start.items())
+    """The relative RSS change (now - start) / start of the replica whose change is largest in
+    size, with its sign; a replica missing from `now` counts as -100%."""
+    return max(((now.get(name, 0) - rss) / rss for name, rss in start.items()), key=abs)
 
 
 def verdicts(unloaded_p99: float, soak: dict, rss: dict[str, dict]) -> dict:
     """The acceptance quantities: failed requests, soak p99 / unloaded p99, and the largest
     relative RSS change of any replica, (end - start) / start."""
-    growth = largest_change({n: r["start"] for n, r in rss.items()},
-                            {n: r["end"] for n, r in rss.items()})
+    growth = abs(largest_change({n: r["start"] for n, r in rss.items()},
+                                {n: r["end"] for n, r in rss.items()}))
     return {"errors": soak["errors"], "p99_vs_unloaded": soak["p99_ms"] / unloaded_p99,
             "rss_growth": growth}
 
@@ -199,8 +214,8 @@ def format_markdown(result: dict) -> str:
     return "\n".join([
         f"{result['machine']['cpus']} CPUs ({result['machine']['platform']}), Ray "
         f"{result['versions']['ray']}; data plane: {inputs['dataplane']}. Routed endpoint "
-        f"`{ROUTED}` of the app bench/serve.py deploys (router, 1 teacher and 2 student "
-        f"replicas, 0.5 CPU each), one test row per request, aiohttp on the same machine. "
+        f"`{ROUTED}` of the app bench/serve.py deploys ({inputs['sizing']}), one test row per "
+        f"request, aiohttp on the same machine. "
         f"The canary walks {inputs['steps']} % during the soak."
         + (f" Spec overrides: {', '.join(f'`{o}`' for o in inputs['overrides'])}."
            if inputs.get("overrides") else ""),
@@ -229,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of max throughput")
     parser.add_argument("--output", default=None, help="default: bench/results/soak.json, "
                         "soak-fast-dataplane.json with --fast-dataplane (under smoke/ with "
-                        "--smoke); BENCHMARKS.md is rewritten only for the default")
+                        "--smoke); required with --minutes, --load, --set or --max-requests "
+                        "other than the defaults, and then BENCHMARKS.md is left alone")
     parser.add_argument("--fast-dataplane", action="store_true")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="a spec override after the soak's own (e.g. "
@@ -239,6 +255,16 @@ def main(argv: list[str] | None = None) -> dict:
                         "until 2026-11-30, ~3 s, read a burst ~10%% above what holds)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    defaults = parser.parse_args([])
+    varied = [flag for flag, opt in (("--minutes", "minutes"), ("--load", "load"),
+                                     ("--set", "overrides"), ("--max-requests", "max_requests"))
+              if getattr(args, opt) != getattr(defaults, opt)]
+    if varied and not args.smoke and args.output is None:
+        # the results of record are the issue's soak; a variant must not replace them
+        parser.error(f"{', '.join(varied)}: an experiment; give --output for its results")
+    if args.fast_dataplane and os.environ.get("RAY_ADDRESS"):
+        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
+                     "starts); unset RAY_ADDRESS")
     name = "soak-fast-dataplane" if args.fast_dataplane else "soak"
     if args.fast_dataplane:
         os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
@@ -267,6 +293,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"req/s; holding {rate:.0f} req/s for {seconds:.0f} s", flush=True)
             pids = replica_pids()
             start_rss = resident(pids)
+            if not start_rss or not all(start_rss.values()):
+                raise SystemExit(f"bench/soak.py: cannot read the replicas' memory ({start_rss});"
+                                 " not starting the soak")
             buckets, latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate, seconds,
                                                   bucket_s, pids))
             end_rss = resident(pids)
@@ -283,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
                "soak": soak}
     inputs = {"store": args.store, "smoke": args.smoke, "minutes": seconds / 60,
               "load": args.load, "rate": rate, "overrides": args.overrides,
+              "sizing": sizing(served),
               "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
               if args.fast_dataplane else "default (Serve proxy)",
               "bucket_s": bucket_s, "steps": served.serve.rollout.steps,
@@ -294,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = save(name, inputs, buckets, summary, verdicts(unloaded["p99_ms"], soak, rss),
                   output, rss=rss, targets=TARGETS)
     markdown = format_markdown(result)
-    if not args.smoke and args.output is None:  # a run written elsewhere is an experiment
+    if not args.smoke and args.output is None:
         title = "Soak, fast data plane" if args.fast_dataplane else "Soak"
         update_section(name, f"## {title} (`bench/soak.py"
                              f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"

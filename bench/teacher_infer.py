@@ -195,7 +195,7 @@ def startup_explanation(result: dict, missed: bool) -> list[str]:
         rows = break_even_rows(summary, "large", 2, TARGET)
         lines += ["", "What would close it: amortizing the start-up over more rows (at the "
                   "measured fixed cost and steady rate, "
-                  + (f"~{rows:,.0f} rows reach {TARGET}x" if rows
+                  + (f"~{round(rows, -3):,.0f} rows reach {TARGET}x" if rows
                      else f"no row count reaches {TARGET}x")
                   + "), or actors that outlive one call (a long-lived actor pool or Serve "
                   "deployment that teacher-infer reuses), so that the import is paid once per "

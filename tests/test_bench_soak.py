@@ -15,6 +15,22 @@ def test_verdicts_are_failures_p99_ratio_and_largest_rss_change():
     rss = {"student#a": {"start": 100, "end": 104}, "Router#b": {"start": 200, "end": 180}}
     assert bench.verdicts(4.0, {"errors": 0, "p99_ms": 6.0}, rss) == {
         "errors": 0, "p99_vs_unloaded": 1.5, "rss_growth": 0.1}
+    # the per-bucket change keeps its sign; a replica that is gone is -100%
+    assert bench.largest_change({"a": 100, "b": 200}, {"a": 104, "b": 180}) == -0.1
+    assert bench.largest_change({"a": 100, "b": 200}, {"a": 104}) == -1.0
+
+
+def test_a_varied_soak_needs_its_own_output_and_the_fast_plane_its_own_ray(monkeypatch,
+                                                                           capsys):
+    bench = load_bench("soak")
+    for argv in (["--load", "0.4"], ["--set", "serve.router_cpus=1"], ["--minutes", "2"]):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert "give --output" in capsys.readouterr().err
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(SystemExit):
+        bench.main(["--fast-dataplane"])
+    assert "unset RAY_ADDRESS" in capsys.readouterr().err
 
 
 @pytest.mark.integration
@@ -34,6 +50,9 @@ def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, 
     assert {name.split("#")[0] for name in result["rss"]} == {"Router", "teacher", "student"}
     assert len(result["rss"]) == 3 and all(m["end"] > 0 for m in result["rss"].values())
     assert result["inputs"]["overrides"] == ["serve.student_deployment.replicas=1"]
+    assert "1 student replica of" in result["inputs"]["sizing"]
+    assert all(set(b["rss"]) == set(result["rss"]) and b["rss_change"] is not None
+               for b in result["runs"])  # every bucket samples every replica
     assert set(result["ratios"]) == {"errors", "p99_vs_unloaded", "rss_growth"}
     assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
     assert not (store_copy / "serve").exists()  # nothing written into the user's store
