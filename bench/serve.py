@@ -86,6 +86,20 @@ SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
 # 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
 PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
 FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def use_dataplane(fast: bool, parser: argparse.ArgumentParser) -> str:
+    """The data plane of this run, in words; with `fast`, Ray's high-throughput serving mode is
+    set in this process's environment, before Ray starts, so that its workers inherit it.
+    Serve reads the mode when Ray starts, so a run that would join a running Ray (RAY_ADDRESS)
+    cannot set it and is refused rather than mislabelled."""
+    if not fast:
+        return "default (Serve proxy)"
+    if os.environ.get("RAY_ADDRESS"):
+        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
+                     "starts); unset RAY_ADDRESS")
+    os.environ.update(FAST_DATAPLANE)
+    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
 # The log comparison's two apps together take what the main app takes
 LOG_SIZING = ["serve.router_cpus=0.25", "serve.teacher_deployment.replicas=1",
               "serve.teacher_deployment.cpus_per_replica=0.25",
@@ -360,8 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
                      f"--concurrency, {max(concurrency)}")
     name = "serve-fast-dataplane" if args.fast_dataplane else "serve"
     output = results_path(name, args.output, args.smoke)
-    if args.fast_dataplane:
-        os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
+    dataplane = use_dataplane(args.fast_dataplane, parser)
 
     spec = bench_spec(args.store)
     parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
@@ -399,8 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
             "overrides": [*SIZING, *PINNED], "log_overrides": [*LOG_SIZING, *PINNED],
             "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
                        for arm in parts},
-            "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
-            if args.fast_dataplane else "default (Serve proxy)",
+            "dataplane": dataplane,
             "client": f"aiohttp {aiohttp.__version__}",
             "data": f"{len(bodies)} request bodies from the test split of {spec.data.source}",
             "rows_per_request": ROWS_PER_REQUEST,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
 import tempfile
 import time
@@ -54,12 +53,12 @@ from measure import save  # noqa: E402
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.splits import load_splits  # noqa: E402
 from serve import (  # noqa: E402
-    FAST_DATAPLANE,
     ROUTED,
     SIZING,
     SPEC,
     models_or_exit,
     scratch_store,
+    use_dataplane,
 )
 
 IN_FLIGHT = 64
@@ -262,12 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
     if varied and not args.smoke and args.output is None:
         # the results of record are the soak; a variant must not replace them
         parser.error(f"{', '.join(varied)}: an experiment; give --output for its results")
-    if args.fast_dataplane and os.environ.get("RAY_ADDRESS"):
-        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
-                     "starts); unset RAY_ADDRESS")
+    dataplane = use_dataplane(args.fast_dataplane, parser)
     name = "soak-fast-dataplane" if args.fast_dataplane else "soak"
-    if args.fast_dataplane:
-        os.environ.update(FAST_DATAPLANE)  # before Ray starts: its workers inherit them
     seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, args.max_requests)
     if args.smoke:
         seconds, bucket_s, probe = 4.0, 2.0, (30, 100)
@@ -313,8 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = {"store": args.store, "smoke": args.smoke, "minutes": seconds / 60,
               "load": args.load, "rate": rate, "overrides": args.overrides,
               "sizing": sizing(served),
-              "dataplane": ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
-              if args.fast_dataplane else "default (Serve proxy)",
+              "dataplane": dataplane,
               "bucket_s": bucket_s, "steps": served.serve.rollout.steps,
               "requests": {"unloaded": probe[0], "max": probe[1]},
               "in_flight_limit": IN_FLIGHT, "client": f"aiohttp {aiohttp.__version__}",
