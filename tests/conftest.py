@@ -103,7 +103,8 @@ def teacher_store(tmp_path_factory) -> Path:
 
     store = tmp_path_factory.mktemp("teacher-store")
     ensure_ray()
-    Pipeline(tiny_spec(store)).train_teacher()
+    # one worker: two cost ~7 s more here, and later stages find the teacher by name
+    Pipeline(tiny_spec(store, "teacher.train.num_workers=1")).train_teacher()
     return store
 
 

@@ -1,5 +1,6 @@
-"""Every strategy end to end, small: 2 Ray Train workers with DeepSpeed, real caches, exports
-that load back as plain models."""
+"""Every strategy end to end, small: Ray Train workers with DeepSpeed (2; 1 for the runs of
+several fits, where each second worker costs ~7 s a fit), real caches, exports that load back as
+plain models."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_feature_pair_naming_a_missing_layer_fails_before_training(local_ray, st
 
 def test_teacher_assistant_chain_with_curriculum_resumes_at_the_unfinished_stage(
         local_ray, cached_store_copy, capsys, monkeypatch):
-    pipeline = Pipeline(tiny_spec(cached_store_copy, "distill.epochs=1",
+    pipeline = Pipeline(tiny_spec(cached_store_copy, "distill.epochs=1", "distill.num_workers=1",
                                   "distill.strategy=progressive",
                                   f"distill.progressive={ASSISTANT}"))
     # a crash after the assistant, as the student's training starts (two Ray Train fits in
@@ -90,7 +91,7 @@ def test_multi_teacher_stores_both_teachers_and_joins_their_caches(local_ray, ca
     scripted = tmp_path / "mlp.ts"
     torch.jit.save(torch.jit.script(build_model(MLPSpec(arch="mlp", hidden=[32]), 40, 10)),
                    str(scripted))
-    pipeline = Pipeline(tiny_spec(cached_store_copy, "distill.epochs=1",
+    pipeline = Pipeline(tiny_spec(cached_store_copy, "distill.epochs=1", "distill.num_workers=1",
                                   "distill.strategy=multi_teacher",
                                   f"distill.multi_teacher={SECOND_TEACHER.format(path=scripted)}"))
     pipeline.ensure_teachers()  # imports the pretrained one, keeps the trained one

@@ -71,6 +71,8 @@ def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes
                                "teacher.train.resources={teacher_node: 1}",
                                "teacher.inference.resources={infer_node: 1}",
                                "distill.resources={distill_node: 1}",
+                               # one Ray Train worker a fit: three nodes share 2 cores here
+                               "teacher.train.num_workers=1", "distill.num_workers=1",
                                # nothing below reads the robustness suite: one shifted set
                                "evaluate.shifts=[{kind: iid_noise, severities: [0.1]}]")
     sets = [a for item in overrides for a in ("--set", item)]

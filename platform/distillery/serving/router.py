@@ -19,8 +19,7 @@ import json
 import logging
 import random
 import time
-import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -37,7 +36,9 @@ from distillery.config import PipelineSpec, ServeSpec
 from distillery.monitoring.request_log import Entry, RequestLog
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
-from distillery.serving.routing import sticky_arm, two_proportion_ztest
+from distillery.serving.feedback import Feedback
+from distillery.serving.heap import freeze_startup_heap
+from distillery.serving.routing import ARMS, sticky_arm
 from distillery.serving.schema import (
     FEEDBACK_REQUEST,
     V1_ERROR,
@@ -65,9 +66,7 @@ from distillery.storage import Store
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="distillery")
-ARMS = ("teacher", "student")
 LATENCY_WINDOW = 5000  # student latencies kept for the p99 gate
-FEEDBACK_WINDOW = 100_000  # request ids remembered for POST /v1/feedback
 ANY = {"type": "object"}
 UNKNOWN = {404: "no such model"}
 INFER_ERRORS = {400: "invalid body", 404: "no such model", 413: "body or batch too large",
@@ -135,8 +134,7 @@ class Router:
         self.alerts: list | None = None  # the latest monitoring check's; None: none ran yet
         self.sent: frozenset = frozenset()  # (rule, signal) pairs the webhook already has
         self.last_check: dict | None = None
-        self.arm_of: OrderedDict[str, str] = OrderedDict()  # request id -> arm, for feedback
-        self.feedback = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
+        self.feedback = Feedback()  # request ids, and the A/B outcomes posted for them
         self.shadow_tasks: set[asyncio.Task] = set()
         self.save_lock = asyncio.Lock()
         self.unsaved = False  # the store refused the latest state; every tick retries
@@ -175,6 +173,7 @@ class Router:
             from distillery.monitoring.check import run_check
 
             self.tasks.append(loop.create_task(self._monitor_loop(run_check)))
+        freeze_startup_heap()  # after Evidently's import, when a check runs here
 
     # ------------------------------------------------------------ health and metadata
 
@@ -241,7 +240,7 @@ class Router:
             self.errors_total.inc(tags={"model": known, "kind": "client"})
             return JSONResponse(protocol.render_error(err), err.status)
         # ours, unique: it keys feedback and the request log; V2 echoes the client's own id
-        request_id = uuid.uuid4().hex
+        n, request_id = self.feedback.issue()
         answer_id = (ident if protocol.id_is_request_id else None) or request_id
         received = time.time()
         try:
@@ -249,7 +248,7 @@ class Router:
                 key = (request.headers.get(self.rollout_spec.sticky_header)
                        or (None if protocol.id_is_request_id else ident) or request_id)
                 arm, probs = await self._routed(x, key, request_id, received)
-                self._remember(request_id, arm)
+                self.feedback.answered(n, arm)
             else:
                 arm = name
                 probs, latency_ms = await self._call(name, x)
@@ -333,11 +332,6 @@ class Router:
         if self.request_log:
             self.request_log.append(entry)  # a full buffer drops the rows and counts them
 
-    def _remember(self, request_id: str, arm: str) -> None:
-        self.arm_of[request_id] = arm
-        if len(self.arm_of) > FEEDBACK_WINDOW:
-            self.arm_of.popitem(last=False)
-
     def _unknown(self, name: str) -> RequestError:
         return RequestError(404, "unknown_model", f"no model {name!r}; valid: teacher, student, "
                                                   f"{self.endpoint} (routed)")
@@ -361,20 +355,12 @@ class Router:
             err = RequestError(400, "invalid_request", 'body must be {"request_id": str, '
                                                        '"success": bool}')
             return JSONResponse(v1_error(err), 400)
-        arm = self.arm_of.pop(payload["request_id"], None)
+        arm = self.feedback.redeem(payload["request_id"], payload["success"])
         if arm is None:
             err = RequestError(404, "unknown_request", "no routed response with that "
                                                        "request_id (or feedback already given)")
             return JSONResponse(v1_error(err), 404)
-        self.feedback[arm][0] += payload["success"]
-        self.feedback[arm][1] += 1
         return JSONResponse({"request_id": payload["request_id"], "model": arm})
-
-    def ab_summary(self) -> dict:
-        (s_s, n_s), (s_t, n_t) = self.feedback["student"], self.feedback["teacher"]
-        z, p = two_proportion_ztest(s_s, n_s, s_t, n_t)
-        return {arm: {"successes": s, "outcomes": n, "rate": s / n if n else None}
-                for arm, (s, n) in self.feedback.items()} | {"z": z, "p_value": p}
 
     # ------------------------------------------------------------ rollout
 
@@ -471,7 +457,7 @@ class Router:
         return {**state, "endpoint": self.endpoint, "models": self.versions,
                 "gates": [vars(c) for c in rollout.check_gates(
                     self.rollout_spec.gates, self._measurement())],
-                "requests_in_step": self.window.requests, "ab": self.ab_summary(),
+                "requests_in_step": self.window.requests, "ab": self.feedback.summary(),
                 "monitor": self._monitor_status(),
                 "decisions": self.state["decisions"][-10:]}
 

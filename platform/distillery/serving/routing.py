@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+ARMS = ("teacher", "student")
 BUCKETS = 10_000
 
 
