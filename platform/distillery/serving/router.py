@@ -1,10 +1,11 @@
-"""The ingress: HTTP API (V1 and Open Inference Protocol V2), routing, shadowing, A/B feedback,
-the rollout controller, the request log, the scheduled monitoring check and the admin API.
+"""The ingress: HTTP API (V1 and Open Inference Protocol V2), routing, shadowing, A/B feedback
+and the admin API.
 
-One replica: it holds the rollout state (persisted in the store at every change) and applies a
-new weight to the next request, so traffic moves without restarting any replica. The controller
-is a task on the replica's event loop that calls `rollout.decide` every `interval_s`. Two more
-tasks flush the request log (writes run in a thread) and run the monitoring check every
+One replica: it holds the rollout state (`controller.RolloutController`, persisted in the store
+at every change) and applies a new weight to the next request, so traffic moves without
+restarting any replica. The controller is a task on the replica's event loop that calls
+`rollout.decide` every `interval_s`. Two more tasks (`request_monitor.RequestMonitor`) flush the
+request log (writes run in a thread) and run the monitoring check every
 `monitor.check_interval_s`; the latest check's alerts feed the rollout's `alerts` gate.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
@@ -19,25 +20,24 @@ import json
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.serve.metrics import Counter, Gauge, Histogram
+from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from distillery.config import PipelineSpec, ServeSpec
-from distillery.monitoring.request_log import Entry, RequestLog
+from distillery.monitoring.request_log import Entry
 from distillery.serving import rollout
 from distillery.serving.admin import authorize
+from distillery.serving.controller import RolloutController
 from distillery.serving.feedback import Feedback
 from distillery.serving.heap import freeze_startup_heap
+from distillery.serving.request_monitor import RequestMonitor
 from distillery.serving.routing import ARMS, sticky_arm
 from distillery.serving.schema import (
     FEEDBACK_REQUEST,
@@ -66,7 +66,6 @@ from distillery.storage import Store
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="distillery")
-LATENCY_WINDOW = 5000  # student latencies kept for the p99 gate
 ANY = {"type": "object"}
 UNKNOWN = {404: "no such model"}
 INFER_ERRORS = {400: "invalid body", 404: "no such model", 413: "body or batch too large",
@@ -81,24 +80,6 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     render = v2_error if request.url.path.startswith("/v2") else v1_error
     return JSONResponse(render(framework_error(exc.status_code, str(exc.detail))),
                         exc.status_code, headers=exc.headers)
-
-
-@dataclass
-class Window:
-    """What the controller measures, since the current step began."""
-
-    requests: int = 0
-    student_calls: int = 0  # answers and shadow calls
-    student_errors: int = 0
-    student_latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
-    agreements: int = 0
-    pairs: int = 0
-
-    def measurement(self, alerts: int | None, alerts_gate: bool) -> rollout.Measurement:
-        p99 = rollout.percentile(list(self.student_latency_ms), 99) if (
-            self.student_latency_ms) else None
-        return rollout.Measurement(self.requests, self.student_calls, self.student_errors,
-                                   p99, self.agreements, self.pairs, alerts, alerts_gate)
 
 
 @dataclass(frozen=True)
@@ -122,22 +103,14 @@ class Router:
         spec = pipeline.serve or ServeSpec()
         self.handles = {"teacher": teacher, "student": student}
         self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
-        self.pipeline, self.monitor = pipeline, pipeline.monitor
         self.rollout_spec, self.admin_digest = spec.rollout, admin_digest
         self.fallback_to_teacher = spec.fallback_to_teacher
         self.limits = Limits(cards["teacher"]["num_features"], spec.max_instances,
                              spec.max_body_bytes)
-        self.store = Store(pipeline.store)
-        self.window = Window()
-        self.request_log = (RequestLog(self.store, self.monitor.request_log)
-                            if self.monitor.request_log.enabled else None)
-        self.alerts: list | None = None  # the latest monitoring check's; None: none ran yet
-        self.sent: frozenset = frozenset()  # (rule, signal) pairs the webhook already has
-        self.last_check: dict | None = None
+        store = Store(pipeline.store)
+        self.monitor = RequestMonitor(pipeline, store)
         self.feedback = Feedback()  # request ids, and the A/B outcomes posted for them
         self.shadow_tasks: set[asyncio.Task] = set()
-        self.save_lock = asyncio.Lock()
-        self.unsaved = False  # the store refused the latest state; every tick retries
         self.requests_total = Counter("distillery_requests", "requests answered, by model",
                                       tag_keys=("model",))
         self.errors_total = Counter("distillery_request_errors", "failed requests: 4xx client "
@@ -148,39 +121,18 @@ class Router:
                                  tag_keys=("model",))
         self.fallbacks = Counter("distillery_student_fallbacks", "routed requests the teacher "
                                  "answered because the student's call failed")
-        self.weight_gauge = Gauge("distillery_rollout_weight", "percent of routed traffic the "
-                                  "student gets")
-        self.log_rows = Counter("distillery_request_log_rows", "request-log rows, by outcome: "
-                                "written, or dropped (buffer full while the store was down)",
-                                tag_keys=("outcome",))
-        self.alerts_gauge = Gauge("distillery_active_alerts", "alerts of the latest monitoring "
-                                  "check")
-        self.dropped_reported = 0
-        state, note = await asyncio.to_thread(rollout.load_state, self.store, self.rollout_spec,
-                                              versions["student"], time.time())
-        # an unreadable state is an operator's problem to fix: say so at error level
-        (logger.error if "error" in state else logger.info)("rollout: %s", note)
-        self.state = state
-        self.weight_gauge.set(state["weight"])
+        self.rollout = await RolloutController.load(spec.rollout, store, versions["student"],
+                                                    self.monitor.gate)
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._control())]
-        if self.request_log:
-            self.tasks.append(loop.create_task(self._flush_loop()))
-        if self.monitor.check_interval_s is not None:
-            # Evidently takes seconds to import: only a router that runs checks pays for it, and
-            # before it reports ready (imported at the first check instead, in a thread, it held
-            # that check past the monitoring test's window)
-            from distillery.monitoring.check import run_check
-
-            self.tasks.append(loop.create_task(self._monitor_loop(run_check)))
+        self.tasks = [loop.create_task(self.rollout.run()), *self.monitor.start(loop)]
         freeze_startup_heap()  # after Evidently's import, when a check runs here
 
     # ------------------------------------------------------------ health and metadata
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "rollout": self.state["status"],
-                "student_weight": self.state["weight"]}
+        return {"status": "ok", "rollout": self.rollout.state["status"],
+                "student_weight": self.rollout.state["weight"]}
 
     @api.get("/v2/health/live")
     async def live(self) -> dict:
@@ -198,7 +150,7 @@ class Router:
     async def v1_model(self, name: str) -> JSONResponse:
         if name == self.endpoint:
             return JSONResponse({"name": name, "models": {a: self.versions[a] for a in ARMS},
-                                 "student_weight": self.state["weight"],
+                                 "student_weight": self.rollout.state["weight"],
                                  "mode": self.rollout_spec.mode})
         if name not in ARMS:
             return JSONResponse(v1_error(self._unknown(name)), 404)
@@ -252,8 +204,8 @@ class Router:
             else:
                 arm = name
                 probs, latency_ms = await self._call(name, x)
-                self._log(Entry(received, request_id, name, arm, self.versions[arm], x, probs,
-                                latency_ms))
+                self.monitor.log(Entry(received, request_id, name, arm, self.versions[arm], x,
+                                       probs, latency_ms))
         except Exception as err:  # the model failed, not the client: 5xx, no stack trace
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
@@ -269,8 +221,8 @@ class Router:
         """The arm the rollout picks for this key. A failing student counts against its
         gates; with `serve.fallback_to_teacher` the teacher answers instead (the client sees
         `model: teacher`, no error), otherwise the failure propagates (503)."""
-        self.window.requests += 1
-        arm = sticky_arm(key, self.state["weight"])
+        self.rollout.window.requests += 1
+        arm = sticky_arm(key, self.rollout.state["weight"])
         if arm == "student":
             try:
                 probs, latency_ms = await self._call("student", x)
@@ -290,13 +242,13 @@ class Router:
             self.shadow_tasks.add(task)  # keep a reference until it finishes
             task.add_done_callback(self.shadow_tasks.discard)
         else:
-            self._log(entry)
+            self.monitor.log(entry)
         return arm, probs
 
     async def _call(self, arm: str, x: np.ndarray) -> tuple[np.ndarray, float]:
         """(B, C) probabilities and the call's latency in ms; a student failure is counted
         against the student's error-rate gate, answer or shadow alike."""
-        window, start = self.window, time.perf_counter()
+        window, start = self.rollout.window, time.perf_counter()
         if arm == "student":
             window.student_calls += 1
         try:
@@ -316,21 +268,17 @@ class Router:
     async def _mirror(self, entry: Entry) -> None:
         """The other model on the same rows, after the response went out; the pair's top-1
         agreement feeds the agreement gate and the request log."""
-        window = self.window
+        window = self.rollout.window
         other = "teacher" if entry.model == "student" else "student"
         try:
             probs, _ = await self._call(other, entry.inputs)
         except Exception as err:
             logger.warning("shadow call to %s failed: %s", other, err)
-            self._log(entry)
+            self.monitor.log(entry)
             return
         window.pairs += len(probs)
         window.agreements += int((probs.argmax(1) == entry.probs.argmax(1)).sum())
-        self._log(dataclasses.replace(entry, shadow_probs=probs))
-
-    def _log(self, entry: Entry) -> None:
-        if self.request_log:
-            self.request_log.append(entry)  # a full buffer drops the rows and counts them
+        self.monitor.log(dataclasses.replace(entry, shadow_probs=probs))
 
     def _unknown(self, name: str) -> RequestError:
         return RequestError(404, "unknown_model", f"no model {name!r}; valid: teacher, student, "
@@ -362,104 +310,18 @@ class Router:
             return JSONResponse(v1_error(err), 404)
         return JSONResponse({"request_id": payload["request_id"], "model": arm})
 
-    # ------------------------------------------------------------ rollout
-
-    async def _control(self) -> None:
-        while True:
-            await asyncio.sleep(self.rollout_spec.interval_s)
-            try:
-                new, decision = rollout.decide(self.state, self.rollout_spec,
-                                               self._measurement(), time.time())
-                logger.info("rollout decision: %s", json.dumps(decision))
-                await self._apply(new)
-            except Exception:  # the controller must outlive one bad tick; the state is kept
-                logger.exception("rollout controller tick failed")
-
-    def _measurement(self) -> rollout.Measurement:
-        # only the scheduled check in this app produces alerts the gate can wait for
-        gated = self.monitor.alerts.gate_rollout and self.monitor.check_interval_s is not None
-        return self.window.measurement(None if self.alerts is None else len(self.alerts), gated)
-
-    # ------------------------------------------------------------ request log and monitoring
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, self.monitor.request_log.flush_seconds))
-            if self.request_log.due():
-                await self._flush()
-
-    async def _flush(self) -> None:
-        log = self.request_log
-        entries = log.take()
-        if entries:
-            try:
-                written = await asyncio.to_thread(log.write, entries)
-                self.log_rows.inc(written, tags={"outcome": "written"})
-            except Exception as err:  # the store is down: keep the rows while there is room
-                log.give_back(entries)
-                logger.warning("request log: write to %s failed (%s); %d rows buffered, %d "
-                               "dropped so far", self.store.root, err, log.rows, log.dropped)
-        if log.dropped > self.dropped_reported:
-            self.log_rows.inc(log.dropped - self.dropped_reported, tags={"outcome": "dropped"})
-            self.dropped_reported = log.dropped
-
-    async def _monitor_loop(self, run_check: Callable) -> None:
-        while True:
-            await asyncio.sleep(self.monitor.check_interval_s)
-            end = datetime.now(timezone.utc)
-            start = end - timedelta(seconds=self.monitor.window_s)
-            try:
-                if self.request_log:
-                    await self._flush()  # the check reads what is in the store
-                result = await asyncio.to_thread(run_check, self.pipeline, start, end,
-                                                 already_sent=self.sent)
-            except Exception:  # one failed check must not end the schedule
-                logger.exception("monitoring check failed")
-                continue
-            self.alerts, self.last_check = result.alerts, result.status()
-            self.sent = result.sent  # a condition pages once, until a check clears it
-            self.alerts_gauge.set(len(result.alerts))
+    # ------------------------------------------------------------ lifecycle and admin
 
     async def __del__(self) -> None:
         """Serve calls this when the replica stops (a redeploy, `serve shutdown`, scaling
         down): what is buffered goes to the store, so only a crash loses a buffer."""
         for task in self.tasks:
             task.cancel()
-        if self.request_log:
-            await self._flush()
-
-    def _monitor_status(self) -> dict:
-        log = self.request_log
-        return {"request_log": None if log is None else {
-                    "buffered": log.rows, "written": log.written, "dropped": log.dropped},
-                "alerts": None if self.alerts is None else [a.to_json() for a in self.alerts],
-                "last_check": self.last_check}
-
-    async def _apply(self, new: dict) -> None:
-        old, self.state = self.state, new
-        if new["step_started"] != old["step_started"]:
-            self.window = Window()
-        self.weight_gauge.set(new["weight"])
-        if new != old or self.unsaved:
-            # writes in order, and the last one holds the newest state
-            async with self.save_lock:
-                try:
-                    await asyncio.to_thread(rollout.save_state, self.store, self.state)
-                    self.unsaved = False
-                except OSError as err:  # the store is down: traffic follows the new state now
-                    self.unsaved = True
-                    logger.warning("rollout: saving the state to %s failed (%s); retrying "
-                                   "every %g s", self.store.root, err,
-                                   self.rollout_spec.interval_s)
+        await self.monitor.flush()
 
     def status(self) -> dict:
-        state = {k: v for k, v in self.state.items() if k != "decisions"}
-        return {**state, "endpoint": self.endpoint, "models": self.versions,
-                "gates": [vars(c) for c in rollout.check_gates(
-                    self.rollout_spec.gates, self._measurement())],
-                "requests_in_step": self.window.requests, "ab": self.feedback.summary(),
-                "monitor": self._monitor_status(),
-                "decisions": self.state["decisions"][-10:]}
+        return {**self.rollout.status(), "endpoint": self.endpoint, "models": self.versions,
+                "ab": self.feedback.summary(), "monitor": self.monitor.status()}
 
     @api.get("/admin/rollout", responses=openapi_responses(ANY, V1_ERROR, ADMIN_ERRORS))
     async def admin_status(self, request: Request) -> JSONResponse:
@@ -481,9 +343,7 @@ class Router:
                                                       f"{', '.join(rollout.ACTIONS)}")
             return JSONResponse(v1_error(err), 404)
         try:
-            new = rollout.operator_action(self.state, action, time.time())
+            await self.rollout.act(action)
         except ValueError as err:
             return JSONResponse(v1_error(RequestError(409, "invalid_action", str(err))), 409)
-        logger.info("rollout operator action: %s", json.dumps(new["decisions"][-1]))
-        await self._apply(new)
         return JSONResponse(self.status())
