@@ -1,6 +1,6 @@
-"""Every strategy end to end, small: Ray Train workers with DeepSpeed (2; 1 for the runs of
-several fits, where each second worker costs ~7 s a fit), real caches, exports that load back as
-plain models."""
+"""Every strategy end to end, small: Ray Train workers with DeepSpeed (2; 1 in the progressive
+and multi-teacher tests, where a second worker costs ~7 s a fit), real caches, exports that load
+back as plain models."""
 
 from __future__ import annotations
 

@@ -31,8 +31,10 @@ def test_ids_are_unique_across_requests_and_incarnations():
 def test_only_the_newest_window_of_ids_redeems():
     fb = Feedback(window=4)
     issued = [fb.issue() for _ in range(6)]
-    for n, _ in issued:
+    for n, _ in issued[2:]:
         fb.answered(n, "student")
+    for n, _ in issued[:2]:  # answered after 4 newer ids: their slots are those ids' now
+        fb.answered(n, "teacher")
     assert [fb.redeem(request_id, True) for _, request_id in issued] == [
         None, None, "student", "student", "student", "student"]
 
@@ -45,6 +47,7 @@ def test_only_the_newest_window_of_ids_redeems():
     lambda i: i.split("-", 1)[1],  # pieces missing
     lambda i: i + "-0",
     lambda i: "",
+    lambda i: i[:-1] + "\u00e9",  # not ASCII: compare_digest on str would raise
 ])
 def test_a_forged_or_malformed_id_is_refused(mangle):
     fb = Feedback()

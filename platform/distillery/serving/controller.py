@@ -1,6 +1,6 @@
 """The router's rollout controller: the rollout state, what the current step has measured, the
-loop that calls `rollout.decide` every `interval_s`, operator actions, and the state's
-persistence in the store (at every change; a failed save is retried every tick)."""
+loop that calls `rollout.decide` every `interval_s`, and the state's persistence in the store
+(at every change, operator actions included; a failed save is retried every tick)."""
 
 from __future__ import annotations
 
@@ -79,13 +79,6 @@ class RolloutController:
 
     def measurement(self) -> rollout.Measurement:
         return self.window.measurement(*self.alerts())
-
-    async def act(self, action: str) -> None:
-        """An operator's action (rollout.ACTIONS); ValueError where the state does not allow
-        it."""
-        new = rollout.operator_action(self.state, action, time.time())
-        logger.info("rollout operator action: %s", json.dumps(new["decisions"][-1]))
-        await self.apply(new)
 
     async def apply(self, new: dict) -> None:
         old, self.state = self.state, new

@@ -41,12 +41,14 @@ class Feedback:
         return n, f"{self.incarnation}-{n:x}-{self._mac(n)}"
 
     def answered(self, n: int, arm: str) -> None:
-        """Request n got a routed answer from `arm`: feedback on it may now be given once."""
-        self.arms[n % self.window] = 1 + ARMS.index(arm)
+        """Request n got a routed answer from `arm`: feedback on it may now be given once (if
+        n is still among the newest `window` ids; its slot may already be a newer request's)."""
+        if n >= self.next - self.window:
+            self.arms[n % self.window] = 1 + ARMS.index(arm)
 
     def redeem(self, request_id: str, success: bool) -> str | None:
         """The arm that answered `request_id`, its outcome counted; None when the id is not one
-        of this router's newest `window` routed answers or its feedback was already given."""
+        of this router's newest `window` ids, got no routed answer, or was already redeemed."""
         parts = request_id.split("-")
         if len(parts) != 3 or parts[0] != self.incarnation:
             return None
@@ -55,7 +57,7 @@ class Feedback:
         except ValueError:
             return None
         if (parts[1] != f"{n:x}" or not self.next - self.window <= n < self.next
-                or not hmac.compare_digest(parts[2], self._mac(n))):
+                or not hmac.compare_digest(parts[2].encode(), self._mac(n).encode())):
             return None
         code = self.arms[n % self.window]
         if not code:

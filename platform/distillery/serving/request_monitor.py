@@ -18,6 +18,11 @@ logger = logging.getLogger("ray.serve")
 
 
 class RequestMonitor:
+    """`log(entry)` buffers a request's rows (with `monitor.request_log.enabled`); the tasks of
+    `start` write the buffer every `flush_seconds` and, with `monitor.check_interval_s`, run
+    the drift/control/alert check over the last `window_s`. A failed write keeps the rows
+    until the buffer is full, then drops and counts them."""
+
     def __init__(self, pipeline: PipelineSpec, store: Store):
         self.pipeline, self.spec, self.store = pipeline, pipeline.monitor, store
         self.request_log = (RequestLog(store, self.spec.request_log)

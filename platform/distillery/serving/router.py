@@ -103,7 +103,7 @@ class Router:
         spec = pipeline.serve or ServeSpec()
         self.handles = {"teacher": teacher, "student": student}
         self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
-        self.rollout_spec, self.admin_digest = spec.rollout, admin_digest
+        self.admin_digest = admin_digest
         self.fallback_to_teacher = spec.fallback_to_teacher
         self.limits = Limits(cards["teacher"]["num_features"], spec.max_instances,
                              spec.max_body_bytes)
@@ -121,18 +121,18 @@ class Router:
                                  tag_keys=("model",))
         self.fallbacks = Counter("distillery_student_fallbacks", "routed requests the teacher "
                                  "answered because the student's call failed")
-        self.rollout = await RolloutController.load(spec.rollout, store, versions["student"],
+        self.controller = await RolloutController.load(spec.rollout, store, versions["student"],
                                                     self.monitor.gate)
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.rollout.run()), *self.monitor.start(loop)]
+        self.tasks = [loop.create_task(self.controller.run()), *self.monitor.start(loop)]
         freeze_startup_heap()  # after Evidently's import, when a check runs here
 
     # ------------------------------------------------------------ health and metadata
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "rollout": self.rollout.state["status"],
-                "student_weight": self.rollout.state["weight"]}
+        return {"status": "ok", "rollout": self.controller.state["status"],
+                "student_weight": self.controller.state["weight"]}
 
     @api.get("/v2/health/live")
     async def live(self) -> dict:
@@ -150,8 +150,8 @@ class Router:
     async def v1_model(self, name: str) -> JSONResponse:
         if name == self.endpoint:
             return JSONResponse({"name": name, "models": {a: self.versions[a] for a in ARMS},
-                                 "student_weight": self.rollout.state["weight"],
-                                 "mode": self.rollout_spec.mode})
+                                 "student_weight": self.controller.state["weight"],
+                                 "mode": self.controller.spec.mode})
         if name not in ARMS:
             return JSONResponse(v1_error(self._unknown(name)), 404)
         return JSONResponse(v1_metadata(name, self.cards[name], self.versions[name]))
@@ -197,7 +197,7 @@ class Router:
         received = time.time()
         try:
             if name == self.endpoint:
-                key = (request.headers.get(self.rollout_spec.sticky_header)
+                key = (request.headers.get(self.controller.spec.sticky_header)
                        or (None if protocol.id_is_request_id else ident) or request_id)
                 arm, probs = await self._routed(x, key, request_id, received)
                 self.feedback.answered(n, arm)
@@ -221,8 +221,8 @@ class Router:
         """The arm the rollout picks for this key. A failing student counts against its
         gates; with `serve.fallback_to_teacher` the teacher answers instead (the client sees
         `model: teacher`, no error), otherwise the failure propagates (503)."""
-        self.rollout.window.requests += 1
-        arm = sticky_arm(key, self.rollout.state["weight"])
+        self.controller.window.requests += 1
+        arm = sticky_arm(key, self.controller.state["weight"])
         if arm == "student":
             try:
                 probs, latency_ms = await self._call("student", x)
@@ -237,7 +237,7 @@ class Router:
             probs, latency_ms = await self._call("teacher", x)
         entry = Entry(received, request_id, self.endpoint, arm, self.versions[arm], x, probs,
                       latency_ms)
-        if random.random() < self.rollout_spec.shadow_fraction:
+        if random.random() < self.controller.spec.shadow_fraction:
             task = asyncio.get_running_loop().create_task(self._mirror(entry))
             self.shadow_tasks.add(task)  # keep a reference until it finishes
             task.add_done_callback(self.shadow_tasks.discard)
@@ -248,7 +248,7 @@ class Router:
     async def _call(self, arm: str, x: np.ndarray) -> tuple[np.ndarray, float]:
         """(B, C) probabilities and the call's latency in ms; a student failure is counted
         against the student's error-rate gate, answer or shadow alike."""
-        window, start = self.rollout.window, time.perf_counter()
+        window, start = self.controller.window, time.perf_counter()
         if arm == "student":
             window.student_calls += 1
         try:
@@ -268,7 +268,7 @@ class Router:
     async def _mirror(self, entry: Entry) -> None:
         """The other model on the same rows, after the response went out; the pair's top-1
         agreement feeds the agreement gate and the request log."""
-        window = self.rollout.window
+        window = self.controller.window
         other = "teacher" if entry.model == "student" else "student"
         try:
             probs, _ = await self._call(other, entry.inputs)
@@ -320,8 +320,11 @@ class Router:
         await self.monitor.flush()
 
     def status(self) -> dict:
-        return {**self.rollout.status(), "endpoint": self.endpoint, "models": self.versions,
-                "ab": self.feedback.summary(), "monitor": self.monitor.status()}
+        rollout_status = self.controller.status()
+        decisions = rollout_status.pop("decisions")
+        return {**rollout_status, "endpoint": self.endpoint, "models": self.versions,
+                "ab": self.feedback.summary(), "monitor": self.monitor.status(),
+                "decisions": decisions}
 
     @api.get("/admin/rollout", responses=openapi_responses(ANY, V1_ERROR, ADMIN_ERRORS))
     async def admin_status(self, request: Request) -> JSONResponse:
@@ -343,7 +346,9 @@ class Router:
                                                       f"{', '.join(rollout.ACTIONS)}")
             return JSONResponse(v1_error(err), 404)
         try:
-            await self.rollout.act(action)
+            new = rollout.operator_action(self.controller.state, action, time.time())
         except ValueError as err:
             return JSONResponse(v1_error(RequestError(409, "invalid_action", str(err))), 409)
+        logger.info("rollout operator action: %s", json.dumps(new["decisions"][-1]))
+        await self.controller.apply(new)
         return JSONResponse(self.status())
