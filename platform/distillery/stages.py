@@ -223,9 +223,9 @@ class Pipeline:
         scores = []
         for batch in read_cache(self.store, cache_key_).select_columns(
                 ["logits", "label"]).iter_batches(batch_size=65_536, batch_format="pyarrow"):
-            logits = torch.from_numpy(fixed_list_to_numpy(batch["logits"]))
-            labels = torch.from_numpy(batch["label"].fill_null(-1).to_numpy(
-                zero_copy_only=False))
+            # copies: Arrow's buffers are read-only, which torch.from_numpy warns about
+            logits = torch.tensor(fixed_list_to_numpy(batch["logits"]))
+            labels = torch.tensor(batch["label"].fill_null(-1).to_numpy(zero_copy_only=False))
             scores.append(difficulty(logits, labels, c.score).numpy())
         fractions = [pacing_fraction(e, epochs, c.pacing, c.start, c.full_at)
                      for e in range(epochs)]
