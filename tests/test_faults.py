@@ -189,8 +189,10 @@ def test_store_outage_buffers_request_log_rows_then_drops_exactly_the_counted_ov
     finally:  # the store is back
         store_copy.unlink()
         away.rename(store_copy)
-    # the buffer reaches the store; the overflow stays dropped, and counted
-    after = wait_until(lambda: (s := monitor_status(http))["buffered"] == 0 and s)
+    # the buffer reaches the store; the overflow stays dropped, and counted. Waited for until
+    # every row is accounted for: a write in flight shows its rows neither buffered nor written
+    after = wait_until(lambda: (s := monitor_status(http))["buffered"] == 0
+                       and s["written"] + s["dropped"] == 200 and s)
     assert after == {"buffered": 0, "written": 140, "dropped": 60}
     store = Store(str(store_copy))  # the next controller tick saved the paused state
     wait_until(lambda: store.exists(*STATE_PATH) and store.read_json(*STATE_PATH)["status"]

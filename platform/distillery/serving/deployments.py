@@ -12,7 +12,6 @@ import torch
 from ray import serve
 
 from distillery.models import load_model
-from distillery.serving.heap import freeze_startup_heap
 from distillery.storage import Store
 
 
@@ -25,7 +24,6 @@ class ModelServer:
         self.model, self.card = load_model(Store(store_root), tuple(parts))
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        freeze_startup_heap()
 
     @serve.batch
     async def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:

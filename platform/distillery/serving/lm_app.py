@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException
 from transformers import AutoConfig
 
 from distillery.lm.artifacts import CARD, HF_DIR
-from distillery.serving.heap import freeze_startup_heap
 from distillery.serving.lm_deployments import LMServer
 from distillery.serving.lm_schema import (
     GENERATE_REQUEST,
@@ -64,7 +63,6 @@ class LMIngress:
     def __init__(self, servers: dict[str, DeploymentHandle], cards: dict[str, dict],
                  contexts: dict[str, int], limits: GenerateLimits):
         self.servers, self.cards, self.contexts, self.limits = servers, cards, contexts, limits
-        freeze_startup_heap()
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

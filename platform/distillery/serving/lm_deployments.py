@@ -13,7 +13,6 @@ from ray import serve
 from transformers import DynamicCache, PreTrainedModel
 
 from distillery.lm.artifacts import load_lm
-from distillery.serving.heap import freeze_startup_heap
 from distillery.storage import Store
 
 
@@ -48,7 +47,6 @@ class LMServer:
         # a replica owns a fraction of a CPU; more threads would only contend
         torch.set_num_threads(1)
         self.model, self.tokenizer, _ = load_lm(Store(store_root), tuple(parts))
-        freeze_startup_heap()
 
     def encode(self, prompt: str) -> list[int]:
         """The prompt's ids, special tokens included as the model's tokenizer adds them."""

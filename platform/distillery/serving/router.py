@@ -36,7 +36,6 @@ from distillery.serving import rollout
 from distillery.serving.admin import authorize
 from distillery.serving.controller import RolloutController
 from distillery.serving.feedback import Feedback
-from distillery.serving.heap import freeze_startup_heap
 from distillery.serving.request_monitor import RequestMonitor
 from distillery.serving.routing import ARMS, sticky_arm
 from distillery.serving.schema import (
@@ -125,7 +124,6 @@ class Router:
                                                     self.monitor.gate)
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self.controller.run()), *self.monitor.start(loop)]
-        freeze_startup_heap()  # after Evidently's import, when a check runs here
 
     # ------------------------------------------------------------ health and metadata
 
