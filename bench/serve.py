@@ -86,20 +86,6 @@ SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
 # 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
 PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
 FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
-
-
-def use_dataplane(fast: bool, parser: argparse.ArgumentParser) -> str:
-    """The data plane of this run, in words; with `fast`, Ray's high-throughput serving mode is
-    set in this process's environment, before Ray starts, so that its workers inherit it.
-    Serve reads the mode when Ray starts, so a run that would join a running Ray (RAY_ADDRESS)
-    cannot set it and is refused rather than mislabelled."""
-    if not fast:
-        return "default (Serve proxy)"
-    if os.environ.get("RAY_ADDRESS"):
-        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
-                     "starts); unset RAY_ADDRESS")
-    os.environ.update(FAST_DATAPLANE)
-    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
 # The log comparison's two apps together take what the main app takes
 LOG_SIZING = ["serve.router_cpus=0.25", "serve.teacher_deployment.replicas=1",
               "serve.teacher_deployment.cpus_per_replica=0.25",
@@ -114,6 +100,20 @@ TARGETS = {  # name -> (server, path)
 }
 LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, teacher",
           "serve-routed": "Ray Serve, routed", "fastapi-student": "FastAPI + uvicorn, student"}
+
+
+def use_dataplane(fast: bool, parser: argparse.ArgumentParser) -> str:
+    """The data plane of this run, in words; with `fast`, Ray's high-throughput serving mode is
+    set in this process's environment, before Ray starts, so that its workers inherit it.
+    Serve reads the mode when Ray starts, so a run that would join a running Ray (RAY_ADDRESS)
+    cannot set it and is refused rather than mislabelled."""
+    if not fast:
+        return "default (Serve proxy)"
+    if os.environ.get("RAY_ADDRESS"):
+        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
+                     "starts); unset RAY_ADDRESS")
+    os.environ.update(FAST_DATAPLANE)
+    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
 
 
 # ---------------------------------------------------------------- measure
