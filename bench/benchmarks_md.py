@@ -27,6 +27,13 @@ def results_path(name: str, output: str | Path | None, smoke: bool) -> Path:
     return (RESULTS / "smoke" if smoke else RESULTS) / f"{name}.json"
 
 
+def serving_title(title: str, script: str, fast_dataplane: bool) -> str:
+    """The heading of a serving bench's section: the fast data plane's run has its own."""
+    if not fast_dataplane:
+        return f"## {title} (`bench/{script}.py`)\n\n"
+    return f"## {title}, fast data plane (`bench/{script}.py --fast-dataplane`)\n\n"
+
+
 def update_section(name: str, markdown: str) -> None:
     """Replace (or append) the section between this bench's markers, atomically."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

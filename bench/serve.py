@@ -59,7 +59,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import ROOT, machine, results_path, update_section  # noqa: E402
+from benchmarks_md import ROOT, machine, results_path, serving_title, update_section  # noqa: E402
 from load import (  # noqa: E402
     ROWS_PER_REQUEST,
     drive,
@@ -433,10 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_result(result, output)
     markdown = format_markdown(result)
     if not args.smoke:
-        title = "Serving, fast data plane" if args.fast_dataplane else "Serving"
-        update_section(name, f"## {title} (`bench/serve.py"
-                             f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"
-                             + markdown)
+        update_section(name, serving_title("Serving", "serve", args.fast_dataplane) + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result

@@ -37,6 +37,7 @@ import gc
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +47,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import results_path, update_section  # noqa: E402
+from benchmarks_md import results_path, serving_title, update_section  # noqa: E402
 from load import drive, request_bodies, serve_apps  # noqa: E402
 from measure import save  # noqa: E402
 
@@ -76,6 +77,26 @@ def soak_spec(store: str, student: str, seconds: float,
                             "serve.rollout.min_requests=100", "serve.rollout.interval_s=2",
                             "serve.rollout.gates.min_agreement=0.5",
                             "monitor.check_interval_s=null", *overrides])
+
+
+@contextmanager
+def probed_app(spec: PipelineSpec, parts: dict, seconds: float, overrides: list[str],
+               bodies: list[bytes], probe: tuple[int, int]):
+    """The soak's app (`soak_spec`, canary over `seconds`) on a scratch copy of the models,
+    deployed on the local Ray and probed: yields its base URL, its spec, the unloaded run
+    (one client, probe[0] requests) and the closed-loop maximum (probe[1] requests)."""
+    from distillery.runtime import ensure_ray
+
+    with tempfile.TemporaryDirectory() as scratch:
+        store = scratch_store(spec, Path(scratch), parts)
+        served = soak_spec(store, parts["student"][-1], seconds, overrides)
+        ensure_ray()
+        with serve_apps() as (base, deploy):
+            deploy({"/": served})
+            url = base + ROUTED
+            [unloaded] = asyncio.run(drive([url], bodies, 1, probe[0], warmup=20))
+            [peak] = asyncio.run(drive([url], bodies, MAX_CLIENTS, probe[1], warmup=100))
+            yield base, served, unloaded, peak
 
 
 def sizing(spec: PipelineSpec) -> str:
@@ -272,28 +293,20 @@ def main(argv: list[str] | None = None) -> dict:
     rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
     bodies = request_bodies(rows)
 
-    from distillery.runtime import ensure_ray
-
-    with tempfile.TemporaryDirectory() as scratch:
-        store = scratch_store(spec, Path(scratch), parts)
-        served = soak_spec(store, parts["student"][-1], seconds, args.overrides)
-        ensure_ray()
-        with serve_apps() as (base, deploy):
-            deploy({"/": served})
-            url = base + ROUTED
-            [unloaded] = asyncio.run(drive([url], bodies, 1, probe[0], warmup=20))
-            [peak] = asyncio.run(drive([url], bodies, MAX_CLIENTS, probe[1], warmup=100))
-            rate = args.load * peak["rows_per_s"]
-            print(f"unloaded p99 {unloaded['p99_ms']:.2f} ms; max {peak['rows_per_s']:.0f} "
-                  f"req/s; holding {rate:.0f} req/s for {seconds:.0f} s", flush=True)
-            pids = replica_pids()
-            start_rss = resident(pids)
-            if not start_rss or not all(start_rss.values()):
-                raise SystemExit(f"bench/soak.py: cannot read the replicas' memory ({start_rss});"
-                                 " not starting the soak")
-            buckets, latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate, seconds,
-                                                  bucket_s, pids))
-            end_rss = resident(pids)
+    with probed_app(spec, parts, seconds, args.overrides, bodies, probe) as (
+            base, served, unloaded, peak):
+        url = base + ROUTED
+        rate = args.load * peak["rows_per_s"]
+        print(f"unloaded p99 {unloaded['p99_ms']:.2f} ms; max {peak['rows_per_s']:.0f} "
+              f"req/s; holding {rate:.0f} req/s for {seconds:.0f} s", flush=True)
+        pids = replica_pids()
+        start_rss = resident(pids)
+        if not start_rss or not all(start_rss.values()):
+            raise SystemExit(f"bench/soak.py: cannot read the replicas' memory ({start_rss});"
+                             " not starting the soak")
+        buckets, latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate, seconds,
+                                              bucket_s, pids))
+        end_rss = resident(pids)
     for bucket in buckets:
         bucket["rss_change"] = largest_change(start_rss, bucket["rss"]) if bucket["rss"] else None
     soak = {"answered": len(latencies), "errors": sum(b["errors"] for b in buckets),
@@ -319,10 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
                   output, rss=rss, targets=TARGETS)
     markdown = format_markdown(result)
     if not args.smoke and args.output is None:
-        title = "Soak, fast data plane" if args.fast_dataplane else "Soak"
-        update_section(name, f"## {title} (`bench/soak.py"
-                             f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"
-                             + markdown)
+        update_section(name, serving_title("Soak", "soak", args.fast_dataplane) + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result

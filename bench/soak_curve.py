@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -31,14 +30,14 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import results_path, update_section  # noqa: E402
-from load import drive, request_bodies, serve_apps  # noqa: E402
+from benchmarks_md import results_path, serving_title, update_section  # noqa: E402
+from load import request_bodies  # noqa: E402
 from measure import save  # noqa: E402
-from soak import IN_FLIGHT, MAX_CLIENTS, TARGETS, hold, sizing, soak_spec  # noqa: E402
+from soak import IN_FLIGHT, MAX_CLIENTS, TARGETS, hold, probed_app, sizing  # noqa: E402
 
 from distillery.config import load_spec  # noqa: E402
 from distillery.data.splits import load_splits  # noqa: E402
-from serve import ROUTED, SPEC, models_or_exit, scratch_store, use_dataplane  # noqa: E402
+from serve import ROUTED, SPEC, models_or_exit, use_dataplane  # noqa: E402
 
 LOADS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 UNLOADED_REQUESTS = 1000
@@ -119,32 +118,23 @@ def main(argv: list[str] | None = None) -> dict:
     parts, cards = models_or_exit(spec, "bench/soak_curve.py", args.store)
     bodies = request_bodies(load_splits(spec.data.model_copy(update={"transfer": None})).x_test)
 
-    from distillery.runtime import ensure_ray
-
     levels = []
-    with tempfile.TemporaryDirectory() as scratch:
-        store = scratch_store(spec, Path(scratch), parts)
-        served = soak_spec(store, parts["student"][-1], PINNED_S)
-        ensure_ray()
-        with serve_apps() as (base, deploy):
-            deploy({"/": served})
-            url = base + ROUTED
-            [unloaded] = asyncio.run(drive([url], bodies, 1, probe[0], warmup=20))
-            [peak] = asyncio.run(drive([url], bodies, MAX_CLIENTS, probe[1], warmup=100))
-            for load in loads:
-                rate = load * peak["rows_per_s"]
-                print(f"load {load:.0%}: {rate:.0f} req/s for {seconds:g} s", flush=True)
-                psutil.cpu_percent()  # starts the busy-time interval read after the hold
-                [bucket], latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate,
-                                                       seconds, seconds, {}))
-                p99 = float(np.percentile(latencies, 99))
-                levels.append({"load": load, "rate": rate, "rps": bucket["rps"],
-                               "answered": bucket["answered"], "errors": bucket["errors"],
-                               "first_error": bucket["first_error"],
-                               "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": p99,
-                               "p99_vs_unloaded": p99 / unloaded["p99_ms"],
-                               "max_lag_s": bucket["max_lag_s"],
-                               "cpu_busy": psutil.cpu_percent() / 100})
+    with probed_app(spec, parts, PINNED_S, [], bodies, probe) as (base, served, unloaded, peak):
+        url = base + ROUTED
+        for load in loads:
+            rate = load * peak["rows_per_s"]
+            print(f"load {load:.0%}: {rate:.0f} req/s for {seconds:g} s", flush=True)
+            psutil.cpu_percent()  # starts the busy-time interval read after the hold
+            [bucket], latencies = asyncio.run(hold(url, f"{base}/healthz", bodies, rate,
+                                                   seconds, seconds, {}))
+            p99 = float(np.percentile(latencies, 99))
+            levels.append({"load": load, "rate": rate, "rps": bucket["rps"],
+                           "answered": bucket["answered"], "errors": bucket["errors"],
+                           "first_error": bucket["first_error"],
+                           "p50_ms": float(np.percentile(latencies, 50)), "p99_ms": p99,
+                           "p99_vs_unloaded": p99 / unloaded["p99_ms"],
+                           "max_lag_s": bucket["max_lag_s"],
+                           "cpu_busy": psutil.cpu_percent() / 100})
     summary = {"unloaded": {k: unloaded[k] for k in ("p50_ms", "p99_ms", "errors")},
                "max": {"rps": peak["rows_per_s"], "p99_ms": peak["p99_ms"],
                        "errors": peak["errors"]}}
@@ -161,10 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
                   targets={"p99_vs_unloaded": TARGETS["p99_vs_unloaded"]})
     markdown = format_markdown(result)
     if not args.smoke and args.output is None:
-        title = "Soak curve, fast data plane" if args.fast_dataplane else "Soak curve"
-        update_section(name, f"## {title} (`bench/soak_curve.py"
-                             f"{' --fast-dataplane' if args.fast_dataplane else ''}`)\n\n"
-                             + markdown)
+        update_section(name, serving_title("Soak curve", "soak_curve", args.fast_dataplane)
+                       + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result
