@@ -106,14 +106,18 @@ def use_dataplane(fast: bool, parser: argparse.ArgumentParser) -> str:
     """The data plane of this run, in words; with `fast`, Ray's high-throughput serving mode is
     set in this process's environment, before Ray starts, so that its workers inherit it.
     Serve reads the mode when Ray starts, so a run that would join a running Ray (RAY_ADDRESS)
-    cannot set it and is refused rather than mislabelled."""
+    cannot set it and is refused rather than mislabelled. Other RAY_SERVE_* settings in the
+    environment (an experiment's) are named too: the results file is all a reader has."""
+    others = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                       if k.startswith("RAY_SERVE_") and k not in FAST_DATAPLANE)
+    also = f"; from the environment: {others}" if others else ""
     if not fast:
-        return "default (Serve proxy)"
+        return "default (Serve proxy)" + also
     if os.environ.get("RAY_ADDRESS"):
         parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
                      "starts); unset RAY_ADDRESS")
     os.environ.update(FAST_DATAPLANE)
-    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items())
+    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items()) + also
 
 
 # ---------------------------------------------------------------- measure

@@ -80,16 +80,16 @@ def soak_spec(store: str, student: str, seconds: float,
 
 
 @contextmanager
-def probed_app(spec: PipelineSpec, parts: dict, seconds: float, overrides: list[str],
+def probed_app(spec: PipelineSpec, parts: dict, canary_s: float, overrides: list[str],
                bodies: list[bytes], probe: tuple[int, int]):
-    """The soak's app (`soak_spec`, canary over `seconds`) on a scratch copy of the models,
+    """The soak's app (`soak_spec`, canary steps over `canary_s`) on a scratch copy of the models,
     deployed on the local Ray and probed: yields its base URL, its spec, the unloaded run
     (one client, probe[0] requests) and the closed-loop maximum (probe[1] requests)."""
     from distillery.runtime import ensure_ray
 
     with tempfile.TemporaryDirectory() as scratch:
         store = scratch_store(spec, Path(scratch), parts)
-        served = soak_spec(store, parts["student"][-1], seconds, overrides)
+        served = soak_spec(store, parts["student"][-1], canary_s, overrides)
         ensure_ray()
         with serve_apps() as (base, deploy):
             deploy({"/": served})

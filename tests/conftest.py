@@ -8,6 +8,7 @@ subprocesses of the `distillery` CLI.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -242,6 +243,21 @@ def load_bench(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def smoke_bench(name: str, store: Path, tmp_path: Path, *argv: str) -> dict:
+    """bench/<name>.py --smoke on `store`, with the students `add_students` makes (the newest is
+    the one served), its results to tmp_path: the results it returns, once checked to be what
+    it wrote, with BENCHMARKS.md left alone and nothing written into `store`'s serve/."""
+    add_students(store)
+    output = tmp_path / f"{name}.json"
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    result = load_bench(name).main(["--smoke", "--store", str(store), "--output", str(output),
+                                    *argv])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
+    assert not (store / "serve").exists()  # nothing written into the user's store
+    return result
 
 
 @pytest.fixture(scope="session")

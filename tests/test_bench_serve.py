@@ -4,15 +4,15 @@ Ray (real Ray Serve, a real uvicorn server, real HTTP)."""
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, add_students, load_bench
+from conftest import ROOT, load_bench, smoke_bench
 
 
 def run(target: str, c: int, rows_per_s: float, p50_ms: float, repetition: int = 0) -> dict:
@@ -78,6 +78,18 @@ def test_crossover_separates_the_log_from_the_faster_app():
     assert estimate["ratios"]["a"] == pytest.approx([1.144] * 3)
 
 
+def test_the_data_plane_names_serve_settings_from_the_environment(monkeypatch):
+    bench = load_bench("serve")
+    for name in [k for k in os.environ if k.startswith("RAY_SERVE_")]:
+        monkeypatch.delenv(name)
+    assert bench.use_dataplane(False, None) == "default (Serve proxy)"
+    monkeypatch.setenv("RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP", "0")
+    monkeypatch.setenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")
+    assert bench.use_dataplane(False, None) == (
+        "default (Serve proxy); from the environment: RAY_SERVE_ENABLE_DIRECT_INGRESS=1, "
+        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0")
+
+
 def test_a_store_without_models_exits_2_and_names_make_demo(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py"), "--store",
                            str(tmp_path), "--smoke"], capture_output=True, text=True,
@@ -88,12 +100,7 @@ def test_a_store_without_models_exits_2_and_names_make_demo(tmp_path):
 
 @pytest.mark.integration
 def test_smoke_run_answers_every_target_without_errors(store_copy, local_ray, tmp_path):
-    add_students(store_copy)
-    output = tmp_path / "serve.json"
-    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
-    result = load_bench("serve").main(["--smoke", "--store", str(store_copy),
-                                       "--output", str(output)])
-    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    result = smoke_bench("serve", store_copy, tmp_path)
     assert set(result["ratios"]) == {"student_vs_teacher_throughput_c4",
                                      "rayserve_vs_fastapi_throughput_c4",
                                      "request_log_p50_overhead"}
@@ -108,5 +115,3 @@ def test_smoke_run_answers_every_target_without_errors(store_copy, local_ray, tm
     assert all(r["errors"] == 0 and r["rows_per_s"] > 0 for r in every), [
         r["first_error"] for r in every if r["errors"]]
     assert result["inputs"]["models"]["student"]["version"] == "bad"  # the newest student
-    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
-    assert not (store_copy / "serve").exists()  # nothing written into the user's store

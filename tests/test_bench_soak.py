@@ -3,11 +3,9 @@ the session's local Ray (real Ray Serve, real HTTP, a real rollout moving undern
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from conftest import ROOT, add_students, load_bench
+from conftest import load_bench, smoke_bench
 
 
 def test_verdicts_are_failures_p99_ratio_and_largest_rss_change():
@@ -36,14 +34,9 @@ def test_a_varied_soak_needs_its_own_output_and_the_fast_plane_its_own_ray(monke
 @pytest.mark.integration
 def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, local_ray,
                                                                       tmp_path):
-    add_students(store_copy)
-    output = tmp_path / "soak.json"
-    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
     # --set applies after the soak's own sizing: one student replica instead of two
-    result = load_bench("soak").main(["--smoke", "--store", str(store_copy),
-                                      "--output", str(output),
-                                      "--set", "serve.student_deployment.replicas=1"])
-    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    result = smoke_bench("soak", store_copy, tmp_path, "--set",
+                         "serve.student_deployment.replicas=1")
     assert [b["errors"] for b in result["runs"]] == [0, 0], [
         b["first_error"] for b in result["runs"]]
     assert result["summary"]["soak"]["answered"] == int(result["inputs"]["rate"] * 4)
@@ -54,5 +47,3 @@ def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, 
     assert all(set(b["rss"]) == set(result["rss"]) and b["rss_change"] is not None
                for b in result["runs"])  # every bucket samples every replica
     assert set(result["ratios"]) == {"errors", "p99_vs_unloaded", "rss_growth"}
-    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
-    assert not (store_copy / "serve").exists()  # nothing written into the user's store
