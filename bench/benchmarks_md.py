@@ -34,6 +34,17 @@ def serving_title(title: str, script: str, fast_dataplane: bool) -> str:
     return f"## {title}, fast data plane (`bench/{script}.py --fast-dataplane`)\n\n"
 
 
+def refuse_unnamed_experiment(parser, args, flags: dict[str, str]) -> None:
+    """Exit with a usage error when any of `flags` ({flag: attribute}) is away from its default
+    outside --smoke and no --output is named: the results of record are the bench's own runs,
+    and a variant must not replace them."""
+    defaults = parser.parse_args([])
+    varied = [flag for flag, attr in flags.items()
+              if getattr(args, attr) != getattr(defaults, attr)]
+    if varied and not args.smoke and args.output is None:
+        parser.error(f"{', '.join(varied)}: an experiment; give --output for its results")
+
+
 def update_section(name: str, markdown: str) -> None:
     """Replace (or append) the section between this bench's markers, atomically."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

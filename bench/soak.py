@@ -47,7 +47,12 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import results_path, serving_title, update_section  # noqa: E402
+from benchmarks_md import (  # noqa: E402
+    refuse_unnamed_experiment,
+    results_path,
+    serving_title,
+    update_section,
+)
 from load import drive, request_bodies, serve_apps  # noqa: E402
 from measure import save  # noqa: E402
 
@@ -275,13 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "until 2026-11-30, ~3 s, read a burst ~10%% above what holds)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    defaults = parser.parse_args([])
-    varied = [flag for flag, opt in (("--minutes", "minutes"), ("--load", "load"),
-                                     ("--set", "overrides"), ("--max-requests", "max_requests"))
-              if getattr(args, opt) != getattr(defaults, opt)]
-    if varied and not args.smoke and args.output is None:
-        # the results of record are the soak; a variant must not replace them
-        parser.error(f"{', '.join(varied)}: an experiment; give --output for its results")
+    refuse_unnamed_experiment(parser, args, {"--minutes": "minutes", "--load": "load",
+                                             "--set": "overrides",
+                                             "--max-requests": "max_requests"})
     dataplane = use_dataplane(args.fast_dataplane, parser)
     name = "soak-fast-dataplane" if args.fast_dataplane else "soak"
     seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, args.max_requests)

@@ -29,7 +29,12 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks_md import results_path, serving_title, update_section  # noqa: E402
+from benchmarks_md import (  # noqa: E402
+    refuse_unnamed_experiment,
+    results_path,
+    serving_title,
+    update_section,
+)
 from load import request_bodies  # noqa: E402
 from measure import save  # noqa: E402
 from soak import IN_FLIGHT, MAX_CLIENTS, TARGETS, hold, probed_app, sizing  # noqa: E402
@@ -108,8 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--fast-dataplane", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    if (args.loads != LOADS or args.seconds != SECONDS) and not args.smoke and args.output is None:
-        parser.error("--loads/--seconds: an experiment; give --output for its results")
+    refuse_unnamed_experiment(parser, args, {"--loads": "loads", "--seconds": "seconds"})
     dataplane = use_dataplane(args.fast_dataplane, parser)
     name = "soak-curve-fast-dataplane" if args.fast_dataplane else "soak-curve"
     loads, seconds, probe = args.loads, args.seconds, (UNLOADED_REQUESTS, 5000)
