@@ -23,10 +23,27 @@ def test_cluster_has_cpu_and_gpu_workers_with_autoscaling_bounds():
         assert 0 <= t["min_workers"] <= t["max_workers"] <= CONFIG["max_workers"]
 
 
-def test_every_node_installs_this_repo_and_the_dashboard_is_exposed():
+def test_every_node_installs_this_repo():
     assert CONFIG["file_mounts"]["/home/ubuntu/distillery"] == "."
     assert any("pip install" in c and "/home/ubuntu/distillery" in c
                for c in CONFIG["setup_commands"])
-    head = " ".join(CONFIG["head_start_ray_commands"])
-    assert "--dashboard-port=8265" in head and "--dashboard-host=0.0.0.0" in head
     assert ".venv" in CONFIG["rsync_exclude"]
+
+
+def test_every_node_type_has_an_instance_profile_for_the_s3_store():
+    """Ray's launcher gives the head a default profile (ray-autoscaler-v1) and the workers
+    none: a worker without one cannot read or write an s3:// store."""
+    profiles = {name: t["node_config"].get("IamInstanceProfile")
+                for name, t in CONFIG["available_node_types"].items()}
+    assert all(p and set(p) <= {"Name", "Arn"} for p in profiles.values()), profiles
+    # the head's profile also starts EC2 instances; the workers' need only the store
+    head = profiles.pop(CONFIG["head_node_type"])
+    assert head not in profiles.values()
+
+
+def test_the_dashboard_listens_on_the_heads_loopback_only():
+    """It takes job submissions, i.e. runs any code: reached through `ray dashboard
+    cluster.yaml` (an SSH tunnel), never on every interface."""
+    head = " ".join(CONFIG["head_start_ray_commands"])
+    assert "--dashboard-port=8265" in head
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
