@@ -46,7 +46,8 @@ from measure import save, summarize  # noqa: E402
 from distillery.compare import format_markdown  # noqa: E402
 from distillery.compare import summarize as table  # noqa: E402
 from distillery.config import load_spec  # noqa: E402
-from distillery.data import Splits, load_splits  # noqa: E402
+from distillery.data import Splits  # noqa: E402
+from distillery.data.sources import load_splits  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.stages import Pipeline  # noqa: E402
 

@@ -69,7 +69,7 @@ from load import (  # noqa: E402
 )
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
-from distillery.data.splits import load_splits  # noqa: E402
+from distillery.data.sources import load_splits  # noqa: E402
 from distillery.models.artifacts import library_versions  # noqa: E402
 from distillery.serving.catalog import served_models  # noqa: E402
 from distillery.storage import Store  # noqa: E402

@@ -57,7 +57,7 @@ from load import drive, request_bodies, serve_apps  # noqa: E402
 from measure import save  # noqa: E402
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
-from distillery.data.splits import load_splits  # noqa: E402
+from distillery.data.sources import load_splits  # noqa: E402
 from serve import (  # noqa: E402
     ROUTED,
     SIZING,

@@ -40,7 +40,7 @@ from measure import save  # noqa: E402
 from soak import IN_FLIGHT, MAX_CLIENTS, TARGETS, hold, probed_app, sizing  # noqa: E402
 
 from distillery.config import load_spec  # noqa: E402
-from distillery.data.splits import load_splits  # noqa: E402
+from distillery.data.sources import load_splits  # noqa: E402
 from serve import ROUTED, SPEC, models_or_exit, use_dataplane  # noqa: E402
 
 LOADS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distillery.config import Mnist1dData, Mnist1dTransfer, TableData, TableTransfer
-from distillery.data import load_splits
+from distillery.data.sources import load_splits
 from distillery.data.splits import fixed_list_to_numpy, to_table
 
 

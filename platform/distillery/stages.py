@@ -17,7 +17,8 @@ from torch import nn
 
 from distillery.cache import build_cache, read_cache
 from distillery.config import InferenceSpec, PipelineSpec, SpecError, TeacherSpec, TrainSpec
-from distillery.data import Splits, load_splits
+from distillery.data import Splits
+from distillery.data.sources import load_splits
 from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs

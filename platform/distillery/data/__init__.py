@@ -1,5 +1,10 @@
-"""Dataset sources named in the spec's `data.source`, loaded into one `Splits` shape."""
+"""Dataset sources named in the spec's `data.source`, loaded into one `Splits` shape.
 
-from distillery.data.splits import Splits, load_splits
+`distillery.data.sources.load_splits` loads a spec's data. It is not imported here: importing
+this package (as every Ray worker does for the `splits` helpers) would then import every
+source's libraries too.
+"""
 
-__all__ = ["Splits", "load_splits"]
+from distillery.data.splits import Splits
+
+__all__ = ["Splits"]

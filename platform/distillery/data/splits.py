@@ -13,8 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from distillery.config import DataSpec, Mnist1dData
-
 
 @dataclass(frozen=True)
 class Splits:
@@ -72,14 +70,6 @@ def fixed_list_to_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-
-
-def load_splits(spec: DataSpec) -> Splits:
-    if isinstance(spec, Mnist1dData):
-        from distillery.data.mnist1d import load_mnist1d
-        return load_mnist1d(spec)
-    from distillery.data.tables import load_table
-    return load_table(spec)
 
 
 def carve_val(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import time
 
-from distillery.data import Splits, load_splits
+from distillery.data import Splits
+from distillery.data.sources import load_splits
 from distillery.evaluation import plots, render, scorecard
 from distillery.evaluation.efficiency import measure_all
 from distillery.evaluation.inference import all_logits

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import torch
 
 from distillery.config import PipelineSpec
-from distillery.data.splits import load_splits
+from distillery.data.sources import load_splits
 from distillery.models import load_model
 from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
 from distillery.monitoring.control_charts import Chart, bucket_signals, chart, plot_control_chart
