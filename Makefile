@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-lm test bench bench-strategies bench-monitor clean
+.PHONY: demo demo-lm test test-fast bench bench-strategies bench-monitor clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo-lm: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check platform jobs tests bench
 	$(BIN)/pytest -q
+
+# The inner loop: the tests with no Ray, no subprocess and no network (conftest.py's rule).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
 
 # Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
 # its section of BENCHMARKS.md. `bench` is the stage benches, each beside the plain alternative

@@ -1,16 +1,14 @@
-"""Shared fixtures: one local Ray per session, a tiny spec, a store with a trained teacher and
-one that also holds the teacher's logit cache.
+"""Shared fixtures: one local Ray per session, a store with a trained teacher and one that also
+holds the teacher's logit cache, the CLI in a subprocess, the local S3 server; and the rule that
+marks integration tests.
 
 Integration tests run the real thing small: real local Ray, real DeepSpeed engines, real
-subprocesses of the `distillery` CLI.
+subprocesses of the `distillery` CLI. Helpers that are not fixtures are in helpers.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,37 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_SPEC = ROOT / "jobs" / "configs" / "mnist1d.yaml"
-
-# Small enough for 2 cores: ~1k labelled rows, 2k transfer rows, 2-3 epochs.
-TINY = [
-    "data.num_samples=1000",
-    "data.transfer.num_samples=2000",
-    "teacher.model.channels=[16,16]",
-    "teacher.model.hidden=32",
-    "teacher.train.epochs=2",
-    "teacher.train.checkpoint_every=1",
-    "teacher.inference.batch_size=512",
-    "distill.epochs=2",
-    "evaluate.latency.repetitions=20",
-    "evaluate.latency.seconds=0.3",
-]
-
-BUCKET = "distillery-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# Alert webhooks read their URL from the environment in the router's process. Set here, before
-# the session's Ray starts, so that its workers inherit it. The socket stays open from now on
-# (a receiver serves on it), so that no process can take the port in between.
-WEBHOOK_ENV, WEBHOOK_SOCKET = "DISTILLERY_TEST_WEBHOOK_URL", socket.create_server(("127.0.0.1", 0))
-os.environ[WEBHOOK_ENV] = f"http://127.0.0.1:{WEBHOOK_SOCKET.getsockname()[1]}/hook"
+from helpers import RAY_FORWARDED, ROOT, free_port, run_cli, tiny_spec
 
 # Ray exports custom metrics to its Prometheus endpoint every 10 s by default; tests that read
 # them back (tests/test_faults.py, tests/test_monitoring_app.py) would wait up to that long for
@@ -63,16 +31,80 @@ os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
+# A test that uses one of these fixtures, directly or through another fixture, starts or
+# reaches a real component (Ray, Serve, DeepSpeed, a subprocess, a server, the network) and is
+# marked `integration` by the rule below; the others are the fast set (`make test-fast`).
+INTEGRATION_FIXTURES = frozenset({
+    "local_ray", "no_local_ray", "teacher_store", "cached_teacher_store", "cli", "s3_env",
+    "loopback", "subprocesses"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that start their own Ray run last, in file order: each one after a test on the
+    """Mark integration tests by the rule; run the fast set first, on no Ray (so that a pure
+    test cannot lean on a Ray an earlier test left up), then the tests on the session's Ray,
+    and those that start their own Ray last, in file order: each one after a test on the
     session's Ray shuts that Ray down, and the next such test starts it again (~8 s a time)."""
-    items.sort(key=lambda item: "no_local_ray" in item.fixturenames)
+    for item in items:
+        if INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: (item.get_closest_marker("integration") is not None,
+                                 "no_local_ray" in item.fixturenames))
+
+
+# The node id of the fast-set test now running, else None: while it is set, starting a process
+# or opening a network socket fails that test, so a test that forgets its fixture is caught.
+_pure_test: str | None = None
+
+
+def _refuse_outside_integration(event: str, args: tuple) -> None:
+    if _pure_test is None:
+        return
+    if event in ("socket.bind", "socket.connect"):
+        if args[0].family not in (socket.AF_INET, socket.AF_INET6):
+            return
+    elif event not in ("subprocess.Popen", "os.posix_spawn", "os.fork"):
+        return
+    raise AssertionError(
+        f"{_pure_test}: {event} in a test that is not marked integration; use one of the "
+        f"fixtures that mark it ({', '.join(sorted(INTEGRATION_FIXTURES))})")
+
+
+sys.addaudithook(_refuse_outside_integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """The guard is on for a fast-set test's whole protocol: setup of fixtures of any scope,
+    the call, and teardown."""
+    global _pure_test
+    _pure_test = None if item.get_closest_marker("integration") else item.nodeid
+    try:
+        yield
+    finally:
+        _pure_test = None
 
 
 @pytest.fixture
+def loopback():
+    """For a test that talks over 127.0.0.1 itself (a server in a thread, a closed port)."""
+
+
+@pytest.fixture
+def subprocesses():
+    """For a test that starts a process of its own (a bench script, a fresh interpreter)."""
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`helpers.run_cli`: the `distillery` CLI in a subprocess, as a user runs it."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
 def local_ray():
     """The session's in-process local Ray, started as the CLI starts it (on first use, then
-    kept for later tests)."""
+    kept for later tests; those that stop it run last)."""
     from distillery.runtime import ensure_ray
 
     ensure_ray()
@@ -84,16 +116,6 @@ def no_local_ray():
     import ray
 
     ray.shutdown()
-
-
-def tiny_overrides(store: Path, *extra: str) -> list[str]:
-    return [*TINY, f"store={store}", *extra]
-
-
-def tiny_spec(store: Path, *extra: str):
-    from distillery.config import load_spec
-
-    return load_spec(REFERENCE_SPEC, tiny_overrides(store, *extra))
 
 
 @pytest.fixture(scope="session")
@@ -140,50 +162,6 @@ def cached_store_copy(cached_teacher_store, tmp_path) -> Path:
     return dst
 
 
-def add_students(root) -> None:
-    """`good`: the teacher's own weights (agreement 1); `bad`: random weights, the newest."""
-    from distillery.config import parse_model_spec
-    from distillery.models import build_model, model_card, save_model
-    from distillery.storage import Store
-
-    store = Store(str(root))
-    teacher = ("teachers", "cnn-teacher",
-               store.read_json("teachers", "cnn-teacher", "latest.json")["fingerprint"])
-    card = store.read_json(*teacher, "card.json")
-    for name in ("model.pt", "model.ts"):
-        store.write_bytes(store.read_bytes(*teacher, name), "students", "good", name)
-    # older than `bad` by construction (cards count whole seconds): `bad` is the newest
-    store.write_json({**card, "role": "student", "run_id": "good",
-                      "created": "2000-01-01T00:00:00Z"}, "students", "good", "card.json")
-    spec = parse_model_spec({"arch": "cnn1d", "channels": [8, 16], "hidden": 16})
-    model = build_model(spec, card["num_features"], card["num_classes"])
-    save_model(store, ("students", "bad"), model, model_card(
-        model, spec, num_features=card["num_features"], num_classes=card["num_classes"],
-        role="student", run_id="bad", spec={"name": "mnist1d"}))
-
-
-def deploy_app(spec, port: int, token: str) -> None:
-    """The Serve app of `spec` on the session's local Ray, HTTP on 127.0.0.1:port."""
-    from ray import serve
-
-    from distillery.serving.admin import token_digest
-    from distillery.serving.app import build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(spec, token_digest(token)), name="distillery", route_prefix="/")
-
-
-def cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `distillery` CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "distillery.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env=env)
-
-
-# A line Ray's log monitor forwards from another process: "(raylet) ..." or, colored or not,
-# "(ServeController pid=22418) ...".
-RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet|\w+(:\w+)* pid=\d+)")
-
-
 @pytest.fixture
 def cli_inprocess(monkeypatch, capsys):
     """`cli` without the subprocess, for refusals that come before any Ray work: the same
@@ -224,42 +202,6 @@ def cli_inprocess(monkeypatch, capsys):
     return run
 
 
-def replicas(deployment: str) -> dict[str, int]:
-    """{Serve's replica id (the `replica` tag of its metrics): pid} of the live replicas of one
-    deployment of the app."""
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:distillery:{deployment}"),
-                                  ("state", "=", "ALIVE")])
-    return {a.name.rsplit("#", 1)[1]: a.pid for a in actors}
-
-
-def load_bench(name: str):
-    """bench/<name>.py as a module. Registered in sys.modules: dataclasses look their module up
-    while it executes, and Ray pickles what it defines (a Train callback) by value."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def smoke_bench(name: str, store: Path, tmp_path: Path, *argv: str) -> dict:
-    """bench/<name>.py --smoke on `store`, with the students `add_students` makes (the newest is
-    the one served), its results to tmp_path: the results it returns, once checked to be what
-    it wrote, with BENCHMARKS.md left alone and nothing written into `store`'s serve/."""
-    add_students(store)
-    output = tmp_path / f"{name}.json"
-    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
-    result = load_bench(name).main(["--smoke", "--store", str(store), "--output", str(output),
-                                    *argv])
-    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
-    assert (ROOT / "BENCHMARKS.md").read_text() == benchmarks  # --smoke leaves it alone
-    assert not (store / "serve").exists()  # nothing written into the user's store
-    return result
-
-
 @pytest.fixture(scope="session")
 def s3_env():
     """Environment for a client of the local S3 server, as AWS's standard variables give it."""
@@ -282,10 +224,3 @@ def s3_env():
     finally:
         server.terminate()
         server.wait()
-
-
-def s3_client(env):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -26,7 +26,7 @@ from distillery.monitoring.alerts import (
 )
 from distillery.monitoring.control_charts import Series, chart
 
-from conftest import REFERENCE_SPEC, free_port
+from helpers import REFERENCE_SPEC, free_port
 
 WINDOW = "2026-01-01T00:00:00Z/2026-01-01T01:00:00Z"
 # reference -1, 0, 1: mean 0 and sigma 1 exactly, so points are in sigmas
@@ -163,7 +163,7 @@ def hook_spec(**kwargs) -> WebhookSpec:
 
 
 @pytest.fixture
-def hook(monkeypatch):
+def hook(loopback, monkeypatch):
     """A local HTTP server that answers each POST with the next status of `hook.statuses`
     (200 once they run out) and records the JSON bodies."""
 
@@ -213,7 +213,7 @@ def test_a_failed_webhook_returns_false_and_logs_only_the_origin(hook, caplog):
 
 
 def test_a_webhook_that_never_answers_times_out_without_raising_or_logging_its_token(
-        caplog, monkeypatch):
+        loopback, caplog, monkeypatch):
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
@@ -258,7 +258,7 @@ def test_an_unset_or_bad_webhook_variable_is_named_not_shown(value, message, mon
     assert message in caplog.text and "secret-token" not in caplog.text
 
 
-def test_a_closed_port_returns_false_without_raising(monkeypatch):
+def test_a_closed_port_returns_false_without_raising(loopback, monkeypatch):
     monkeypatch.setenv(HOOK_ENV, f"http://127.0.0.1:{free_port()}/hook")
     assert not post_webhook(ALERT, hook_spec(timeout_s=0.2, retries=0))
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from conftest import ROOT, add_students, load_bench
+from helpers import ROOT, add_students, load_bench
 
 BENCH = ROOT / "bench" / "monitor.py"
 
@@ -98,7 +98,7 @@ def untrained_store(root) -> None:
     add_students(root)
 
 
-def test_smoke_run_checks_one_clean_and_one_shifted_window(tmp_path):
+def test_smoke_run_checks_one_clean_and_one_shifted_window(subprocesses, tmp_path):
     untrained_store(tmp_path / "store")
     output = tmp_path / "monitor.json"
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()

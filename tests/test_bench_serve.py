@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_bench, smoke_bench
+from helpers import ROOT, load_bench, smoke_bench
 
 
 def run(target: str, c: int, rows_per_s: float, p50_ms: float, repetition: int = 0) -> dict:
@@ -90,7 +90,7 @@ def test_the_data_plane_names_serve_settings_from_the_environment(monkeypatch):
         "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0")
 
 
-def test_a_store_without_models_exits_2_and_names_make_demo(tmp_path):
+def test_a_store_without_models_exits_2_and_names_make_demo(subprocesses, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "serve.py"), "--store",
                            str(tmp_path), "--smoke"], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
@@ -98,7 +98,6 @@ def test_a_store_without_models_exits_2_and_names_make_demo(tmp_path):
     assert "no teacher 'cnn-teacher'" in done.stderr and "make demo" in done.stderr
 
 
-@pytest.mark.integration
 def test_smoke_run_answers_every_target_without_errors(store_copy, local_ray, tmp_path):
     result = smoke_bench("serve", store_copy, tmp_path)
     assert set(result["ratios"]) == {"student_vs_teacher_throughput_c4",

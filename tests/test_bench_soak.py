@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import load_bench, smoke_bench
+from helpers import load_bench, smoke_bench
 
 
 def test_verdicts_are_failures_p99_ratio_and_largest_rss_change():
@@ -31,7 +31,6 @@ def test_a_varied_soak_needs_its_own_output_and_the_fast_plane_its_own_ray(monke
     assert "unset RAY_ADDRESS" in capsys.readouterr().err
 
 
-@pytest.mark.integration
 def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, local_ray,
                                                                       tmp_path):
     # --set applies after the soak's own sizing: one student replica instead of two

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from conftest import load_bench, smoke_bench
+from helpers import load_bench, smoke_bench
 
 
 def level(load: float, ratio: float, errors: int = 0) -> dict:
@@ -57,7 +57,6 @@ def test_a_level_where_nothing_was_answered_is_a_row_of_dashes():
     assert lines[-1] == "p99 within 2x of the unloaded p99 up to 20% of the maximum."
 
 
-@pytest.mark.integration
 def test_smoke_curve_answers_every_level_with_the_canary_pinned(store_copy, local_ray,
                                                                  tmp_path):
     result = smoke_bench("soak_curve", store_copy, tmp_path)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import ROOT, load_bench
+from helpers import ROOT, load_bench
 
 
 def test_summary_is_min_median_max_per_group_in_first_seen_order():
@@ -71,7 +71,7 @@ def check_smoke(module, output, expected_ratios: set[str]) -> dict:
     return result
 
 
-def test_ceiling_smoke(tmp_path):
+def test_ceiling_smoke(subprocesses, tmp_path):  # platform.platform() runs `uname -p`
     result = check_smoke(load_bench("ceiling"), tmp_path / "ceiling.json",
                          {"student_infer_fraction_of_ceiling"})
     models = result["inputs"]["models"]
@@ -80,7 +80,6 @@ def test_ceiling_smoke(tmp_path):
     assert models["large_teacher"]["params"] >= 1_000_000
 
 
-@pytest.mark.integration
 def test_teacher_infer_smoke(local_ray, tmp_path):
     result = check_smoke(load_bench("teacher_infer"), tmp_path / "teacher_infer.json",
                          {f"raydata_vs_plain_c{c}{steady}{teacher}" for c in (1, 2)
@@ -89,7 +88,6 @@ def test_teacher_infer_smoke(local_ray, tmp_path):
     assert result["profile"]["top"]
 
 
-@pytest.mark.integration
 def test_distill_epoch_smoke(local_ray, tmp_path):
     result = check_smoke(load_bench("distill_epoch"), tmp_path / "distill_epoch.json",
                          {"cached_vs_live_speedup", "cached_vs_live_speedup_quickstart_teacher",
@@ -134,7 +132,6 @@ def test_quality_budgets_table_sets_the_reduced_run_beside_the_full_one():
         "0.8200 ± 0.0100 | 0.968 | +0.1000 | 95 |"]
 
 
-@pytest.mark.integration
 def test_quality_smoke(local_ray, tmp_path):
     before = (ROOT / "BENCHMARKS.md").read_text()
     output = tmp_path / "quality.json"

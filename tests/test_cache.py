@@ -2,7 +2,6 @@
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import torch
 
 from distillery.cache import MANIFEST
@@ -11,9 +10,7 @@ from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import build_model, load_model
 from distillery.stages import Pipeline
 
-from conftest import tiny_spec
-
-pytestmark = pytest.mark.integration
+from helpers import tiny_spec
 
 
 def read_rows(store, manifest):

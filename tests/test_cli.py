@@ -4,9 +4,7 @@ and resumed with --resume, in subprocesses, is in tests/test_fault_tolerance.py.
 
 import pytest
 
-from conftest import REFERENCE_SPEC, cli, tiny_overrides
-
-pytestmark = pytest.mark.integration
+from helpers import REFERENCE_SPEC, tiny_overrides
 
 
 def sets(overrides):
@@ -34,7 +32,7 @@ def test_bad_spec_exits_with_one_line_and_touches_nothing(cli_inprocess, store_c
     assert snapshot(store_copy) == before
 
 
-def test_missing_data_file_is_named(store_copy):
+def test_missing_data_file_is_named(cli, store_copy):
     """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     result = cli("teacher-infer", "--config", str(REFERENCE_SPEC), *sets(tiny_overrides(
         store_copy, "data={source: parquet, path: /no/such.parquet, features: [a], label: y}",

@@ -3,7 +3,7 @@
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import ROOT
+from helpers import ROOT
 
 CONFIG = yaml.safe_load((ROOT / "cluster.yaml").read_text())
 

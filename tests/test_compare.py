@@ -5,7 +5,7 @@ import pytest
 from distillery.compare import format_markdown, load_variants, summarize
 from distillery.config import SpecError, load_spec
 
-from conftest import REFERENCE_SPEC, ROOT
+from helpers import REFERENCE_SPEC, ROOT
 
 
 def test_every_shipped_variant_is_a_valid_spec():

@@ -5,7 +5,7 @@ import yaml
 
 from distillery.config import SpecError, load_spec
 
-from conftest import REFERENCE_SPEC, ROOT
+from helpers import REFERENCE_SPEC, ROOT
 
 SHIPPED_SPECS = sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
 

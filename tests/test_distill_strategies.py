@@ -11,7 +11,7 @@ from distillery.config import MLPSpec, SpecError
 from distillery.models import build_model, load_model
 from distillery.stages import Pipeline
 
-from conftest import tiny_spec
+from helpers import tiny_spec
 
 FEATURE = "{pairs: [{student: features.3, teacher: features.3, loss: cosine}]}"
 ASSISTANT = "{assistants: [{arch: cnn1d, channels: [12, 16], hidden: 16}], curriculum: {}}"

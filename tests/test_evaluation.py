@@ -12,7 +12,7 @@ import torch
 from distillery.config import GatesSpec, SpecError, load_spec
 from distillery.evaluation.verdict import check_gates, failure_message, widening
 
-from conftest import REFERENCE_SPEC, cli, tiny_overrides, tiny_spec
+from helpers import REFERENCE_SPEC, tiny_overrides, tiny_spec
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,7 +52,7 @@ def add_untrained_student(store: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(teacher_store, tmp_path_factory):
+def evaluated(cli, teacher_store, tmp_path_factory):
     """One `distillery evaluate` run over the teacher and an untrained student. Its tests run
     with those that stop the session's Ray (no_local_ray), last: stopped mid-session, the next
     test on it would start it again."""
@@ -70,7 +70,6 @@ def evaluated(teacher_store, tmp_path_factory):
     return result, report_dir
 
 
-@pytest.mark.integration
 @pytest.mark.usefixtures("no_local_ray")  # with the tests that run last: see `evaluated`
 def test_evaluate_writes_the_report_and_a_failing_gate_exits_nonzero(evaluated):
     result, report_dir = evaluated
@@ -139,7 +138,6 @@ def test_evaluate_writes_the_report_and_a_failing_gate_exits_nonzero(evaluated):
     assert "| top-1 agreement |" in (report_dir / "report.md").read_text()
 
 
-@pytest.mark.integration
 @pytest.mark.usefixtures("no_local_ray")  # with the tests that run last: see `evaluated`
 def test_report_html_shows_every_plot_in_headless_chromium(evaluated):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra (playwright)")

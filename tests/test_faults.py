@@ -29,9 +29,8 @@ from distillery.monitoring.request_log import read_requests
 from distillery.serving.rollout import STATE_PATH, load_state
 from distillery.storage import Store
 
-from conftest import add_students, deploy_app, free_port, replicas, tiny_spec
+from helpers import add_students, deploy_app, free_port, replicas, tiny_spec
 
-pytestmark = pytest.mark.integration
 TOKEN = "faults-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 QUIET = ["serve.student=good", "serve.rollout.shadow_fraction=0",

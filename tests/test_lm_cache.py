@@ -78,7 +78,6 @@ def test_cache_key_names_teacher_data_k_and_temperature():
     assert topk_cache_key("t", "d", 8, 0.5) == "t-d-k8-t0.5"
 
 
-@pytest.mark.integration
 def test_cache_holds_the_teachers_topk_of_every_block(built, store, local_ray):
     from distillery.lm.artifacts import load_lm
 
@@ -116,7 +115,6 @@ def test_cache_holds_the_teachers_topk_of_every_block(built, store, local_ray):
     assert manifest["seconds"] > 0
 
 
-@pytest.mark.integration
 def test_same_teacher_data_k_and_temperature_reuse_the_cache(built, store, local_ray, capsys):
     first = built[1]
     before = {p.name: p.stat().st_mtime_ns for p in Path(store.fs_path("cache", first["key"]))
@@ -128,7 +126,6 @@ def test_same_teacher_data_k_and_temperature_reuse_the_cache(built, store, local
             .iterdir()} == before
 
 
-@pytest.mark.integration
 def test_an_uncommitted_topk_cache_is_rebuilt_not_read(store, local_ray, capsys):
     key = "tfp-dfp-k8-t2.0"
     # a crash mid-write: the manifest never made it, a torn file did
@@ -141,7 +138,6 @@ def test_an_uncommitted_topk_cache_is_rebuilt_not_read(store, local_ray, capsys)
     assert rebuilt["rows"] == 300 and store.exists("cache", key, MANIFEST)
 
 
-@pytest.mark.integration
 def test_data_without_a_block_is_an_error_not_an_empty_cache(store, local_ray):
     empty = Path(store.fs_path("lm-data", "empty", "train"))
     empty.mkdir(parents=True)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, cli
+from helpers import ROOT
 
 LM_SPEC = ROOT / "jobs" / "configs" / "tiny_lm.yaml"
 
@@ -67,7 +67,7 @@ def test_cli_refuses_tabular_commands_for_an_lm_spec(cli_inprocess):
     assert result.stderr.startswith("error: tune: not available for a language-model spec")
 
 
-def test_lm_distill_resume_names_the_unfinished_runs(tmp_path):
+def test_lm_distill_resume_names_the_unfinished_runs(cli, tmp_path):
     """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     (tmp_path / "students" / "tiny-lm-20990101-000000-abcd").mkdir(parents=True)
     result = cli("distill", "--config", str(LM_SPEC), "--set", f"store={tmp_path}",
@@ -78,7 +78,6 @@ def test_lm_distill_resume_names_the_unfinished_runs(tmp_path):
         f"{tmp_path}; unfinished: ['tiny-lm-20990101-000000-abcd']\n")
 
 
-@pytest.mark.integration
 def test_lm_quickstart_end_to_end(local_ray, tmp_path, capsys):
     """Every stage, then a rerun that reuses the packed data, the teacher and the cache."""
     from distillery.config import load_spec

@@ -25,7 +25,7 @@ from distillery.serving.lm_schema import (
 from distillery.serving.schema import RequestError
 from distillery.storage import Store
 
-from conftest import free_port
+from helpers import free_port
 
 APP, PREFIX = "lm-serving-test", "/lm-serving-test"  # beside, never over, other tests' apps
 MODELS = {"teacher": ("teachers", "tiny-gpt2", "fp0"), "student": ("students", "run-1")}
@@ -154,15 +154,13 @@ def test_the_builder_refuses_missing_models_and_a_context_too_small(lm_store):
 
 
 @pytest.fixture(scope="module")
-def lm_http(lm_store):
+def lm_http(local_ray, lm_store):
     """The app on the session's local Ray; an HTTP client of its route prefix."""
     from ray import serve
 
-    from distillery.runtime import ensure_ray
     from distillery.serving.lm_app import build_lm_app
 
     _, root = lm_store
-    ensure_ray()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_lm_app(root, MODELS, max_new_tokens=LIMITS.max_new_tokens,
@@ -181,7 +179,6 @@ def generate(http: httpx.Client, name: str = "student", **body) -> httpx.Respons
     return http.post(f"/v1/models/{name}:generate", json={"prompt": PROMPT, **body})
 
 
-@pytest.mark.integration
 def test_generate_returns_the_greedy_continuation_and_its_token_counts(lm_http, lm_store):
     models, _ = lm_store
     for name, (model, tokenizer) in models.items():
@@ -200,7 +197,6 @@ def test_generate_returns_the_greedy_continuation_and_its_token_counts(lm_http, 
         assert body["generated_tokens"] <= n
 
 
-@pytest.mark.integration
 def test_a_seed_makes_sampling_reproducible_and_no_seed_draws_afresh(lm_http):
     seeded = [generate(lm_http, temperature=1.5, seed=11, max_new_tokens=16).json()["text"]
               for _ in range(2)]
@@ -210,7 +206,6 @@ def test_a_seed_makes_sampling_reproducible_and_no_seed_draws_afresh(lm_http):
     assert len(unseeded) == 2
 
 
-@pytest.mark.integration
 def test_bad_input_gets_a_4xx_json_error_and_the_next_request_succeeds(lm_http):
     cases = [("POST", "/v1/models/teacher:generate", body, status, code)
              for body, status, code in BAD_BODIES]
@@ -229,7 +224,6 @@ def test_bad_input_gets_a_4xx_json_error_and_the_next_request_succeeds(lm_http):
         assert generate(lm_http, max_new_tokens=2).status_code == 200  # still serving
 
 
-@pytest.mark.integration
 def test_models_health_and_openapi(lm_http, lm_store):
     models, _ = lm_store
     listed = lm_http.get("/v1/models").json()["models"]
@@ -246,7 +240,6 @@ def test_models_health_and_openapi(lm_http, lm_store):
     assert {"200", "400", "404", "413", "503"} <= set(operation["responses"])
 
 
-@pytest.mark.integration
 def test_generated_requests_get_no_5xx_and_responses_match_the_schema(lm_http):
     """schemathesis, as tests/test_serving_fuzz.py runs it on the classifier app: bodies that
     fit the documented schema and bodies that break it, for a random and a real model name."""

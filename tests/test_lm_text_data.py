@@ -70,7 +70,6 @@ def corpus(tmp_path_factory):
     return {"root": root, "texts": texts, "paths": paths}
 
 
-@pytest.mark.integration
 def test_ray_reader_packs_each_split_as_the_pure_functions_do(local_ray, corpus):
     from distillery.lm.hf_loaders import load_tokenizer
 

@@ -92,13 +92,10 @@ def datasets(corpus, train: pa.Table | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher_run(corpus, tmp_path_factory):
+def teacher_run(local_ray, corpus, tmp_path_factory):
     """A next-token run stopped after epoch 1, then rerun in the same directory to 3 epochs
     (constant LR: the two runs make one 3-epoch run). Returns (first, second result, the
     second run's reports)."""
-    from distillery.runtime import ensure_ray
-
-    ensure_ray()
     root = tmp_path_factory.mktemp("teacher-run")
     job = LMTrainJob(model={"config": gpt2_config(corpus["vocab_size"])},
                      train={**TRAIN, "epochs": 1}, rows=len(corpus["train"]), label="teacher")
@@ -109,7 +106,6 @@ def teacher_run(corpus, tmp_path_factory):
     return first, second, reports(log)
 
 
-@pytest.mark.integration
 def test_a_rerun_resumes_after_the_checkpoint_and_val_loss_keeps_falling(teacher_run):
     first, second, later = teacher_run
     assert first.metrics["epoch"] == 1
@@ -122,7 +118,6 @@ def test_a_rerun_resumes_after_the_checkpoint_and_val_loss_keeps_falling(teacher
     assert second.metrics == later[-1]
 
 
-@pytest.mark.integration
 def test_exported_weights_load_into_the_model_class_and_reproduce_val_loss(teacher_run, corpus):
     _, second, later = teacher_run
     model = GPT2LMHeadModel(GPT2Config.from_dict(gpt2_config(corpus["vocab_size"])))
@@ -131,7 +126,6 @@ def test_exported_weights_load_into_the_model_class_and_reproduce_val_loss(teach
     assert val_loss_of(model, corpus["val"]) == pytest.approx(later[-1]["val_loss"], rel=1e-4)
 
 
-@pytest.mark.integration
 def test_token_kd_from_a_teacher_topk_cache_lowers_its_kd_term(teacher_run, corpus, tmp_path,
                                                                 capfd):
     _, second, _ = teacher_run
@@ -164,7 +158,6 @@ def test_token_kd_from_a_teacher_topk_cache_lowers_its_kd_term(teacher_run, corp
         alpha * epochs["train_kd"].to_numpy() + (1 - alpha) * epochs["train_task"].to_numpy())
 
 
-@pytest.mark.integration
 def test_token_kd_without_the_cache_columns_is_explained(local_ray, corpus, tmp_path):
     job = LMTrainJob(model={"config": gpt2_config(corpus["vocab_size"])},
                      train={**TRAIN, "epochs": 1}, rows=len(corpus["train"]),

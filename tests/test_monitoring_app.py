@@ -15,19 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import numpy as np
-import pytest
 
 from distillery.data.mnist1d import generate
 from distillery.monitoring.check import run_check
 from distillery.monitoring.request_log import read_requests
 from distillery.storage import Store
 
-from conftest import (
+from helpers import (
     REFERENCE_SPEC,
     WEBHOOK_ENV,
     WEBHOOK_SOCKET,
     add_students,
-    cli,
     deploy_app,
     free_port,
     replicas,
@@ -35,7 +33,6 @@ from conftest import (
     tiny_spec,
 )
 
-pytestmark = pytest.mark.integration
 TOKEN = "monitor-token"
 ROWS_PER_REQUEST = 8
 BUCKET_S = 1.0
@@ -97,7 +94,7 @@ def exported_metrics(wanted: set[str], replica: str, timeout: float = 30) -> set
     return names
 
 
-def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(
+def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(cli,
         store_copy, local_ray, monkeypatch):
     from ray import serve
 

@@ -8,7 +8,7 @@ import pytest
 
 from distillery.monitoring.windows import parse_window
 
-from conftest import REFERENCE_SPEC, cli
+from helpers import REFERENCE_SPEC
 
 NOW = datetime(2026, 11, 29, 21, 0, tzinfo=timezone.utc)
 
@@ -45,7 +45,7 @@ def assert_one_line(result, expected: str) -> None:
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
 
 
-def test_bad_window_is_one_line_from_a_fresh_process(tmp_path):
+def test_bad_window_is_one_line_from_a_fresh_process(cli, tmp_path):
     assert_one_line(cli("drift", "--window", "1w", "--config", str(REFERENCE_SPEC), "--set",
                         f"store={tmp_path}", timeout=60),
                     "error: --window: expected a duration like 90s")

@@ -21,9 +21,7 @@ import torch
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from conftest import BUCKET, ROOT, free_port, s3_client, tiny_overrides
-
-pytestmark = pytest.mark.integration
+from helpers import BUCKET, ROOT, free_port, s3_client, tiny_overrides
 
 NODES = ("infer_node", "teacher_node", "distill_node")  # the first is the head
 PREFIX = "multinode"

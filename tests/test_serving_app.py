@@ -15,23 +15,22 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow.compute as pc
-import pytest
 
 from distillery.monitoring.request_log import read_requests
 from distillery.storage import Store
 
-from conftest import add_students, deploy_app, free_port, tiny_spec
-
-pytestmark = pytest.mark.integration
+from helpers import add_students, deploy_app, free_port, tiny_spec
 
 
-def test_a_router_without_scheduled_checks_never_imports_evidently():
+def test_a_router_without_scheduled_checks_never_imports_evidently(subprocesses):
     """Importing Evidently takes seconds, paid by every replica start: only a router that runs
     the monitoring check (monitor.check_interval_s) imports it, in __init__."""
     code = "import sys, distillery.serving.router; print('evidently' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
 TOKEN = "test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 ROLLOUT = ["serve.rollout.min_requests=40", "serve.rollout.min_seconds=0.5",

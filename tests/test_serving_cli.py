@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import REFERENCE_SPEC, cli, free_port
+from helpers import REFERENCE_SPEC, free_port
 
 
 def one_line_error(result) -> str:
@@ -15,7 +15,7 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-def test_serve_without_models_says_what_to_run(tmp_path):
+def test_serve_without_models_says_what_to_run(cli, tmp_path):
     line = one_line_error(cli("serve", "--config", str(REFERENCE_SPEC), "--set",
                               f"store={tmp_path}", timeout=60))
     assert line == (f"error: no teacher 'cnn-teacher' in {tmp_path}; run `distillery "
@@ -34,7 +34,7 @@ def test_serving_file_is_validated(cli_inprocess, tmp_path):
     (None, "error: DISTILLERY_ADMIN_TOKEN is not set"),
     ("t", "cannot connect"),
 ])
-def test_rollout_command_errors(cli_inprocess, token, expected):
+def test_rollout_command_errors(loopback, cli_inprocess, token, expected):
     env = {k: v for k, v in os.environ.items() if k != "DISTILLERY_ADMIN_TOKEN"}
     if token:
         env["DISTILLERY_ADMIN_TOKEN"] = token

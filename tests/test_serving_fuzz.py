@@ -6,7 +6,6 @@ schema the app documents (status and body)."""
 from __future__ import annotations
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -15,9 +14,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from distillery.serving.rollout import ACTIONS
 
-from conftest import add_students, deploy_app, free_port, tiny_spec
+from helpers import add_students, deploy_app, free_port, tiny_spec
 
-pytestmark = pytest.mark.integration
 TOKEN = "fuzz-token"
 EXAMPLES = 12  # per operation, mode and path choice: ~400 requests in all
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]

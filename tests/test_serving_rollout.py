@@ -18,7 +18,7 @@ from distillery.serving.rollout import (
 )
 from distillery.storage import Store
 
-from conftest import REFERENCE_SPEC
+from helpers import REFERENCE_SPEC
 
 SPEC = RolloutSpec(steps=[5, 25, 50, 100], min_requests=100, min_seconds=60, failure_threshold=3,
                    gates={"min_agreement": 0.9, "min_agreement_samples": 20, "max_p99_ms": 50,
@@ -211,7 +211,7 @@ def test_shipped_serve_configs_validate():
 
     from distillery.config import section_override
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "serve" / "mnist1d.yaml")
                                                              .read_text()))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from distillery.config import SpecError, load_spec
 
-from conftest import REFERENCE_SPEC, ROOT
+from helpers import REFERENCE_SPEC, ROOT
 
 LM_SPEC = ROOT / "jobs" / "configs" / "tiny_lm.yaml"
 

@@ -3,9 +3,7 @@ on 127.0.0.1). The whole pipeline on an S3 store runs in test_multinode.py."""
 
 import pytest
 
-from conftest import BUCKET, REFERENCE_SPEC, cli, free_port, s3_client
-
-pytestmark = pytest.mark.integration
+from helpers import BUCKET, REFERENCE_SPEC, free_port, s3_client
 
 
 def closed_port_endpoint() -> str:
@@ -13,7 +11,7 @@ def closed_port_endpoint() -> str:
 
 
 @pytest.mark.parametrize("case", ["wrong endpoint", "missing bucket", "no credentials"])
-def test_unusable_s3_store_is_one_line_naming_the_uri(cli_inprocess, s3_env, tmp_path, case):
+def test_unusable_s3_store_is_one_line_naming_the_uri(cli, cli_inprocess, s3_env, tmp_path, case):
     store = f"s3://{BUCKET}/runs"
     env = dict(s3_env)
     if case == "wrong endpoint":

@@ -15,7 +15,7 @@ from distillery.config import SpecError, load_spec
 from distillery.tuning.results import best_yaml, compare, markdown_table, pareto_front
 from distillery.tuning.space import check_space, space_override, trial_base, trial_spec
 
-from conftest import REFERENCE_SPEC, ROOT, cli, tiny_overrides
+from helpers import REFERENCE_SPEC, ROOT, tiny_overrides
 
 SPACES = sorted((ROOT / "tune").glob("*.yaml"))
 RESPONSE = ROOT / "tune" / "mnist1d_response.yaml"
@@ -89,7 +89,7 @@ def test_optuna_takes_scalar_choices_only():
                                      "{arch: cnn1d, channels: [8, 16], hidden: 16}]}"))
 
 
-def test_bad_space_on_the_cli_is_one_line_before_any_ray_work(tmp_path):
+def test_bad_space_on_the_cli_is_one_line_before_any_ray_work(cli, tmp_path):
     """In a fresh process, as a user runs it: the one line and nothing else on stderr."""
     result = cli("tune", "--config", str(REFERENCE_SPEC), "--space", str(RESPONSE),
                  "--set", f"store={tmp_path}", "--set", "tune.space.distill.temperature="
@@ -184,8 +184,7 @@ def recorded(run: Path) -> dict[str, str]:
     return {t["trial_id"]: t["status"] for t in trials}
 
 
-@pytest.mark.integration
-def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(cached_store_copy,
+def test_killed_pareto_search_resumes_and_writes_table_best_spec_and_plot(cli, cached_store_copy,
                                                                           tmp_path, no_local_ray):
     """One search, killed after its first trial and resumed by rerunning the same command."""
     args = ["tune", "--config", str(REFERENCE_SPEC), "--space", str(SIZE),

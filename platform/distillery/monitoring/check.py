@@ -35,6 +35,8 @@ from distillery.serving.catalog import served_models
 from distillery.storage import Store
 
 logger = logging.getLogger("distillery.monitor")
+
+
 @dataclass(frozen=True)
 class CheckResult:
     window: str

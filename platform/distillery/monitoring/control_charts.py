@@ -39,6 +39,7 @@ SMOOTHING = 0.5
 predicted gets a small share instead of a division by zero, so its appearance counts as a
 (large) shift."""
 
+
 @dataclass(frozen=True)
 class Series:
     """One signal per time bucket, for buckets with at least `min_bucket_rows` observations."""
