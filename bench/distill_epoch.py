@@ -77,6 +77,7 @@ from distillery.losses import weighted_sum  # noqa: E402
 from distillery.models import build_model, count_params, load_model  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.stages import Pipeline  # noqa: E402
+from distillery.store_layout import cache_dir  # noqa: E402
 from distillery.strategies import build_strategy  # noqa: E402
 from distillery.train import lr_factor  # noqa: E402
 
@@ -229,7 +230,7 @@ def plain_run(data: dict, val: tuple, spec: DistillSpec, student_spec, params: d
 
 
 def read_rows(pipeline: Pipeline, key: str) -> dict:
-    files = sorted(Path(pipeline.store.fs_path("cache", key)).glob("*.parquet"))
+    files = sorted(Path(pipeline.store.fs_path(*cache_dir(key))).glob("*.parquet"))
     table = pq.ParquetDataset(files).read()
     return {"x": torch.tensor(fixed_list_to_numpy(table["x"])),
             "label": torch.tensor(table["label"].fill_null(-1).to_numpy()),

@@ -71,8 +71,8 @@ from load import (  # noqa: E402
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.sources import load_splits  # noqa: E402
 from distillery.models.artifacts import library_versions  # noqa: E402
-from distillery.serving.catalog import served_models  # noqa: E402
 from distillery.storage import Store  # noqa: E402
+from distillery.store_layout import CARD, record_teacher, served_models  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 REQUESTS_PER_CLIENT = 16  # timed requests per point: at least this many per client (docstring)
@@ -332,11 +332,10 @@ def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ..
     reads), with the teacher's `latest.json`; its root."""
     src, dst = Store(spec.store), Store(str(root))
     for where in parts.values():
-        for name in ("card.json", "model.pt", "model.ts"):
+        for name in (CARD, "model.pt", "model.ts"):
             if src.exists(*where, name):
                 dst.write_bytes(src.read_bytes(*where, name), *where, name)
-    dst.write_json({"fingerprint": parts["teacher"][-1]}, "teachers", spec.teacher.name,
-                   "latest.json")
+    record_teacher(dst, spec.teacher.name, parts["teacher"][-1])
     return dst.root
 
 

@@ -48,6 +48,7 @@ from distillery.config import InferenceSpec, load_spec, parse_model_spec  # noqa
 from distillery.models import count_params, load_model  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.storage import Store  # noqa: E402
+from distillery.store_layout import cache_dir  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 # The quickstart's CNN with its dense layer widened to 3072: the same architecture family,
@@ -85,13 +86,13 @@ def ray_data(store: Store, parts: tuple, rows: pa.Table, inference: InferenceSpe
     manifest = build_cache(store, rows, teacher_parts=parts, teacher_fp=key, data_fp="bench",
                            spec_hash="bench", inference=inference)
     seconds = time.time() - started
-    files = sorted(Path(store.fs_path("cache", manifest["key"])).glob("*.parquet"),
+    files = sorted(Path(store.fs_path(*cache_dir(manifest["key"]))).glob("*.parquet"),
                    key=lambda f: f.stat().st_mtime)
     first_rows = pq.read_metadata(files[0]).num_rows
     # the steady rate runs from the first block to the last block's file, not the manifest
     last = files[-1].stat().st_mtime - started
     run = timing(rows.num_rows, last, files[0].stat().st_mtime - started, first_rows)
-    store.remove_dir("cache", manifest["key"])
+    store.remove_dir(*cache_dir(manifest["key"]))
     return {**run, "seconds": seconds, "rows_per_s": rows.num_rows / seconds, "files": len(files)}
 
 

@@ -14,8 +14,8 @@ from distillery.config import ModelSpec
 from distillery.data.mnist1d import generate
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, model_card, save_model
-from distillery.stages import LATEST
 from distillery.storage import Store
+from distillery.store_layout import record_teacher, teacher_dir
 
 NUM_FEATURES, NUM_CLASSES = 40, 10
 
@@ -39,9 +39,9 @@ def install_teacher(store: Store, name: str, model_spec: ModelSpec, seed: int = 
     fp = fingerprint(model_spec, model)
     card = model_card(model, model_spec, num_features=NUM_FEATURES, num_classes=NUM_CLASSES,
                       role="teacher", fingerprint=fp)
-    save_model(store, ("teachers", name, fp), model, card)
-    store.write_json({"fingerprint": fp}, "teachers", name, LATEST)
-    return ("teachers", name, fp)
+    save_model(store, teacher_dir(name, fp), model, card)
+    record_teacher(store, name, fp)
+    return teacher_dir(name, fp)
 
 
 def flops_per_row(model: torch.nn.Module, train: bool = False) -> int:

@@ -18,7 +18,6 @@ from mnist1d.data import get_dataset_args, make_dataset
 
 from distillery.config import DriftSpec, StatTest
 from distillery.monitoring.drift import (
-    REPORTS_DIR,
     NotEnoughRows,
     drift_report,
     frame,
@@ -29,6 +28,7 @@ from distillery.monitoring.drift import (
 )
 from distillery.monitoring.request_log import SCHEMA, Entry, to_table
 from distillery.storage import Store
+from distillery.store_layout import MONITOR_REPORTS
 
 SMALL = DriftSpec(min_rows=200)  # windows of a few hundred rows keep the tests fast
 
@@ -211,9 +211,9 @@ def test_pruning_keeps_the_latest_report_folders(tmp_path):
     labels = [window_label(datetime(2026, 11, 30, h, tzinfo=timezone.utc),
                            datetime(2026, 11, 30, h, 5, tzinfo=timezone.utc)) for h in (9, 1, 5)]
     for label in labels:
-        store.write_json({}, *REPORTS_DIR, label, "check.json")
+        store.write_json({}, *MONITOR_REPORTS, label, "check.json")
     assert prune_reports(store, 2) == [labels[1]]  # the 01:00 window, the earliest
-    assert store.listdir(*REPORTS_DIR) == sorted([labels[0], labels[2]])
+    assert store.listdir(*MONITOR_REPORTS) == sorted([labels[0], labels[2]])
     assert prune_reports(store, 2) == []
 
 
@@ -224,6 +224,6 @@ def test_pruning_spares_the_report_just_written_of_an_older_window(tmp_path):
     labels = [window_label(datetime(2026, 11, 30, h, tzinfo=timezone.utc),
                            datetime(2026, 11, 30, h, 5, tzinfo=timezone.utc)) for h in (1, 2, 3)]
     for label in labels:
-        store.write_json({}, *REPORTS_DIR, label, "check.json")
+        store.write_json({}, *MONITOR_REPORTS, label, "check.json")
     assert prune_reports(store, 1, spare=labels[0]) == [labels[1]]
-    assert store.listdir(*REPORTS_DIR) == [labels[0], labels[2]]
+    assert store.listdir(*MONITOR_REPORTS) == [labels[0], labels[2]]

@@ -21,9 +21,8 @@ from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import load_model
 from distillery.runtime import actor_pool, inference_device
 from distillery.storage import Store
+from distillery.store_layout import MANIFEST, cache_dir
 from distillery.strategies.feature import Capture, cache_column
-
-MANIFEST = "manifest.json"
 
 
 class TeacherPredictor:
@@ -69,7 +68,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     key = cache_key(teacher_fp, data_fp, layers)
     manifest = committed_cache(store, key)
     if manifest is not None:
-        print(f"teacher-infer: reusing cache {store.uri('cache', key)} "
+        print(f"teacher-infer: reusing cache {store.uri(*cache_dir(key))} "
               f"({manifest['rows']} rows; same teacher {teacher_fp} and data {data_fp})",
               flush=True)
         return manifest
@@ -91,7 +90,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
         batch_format="pyarrow",
         **actor_pool(inference),
     )
-    ds.write_parquet(store.fs_path("cache", key), filesystem=store.fs)
+    ds.write_parquet(store.fs_path(*cache_dir(key)), filesystem=store.fs)
     manifest = {
         **metadata,
         "key": key,
@@ -100,8 +99,8 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
         "columns": ["id", "x", "label", "logits", *map(cache_column, layers)],
         "seconds": round(time.perf_counter() - started, 2),
     }
-    store.write_json(manifest, "cache", key, MANIFEST)
-    print(f"teacher-infer: wrote {rows.num_rows} rows to {store.uri('cache', key)} "
+    store.write_json(manifest, *cache_dir(key), MANIFEST)
+    print(f"teacher-infer: wrote {rows.num_rows} rows to {store.uri(*cache_dir(key))} "
           f"in {manifest['seconds']}s", flush=True)
     return manifest
 
@@ -110,12 +109,12 @@ def committed_cache(store: Store, key: str) -> dict | None:
     """The manifest of cache/<key>, with its key, when that cache was committed. Otherwise
     None, and whatever an interrupted earlier write left there is removed, so the caller
     writes the cache from nothing and commits it by writing MANIFEST last."""
-    if store.exists("cache", key, MANIFEST):
-        return {**store.read_json("cache", key, MANIFEST), "key": key}
-    store.remove_dir("cache", key)
+    if store.exists(*cache_dir(key), MANIFEST):
+        return {**store.read_json(*cache_dir(key), MANIFEST), "key": key}
+    store.remove_dir(*cache_dir(key))
     return None
 
 
 def read_cache(store: Store, key: str) -> ray.data.Dataset:
-    return ray.data.read_parquet(store.fs_path("cache", key), filesystem=store.fs,
+    return ray.data.read_parquet(store.fs_path(*cache_dir(key)), filesystem=store.fs,
                                  file_extensions=["parquet"])

@@ -235,8 +235,8 @@ def _monitor(spec, args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from distillery.monitoring.windows import parse_window
-    from distillery.serving.catalog import served_models
     from distillery.storage import StoreError, check_reachable
+    from distillery.store_layout import served_models
 
     try:
         window = (args.window if args.window or args.start

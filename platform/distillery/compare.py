@@ -17,6 +17,7 @@ from scipy import stats
 
 from distillery.config import SpecError, load_spec
 from distillery.stages import Pipeline
+from distillery.store_layout import read_card
 
 BASELINE = "baseline"
 
@@ -50,7 +51,7 @@ def compare_strategies(config: str | Path, overrides: list[str], variants: dict[
                      "test_accuracy": card["metrics"]["test_accuracy"],
                      "test_agreement": card["metrics"].get("test_agreement"),
                      "wall_seconds": round(time.perf_counter() - started, 1)})
-    teacher = pipeline.store.read_json(*pipeline.teacher_parts(), "card.json")
+    teacher = read_card(pipeline.store, pipeline.teacher_parts())
     return summarize(runs, teacher)
 
 

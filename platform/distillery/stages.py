@@ -23,17 +23,25 @@ from distillery.data.splits import fixed_list_to_numpy, to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
+from distillery.store_layout import (
+    STUDENTS,
+    has_card,
+    latest_teacher,
+    latest_teacher_dir,
+    read_card,
+    record_teacher,
+    teacher_dir,
+    teacher_run_dir,
+)
 from distillery.strategies.curriculum import difficulty, pacing_fraction, thresholds
 from distillery.strategies.feature import Adapter, layer_names, output_shapes
 from distillery.train import TrainJob, fit, load_weights
-
-LATEST = "latest.json"
 
 
 @dataclass
 class Pipeline:
     spec: PipelineSpec
-    students: tuple[str, ...] = ("students",)
+    students: tuple[str, ...] = STUDENTS
     """Where runs of distill and baseline go in the store (Tune trials: tune/<run_id>/trials)."""
 
     @cached_property
@@ -59,11 +67,7 @@ class Pipeline:
         return [self.spec.teacher, *(multi.teachers if multi else [])]
 
     def teacher_parts(self, name: str | None = None) -> tuple[str, ...]:
-        name = name or self.spec.teacher.name
-        if not self.store.exists("teachers", name, LATEST):
-            raise FileNotFoundError(
-                f"no teacher {name!r} in {self.store.root}; run `distillery train-teacher` first")
-        return ("teachers", name, self.store.read_json("teachers", name, LATEST)["fingerprint"])
+        return latest_teacher_dir(self.store, name or self.spec.teacher.name)
 
     def train_teacher(self) -> dict:
         """Train (or import) every teacher of the spec; returns the card of `teacher`."""
@@ -72,7 +76,7 @@ class Pipeline:
     def ensure_teachers(self) -> None:
         """Train the teachers of the spec that the store does not hold yet."""
         for spec in self.teacher_specs():
-            if not self.store.exists("teachers", spec.name, LATEST):
+            if latest_teacher(self.store, spec.name) is None:
                 self._train_one_teacher(spec)
 
     def _train_one_teacher(self, spec: TeacherSpec) -> dict:
@@ -83,7 +87,7 @@ class Pipeline:
             run_id = new_run_id(spec.name)
             result = self._fit(spec.model, spec.train, "supervised", {}, f"teacher {spec.name}",
                                to_table(splits.x_train, splits.y_train),
-                               self.store.uri("teachers", spec.name, "runs", run_id))
+                               self.store.uri(*teacher_run_dir(spec.name, run_id)))
             model.load_state_dict(load_weights(result)[0])
             metrics = {"val_accuracy": result.metrics["val_accuracy"], "run_id": run_id}
         metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
@@ -92,10 +96,10 @@ class Pipeline:
                           num_classes=splits.num_classes, role="teacher", fingerprint=fp,
                           data_fingerprint=self.data_fingerprint, metrics=metrics,
                           spec=self.spec.model_dump())
-        card = save_model(self.store, ("teachers", spec.name, fp), model, card)
-        self.store.write_json({"fingerprint": fp}, "teachers", spec.name, LATEST)
+        card = save_model(self.store, teacher_dir(spec.name, fp), model, card)
+        record_teacher(self.store, spec.name, fp)
         print(f"train-teacher: {spec.name}: {card['params']} params, test accuracy "
-              f"{metrics['test_accuracy']:.4f} -> {self.store.uri('teachers', spec.name, fp)}",
+              f"{metrics['test_accuracy']:.4f} -> {self.store.uri(*teacher_dir(spec.name, fp))}",
               flush=True)
         return card
 
@@ -120,7 +124,7 @@ class Pipeline:
 
     def _cache(self, parts: tuple[str, ...], inference: InferenceSpec,
                layers: list[str] = ()) -> dict:
-        teacher_fp = self.store.read_json(*parts, "card.json")["fingerprint"]
+        teacher_fp = read_card(self.store, parts)["fingerprint"]
         return build_cache(self.store, self.splits.distill_rows(), teacher_parts=parts,
                            teacher_fp=teacher_fp, data_fp=self.data_fingerprint,
                            spec_hash=self.spec.spec_hash(), inference=inference, layers=layers)
@@ -203,7 +207,7 @@ class Pipeline:
                   for i, spec in enumerate(d.progressive.assistants)]
         stages.append(((*self.students, run_id), self.spec.student.model, "student"))
         for parts, model_spec, label in stages:
-            if not self.store.exists(*parts, "card.json"):
+            if not has_card(self.store, parts):
                 manifest = self._cache(teacher, self.spec.teacher.inference)
                 curriculum = (self._curriculum(manifest["key"]) if d.progressive.curriculum
                               else None)
@@ -216,7 +220,7 @@ class Pipeline:
                 self._export_student(run_id, load_weights(result)[0], role, model_spec,
                                      teacher, parts)
             teacher = parts
-        return self.store.read_json(*self.students, run_id, "card.json")
+        return read_card(self.store, (*self.students, run_id))
 
     def _curriculum(self, cache_key_: str) -> dict:
         """Per-epoch difficulty thresholds from the teacher's outputs on every cached row."""
@@ -314,11 +318,11 @@ class Pipeline:
         model.load_state_dict(state)
         metrics = {"val_accuracy": accuracy(model, splits.x_val, splits.y_val),
                    "test_accuracy": accuracy(model, splits.x_test, splits.y_test)}
-        if self.store.exists("teachers", spec.teacher.name, LATEST):
+        if latest_teacher(self.store, spec.teacher.name) is not None:
             teacher, _ = load_model(self.store, self.teacher_parts())
             metrics["test_agreement"] = agreement(model, teacher, splits.x_test)
-        teacher_fp = (self.store.read_json(*teacher_parts, "card.json")["fingerprint"]
-                      if teacher_parts else None)
+        teacher_fp = (read_card(self.store, teacher_parts)["fingerprint"] if teacher_parts
+                      else None)
         card = model_card(model, model_spec, num_features=splits.num_features,
                           num_classes=splits.num_classes, role=role, run_id=run_id,
                           strategy=spec.distill.strategy if role != "baseline" else "supervised",

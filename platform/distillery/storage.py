@@ -1,9 +1,8 @@
 """One place that maps store locations (local paths or s3:// URIs) to filesystems.
 
-Artifacts are directories committed by a marker file written last (`card.json` for models,
-`manifest.json` for caches): a reader trusts a directory only when its marker exists, so a run
-that dies mid-write never leaves something a later run reads as good. Single files are written
-atomically (temp name + rename locally; S3 PUTs are atomic by themselves).
+Single files are written atomically (temp name + rename locally; S3 PUTs are atomic by
+themselves); artifacts are directories committed by a marker file written last, and
+`store_layout` says where each lives and which marker commits it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from distillery.evaluation.shifts import parameter_of, shifted_sets
 from distillery.evaluation.verdict import check_gates, sentence
 from distillery.runtime import new_run_id
 from distillery.stages import Pipeline
+from distillery.store_layout import report_dir
 
 SCHEMA_VERSION = 1
 """report.json's schema (SCHEMA.md); bumped on any change a reader could trip over."""
@@ -67,11 +68,12 @@ def evaluate(pipeline: Pipeline, models: list[Evaluated]) -> dict:
     lap("plots")
     report["timing_s"] = {**timing, "total": round(time.perf_counter() - started, 2)}
 
-    store.write_bytes(render.html(report, figures).encode(), "reports", run_id, "report.html")
-    store.write_bytes(render.markdown(report).encode(), "reports", run_id, "report.md")
-    store.write_bytes(json.dumps(report, indent=2, allow_nan=False).encode(), "reports", run_id,
+    where = report_dir(run_id)
+    store.write_bytes(render.html(report, figures).encode(), *where, "report.html")
+    store.write_bytes(render.markdown(report).encode(), *where, "report.md")
+    store.write_bytes(json.dumps(report, indent=2, allow_nan=False).encode(), *where,
                       "report.json")
-    location = store.uri("reports", run_id)
+    location = store.uri(*where)
     for text in report["verdict"].values():
         print(f"evaluate: {text}", flush=True)
     gates = report["gates"]["results"]

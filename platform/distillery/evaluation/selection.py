@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from distillery.config import NAME_PATTERN
 from distillery.data import Splits
 from distillery.stages import Pipeline
+from distillery.store_layout import exported_students, has_card, newest_run, read_card, student_dir
 
 ROLES = ("student", "baseline")
 
@@ -29,33 +30,29 @@ def select_models(pipeline: Pipeline, names: list[str] | None) -> list[Evaluated
     """The models to evaluate; `names` None = teacher, student and baseline where they exist."""
     store = pipeline.store
     teacher_parts = pipeline.teacher_parts()
-    chosen = [Evaluated("teacher", "teacher", teacher_parts, store.read_json(*teacher_parts,
-                                                                            "card.json"))]
-    cards = exported_students(pipeline)
+    chosen = [Evaluated("teacher", "teacher", teacher_parts, read_card(store, teacher_parts))]
+    cards = exported_students(store, pipeline.spec.name)
     if names is None:
         names = [role for role in ROLES if any(c["role"] == role for c in cards.values())]
     for name in names:
         if name == "teacher":
             continue
         if name in ROLES:
-            runs = sorted((card["created"], run) for run, card in cards.items()
-                          if card["role"] == name)
-            if not runs:
+            run = newest_run(cards, name)
+            if run is None:
                 raise FileNotFoundError(
                     f"--models: no {name} of {pipeline.spec.name!r} in {store.root}; "
                     f"run `distillery {'distill' if name == 'student' else 'baseline'}` first")
-            run = runs[-1][1]
         else:
             run = name
-            if not re.fullmatch(NAME_PATTERN, run) or not store.exists("students", run,
-                                                                        "card.json"):
+            if not re.fullmatch(NAME_PATTERN, run) or not has_card(store, student_dir(run)):
                 raise FileNotFoundError(
                     f"--models: no exported student {run!r} in {store.root}; "
                     f"valid: teacher, student, baseline or one of {sorted(cards) or 'none'}")
-        card = store.read_json("students", run, "card.json")
-        if any(m.parts == ("students", run) for m in chosen):
+        card = read_card(store, student_dir(run))
+        if any(m.parts == student_dir(run) for m in chosen):
             continue
-        chosen.append(Evaluated(name, card["role"], ("students", run), card))
+        chosen.append(Evaluated(name, card["role"], student_dir(run), card))
     return chosen
 
 
@@ -66,15 +63,3 @@ def check_shapes(models: list[Evaluated], splits: Splits) -> None:
             raise ValueError(f"--models: {model.key} takes {shape[0]} features and predicts "
                              f"{shape[1]} classes; the spec's data has {splits.num_features} "
                              f"and {splits.num_classes}")
-
-
-def exported_students(pipeline: Pipeline) -> dict[str, dict]:
-    """run id -> card of every exported (card.json committed) student of this pipeline."""
-    store, name = pipeline.store, pipeline.spec.name
-    cards = {}
-    for run in store.listdir("students"):
-        if store.exists("students", run, "card.json"):
-            card = store.read_json("students", run, "card.json")
-            if card["spec"]["name"] == name:
-                cards[run] = card
-    return cards

@@ -19,9 +19,9 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from distillery.lm.hf_loaders import load_causal_lm, load_tokenizer
 from distillery.models.artifacts import library_versions
 from distillery.storage import Store, is_remote
+from distillery.store_layout import CARD, read_card
 
 HF_DIR = "hf"
-CARD = "card.json"
 
 
 def lm_card(model: PreTrainedModel, **extra: Any) -> dict:
@@ -57,7 +57,7 @@ def save_lm(store: Store, parts: tuple[str, ...], model: PreTrainedModel,
 def load_lm(store: Store, parts: tuple[str, ...]
             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
     """The model (eval mode), its tokenizer and its card."""
-    card = store.read_json(*parts, CARD)
+    card = read_card(store, parts)
     with tempfile.TemporaryDirectory() as tmp:
         fetch_hf_dir(store, parts, tmp)
         where = store.uri(*parts, HF_DIR)

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 import ray
 import torch
 
-from distillery.cache import MANIFEST, committed_cache, read_cache
+from distillery.cache import committed_cache, read_cache
 from distillery.config.training import InferenceSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.lm.artifacts import load_lm
 from distillery.lm.topk import teacher_topk, topk_bytes_per_token, topk_table
 from distillery.runtime import actor_pool, inference_device
 from distillery.storage import Store
+from distillery.store_layout import MANIFEST, cache_dir
 
 INPUT_IDS_BYTES = np.dtype(np.int32).itemsize
 """Bytes per token of the `input_ids` column (int32, as lm.text_data packs it)."""
@@ -71,7 +72,7 @@ def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: t
     key = topk_cache_key(teacher_fp, data_fp, k, temperature)
     manifest = committed_cache(store, key)
     if manifest is not None:
-        print(f"teacher-infer: reusing top-k cache {store.uri('cache', key)} "
+        print(f"teacher-infer: reusing top-k cache {store.uri(*cache_dir(key))} "
               f"({manifest['rows']} blocks; same teacher {teacher_fp}, data {data_fp}, k {k} "
               f"and T {temperature:g})", flush=True)
         return manifest
@@ -85,7 +86,7 @@ def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: t
         batch_size=inference.batch_size,
         batch_format="pyarrow",
         **actor_pool(inference),
-    ).write_parquet(store.fs_path("cache", key), filesystem=store.fs)
+    ).write_parquet(store.fs_path(*cache_dir(key)), filesystem=store.fs)
     rows, block_size, parquet_bytes = _written(store, key)
     if rows == 0:
         raise ValueError(f"teacher-infer: no blocks to cache in data {data_fp}: its split holds "
@@ -106,9 +107,9 @@ def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: t
         "parquet_bytes_per_token": round(parquet_bytes / tokens, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    store.write_json(manifest, "cache", key, MANIFEST)
+    store.write_json(manifest, *cache_dir(key), MANIFEST)
     print(f"teacher-infer: wrote {rows} blocks ({tokens} tokens, top-{k} at T {temperature:g}) "
-          f"to {store.uri('cache', key)} in {manifest['seconds']}s, "
+          f"to {store.uri(*cache_dir(key))} in {manifest['seconds']}s, "
           f"{manifest['parquet_bytes_per_token']} B/token in Parquet "
           f"({manifest['bytes_per_token_uncompressed']} uncompressed)", flush=True)
     return manifest
@@ -117,7 +118,7 @@ def build_topk_cache(store: Store, blocks: ray.data.Dataset, *, teacher_parts: t
 def _written(store: Store, key: str) -> tuple[int, int, int]:
     """(rows, block_size, bytes) of the Parquet files in cache/<key>, from their footers;
     (0, 0, 0) when nothing was written."""
-    selector = pafs.FileSelector(store.fs_path("cache", key), allow_not_found=True)
+    selector = pafs.FileSelector(store.fs_path(*cache_dir(key)), allow_not_found=True)
     files = [f for f in store.fs.get_file_info(selector) if f.path.endswith(".parquet")]
     rows = sum(pq.read_metadata(f.path, filesystem=store.fs).num_rows for f in files)
     if rows == 0:

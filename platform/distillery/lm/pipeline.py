@@ -32,11 +32,25 @@ from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load
 from distillery.lm.text_data import document_split, packed_blocks, read_documents
 from distillery.lm.train import LMTrainJob, build_lm, fit_lm, load_lm_weights
 from distillery.runtime import new_run_id, unfinished_runs
-from distillery.serving.catalog import newest_run
 from distillery.storage import Store
+from distillery.store_layout import (
+    MANIFEST,
+    STUDENTS,
+    exported_students,
+    has_card,
+    latest_teacher,
+    lm_data_dir,
+    newest_run,
+    read_card,
+    record_teacher,
+    report_dir,
+    student_dir,
+    student_init_dir,
+    teacher_dir,
+    teacher_run_dir,
+    tokenizer_dir,
+)
 
-LATEST = "latest.json"
-MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.model")
@@ -88,7 +102,7 @@ class LMPipeline:
         h = hashlib.sha256()
         for path in files:
             h.update(path.name.encode() + b"\0" + path.read_bytes())
-        parts = ("tokenizers", h.hexdigest()[:16])
+        parts = tokenizer_dir(h.hexdigest()[:16])
         if not self.store.exists(*parts, MANIFEST):
             for path in files:
                 self.store.write_bytes(path.read_bytes(), *parts, HF_DIR, path.name)
@@ -98,7 +112,7 @@ class LMPipeline:
     def _trained_tokenizer(self, tok: TokenizerTrainSpec) -> str:
         fp = hashlib.sha256(f"{self.corpus_fingerprint}-{tok.vocab_size}".encode()
                             ).hexdigest()[:16]
-        parts = ("tokenizers", fp)
+        parts = tokenizer_dir(fp)
         if not self.store.exists(*parts, MANIFEST):
             val_fraction = self.spec.data.val_fraction
             texts = (text for batch in self.documents().iter_batches(batch_format="pyarrow")
@@ -130,7 +144,7 @@ class LMPipeline:
     def blocks(self, split: str) -> ray.data.Dataset:
         """The packed `split` blocks (`input_ids`, block_size + 1 tokens), written to the store
         once and read from there on."""
-        parts = ("lm-data", self.data_fingerprint)
+        parts = lm_data_dir(self.data_fingerprint)
         if not self.store.exists(*parts, MANIFEST):
             self.store.remove_dir(*parts)
             d = self.spec.data
@@ -202,15 +216,15 @@ class LMPipeline:
         """The stored teacher of this spec; an error when there is none, or when it was made
         from another teacher section or other data (a stale teacher would be reused silently)."""
         name = self.spec.teacher.name
-        if not self.store.exists("teachers", name, LATEST):
+        latest = latest_teacher(self.store, name)
+        if latest is None:
             raise FileNotFoundError(f"no teacher {name!r} in {self.store.root}; run "
                                     "`distillery train-teacher` first")
-        latest = self.store.read_json("teachers", name, LATEST)
         if latest.get("teacher_spec_hash") != self.teacher_spec_hash:
             raise FileNotFoundError(f"teacher: the stored {name!r} was made from another "
                                     "teacher section or other data; run `distillery "
                                     "train-teacher` again")
-        return ("teachers", name, latest["fingerprint"])
+        return teacher_dir(name, latest["fingerprint"])
 
     def train_teacher(self) -> dict:
         """Train the teacher here on next-token loss, or import a pretrained one."""
@@ -227,18 +241,17 @@ class LMPipeline:
                                           train=t.train.model_dump(), rows=0,
                                           strategy="next_token", label=f"teacher {t.name}"),
                                t.train, self.blocks("train"),
-                               self.store.uri("teachers", t.name, "runs", run_id))
+                               self.store.uri(*teacher_run_dir(t.name, run_id)))
             model = build_lm({"config": config})
             model.load_state_dict(load_lm_weights(result))
             metrics = {"val_perplexity": result.metrics["val_perplexity"], "run_id": run_id}
         fp = weights_fingerprint(model)
-        parts = ("teachers", t.name, fp)
+        parts = teacher_dir(t.name, fp)
         card = save_lm(self.store, parts, model, self.tokenizer,
                        lm_card(model, role="teacher", fingerprint=fp,
                                data_fingerprint=self.data_fingerprint, metrics=metrics,
                                spec=self.spec.model_dump()))
-        self.store.write_json({"fingerprint": fp, "teacher_spec_hash": self.teacher_spec_hash},
-                              "teachers", t.name, LATEST)
+        record_teacher(self.store, t.name, fp, teacher_spec_hash=self.teacher_spec_hash)
         print(f"train-teacher: {t.name}: {card['params']:,} params -> {self.store.uri(*parts)}",
               flush=True)
         return card
@@ -269,7 +282,7 @@ class LMPipeline:
         """LMTrainJob.model of the student: a config (fresh weights) or its directory's
         weights, imported into the store so that every worker can read them."""
         hf = self.spec.student.hf
-        teacher_vocab = self.store.read_json(*self.teacher_parts(), "card.json")["vocab_size"]
+        teacher_vocab = read_card(self.store, self.teacher_parts())["vocab_size"]
         if isinstance(hf, dict):
             start = {"config": self.hf_config(hf, "student.hf")}
             vocab = start["config"]["vocab_size"]
@@ -285,8 +298,8 @@ class LMPipeline:
         if isinstance(hf, dict):
             return start
         fp = weights_fingerprint(model)
-        parts = ("students", "init", fp)
-        if not self.store.exists(*parts, "card.json"):
+        parts = student_init_dir(fp)
+        if not has_card(self.store, parts):
             save_lm(self.store, parts, model, self.tokenizer, lm_card(model, role="init"))
         return {"store": self.store.root, "parts": list(parts)}
 
@@ -300,7 +313,7 @@ class LMPipeline:
             params={"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl},
             label="student")
         result = self._fit(job, d, read_topk_cache(self.store, manifest["key"]),
-                           self.store.uri("students", run_id))
+                           self.store.uri(*student_dir(run_id)))
         return self._export(run_id, "student", job.model, result,
                             {"cache": manifest["key"], "strategy": "token_kd"})
 
@@ -311,13 +324,13 @@ class LMPipeline:
         job = LMTrainJob(model=self.student_start(), train=d.model_dump(
             include=set(TrainSpec.model_fields)), rows=0, strategy="next_token",
             label="baseline")
-        result = self._fit(job, d, self.blocks("train"), self.store.uri("students", run_id))
+        result = self._fit(job, d, self.blocks("train"), self.store.uri(*student_dir(run_id)))
         return self._export(run_id, "baseline", job.model, result, {"strategy": "next_token"})
 
     def _export(self, run_id: str, role: str, start: dict, result, extra: dict) -> dict:
         model = build_lm(start)
         model.load_state_dict(load_lm_weights(result))
-        parts = ("students", run_id)
+        parts = student_dir(run_id)
         card = save_lm(self.store, parts, model, self.tokenizer, lm_card(
             model, role=role, run_id=run_id, teacher_fingerprint=self.teacher_parts()[-1],
             data_fingerprint=self.data_fingerprint,
@@ -339,12 +352,12 @@ class LMPipeline:
 
     def unfinished_runs(self) -> list[str]:
         """Run ids of this spec's distill runs without an exported card, oldest first."""
-        return unfinished_runs(self.store, self.spec.name, ("students",))
+        return unfinished_runs(self.store, self.spec.name, STUDENTS)
 
     # ------------------------------------------------------------ evaluate
 
     def newest(self, role: str) -> str:
-        run = newest_run(self.store, self.spec.name, role)
+        run = newest_run(exported_students(self.store, self.spec.name), role)
         if run is None:
             raise FileNotFoundError(f"no {role} of {self.spec.name!r} in {self.store.root}; "
                                     f"run `distillery {'distill' if role == 'student' else role}`"
@@ -356,8 +369,8 @@ class LMPipeline:
         blocks; the report goes to reports/<run_id>/."""
         e = self.spec.evaluate
         parts = {"teacher": self.teacher_parts(),
-                 "student": ("students", self.newest("student")),
-                 "baseline": ("students", self.newest("baseline"))}
+                 "student": student_dir(self.newest("student")),
+                 "baseline": student_dir(self.newest("baseline"))}
         models = {name: load_lm(self.store, p) for name, p in parts.items()}
         context = min(context_length(m.config) or 2**31 for m, _, _ in models.values())
         for i, prompt in enumerate(e.prompts):
@@ -372,7 +385,7 @@ class LMPipeline:
         result["models"] = {name: {**result["models"][name], "location": self.store.uri(*p)}
                             for name, p in parts.items()}
         run_id = run_id or new_run_id(f"{self.spec.name}-eval")
-        result["location"] = self.store.uri("reports", run_id)
+        result["location"] = self.store.uri(*report_dir(run_id))
         render_lm_report(result, result["location"])
         print(f"evaluate: report -> {result['location']}/report.md", flush=True)
         return result

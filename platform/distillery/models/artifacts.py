@@ -15,6 +15,7 @@ import distillery
 from distillery.config import ImportSpec, ModelSpec, TorchScriptSpec, parse_model_spec
 from distillery.models.registry import build_model, count_params
 from distillery.storage import Store
+from distillery.store_layout import CARD, read_card
 
 
 def library_versions() -> dict[str, str]:
@@ -48,13 +49,13 @@ def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dic
     store.write_bytes(scripted.getvalue(), *parts, "model.ts")
     card = {**card, "size_bytes": {"model.pt": weights.getbuffer().nbytes,
                                    "model.ts": scripted.getbuffer().nbytes}}
-    store.write_json(card, *parts, "card.json")
+    store.write_json(card, *parts, CARD)
     return card
 
 
 def load_model(store: Store, parts: tuple[str, ...]) -> tuple[nn.Module, dict]:
     """The model and its card; never unpickles anything but tensors."""
-    card = store.read_json(*parts, "card.json")
+    card = read_card(store, parts)
     spec = parse_model_spec(card["architecture"])
     if isinstance(spec, TorchScriptSpec):
         model = torch.jit.load(io.BytesIO(store.read_bytes(*parts, "model.ts")),

@@ -34,8 +34,8 @@ from evidently.presets import DataDriftPreset
 from distillery.config import DriftSpec
 from distillery.evaluation.metrics import log_softmax
 from distillery.storage import Store
+from distillery.store_layout import MONITOR_REPORTS
 
-REPORTS_DIR = ("monitor", "reports")
 CATEGORICAL = ("prediction", "agrees")
 """Columns compared as categories; every other column is numerical."""
 TOP_DRIFTED = 10
@@ -246,7 +246,7 @@ def save_report(store: Store, window_label: str, result: DriftResult) -> dict[st
     """Write report.html, report.json and summary.json (last) under
     monitor/reports/<window_label>/; each file atomically. Returns {html, json, summary} URIs."""
     parts = {"html": "report.html", "json": "report.json", "summary": "summary.json"}
-    store.write_bytes(result.html.encode(), *REPORTS_DIR, window_label, parts["html"])
-    store.write_bytes(result.json.encode(), *REPORTS_DIR, window_label, parts["json"])
-    store.write_json(result.summary, *REPORTS_DIR, window_label, parts["summary"])
-    return {key: store.uri(*REPORTS_DIR, window_label, name) for key, name in parts.items()}
+    store.write_bytes(result.html.encode(), *MONITOR_REPORTS, window_label, parts["html"])
+    store.write_bytes(result.json.encode(), *MONITOR_REPORTS, window_label, parts["json"])
+    store.write_json(result.summary, *MONITOR_REPORTS, window_label, parts["summary"])
+    return {key: store.uri(*MONITOR_REPORTS, window_label, name) for key, name in parts.items()}

@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 from distillery.config import RequestLogSpec
 from distillery.storage import Store
+from distillery.store_layout import REQUEST_LOG
 
-LOG_DIR = ("monitor", "requests")
 SCHEMA = pa.schema([
     ("time", pa.timestamp("us", tz="UTC")),
     ("request_id", pa.string()),
@@ -169,7 +169,7 @@ class RequestLog:
                 sink = io.BytesIO()
                 pq.write_table(part, sink, compression="zstd")
                 name = f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
-                self.store.write_bytes(sink.getvalue(), *LOG_DIR, f"date={day}", name)
+                self.store.write_bytes(sink.getvalue(), *REQUEST_LOG, f"date={day}", name)
             self.written += table.num_rows
             return table.num_rows
 
@@ -180,7 +180,7 @@ def read_requests(store: Store, start: datetime, end: datetime) -> pa.Table:
         raise ValueError("read_requests: start and end must be timezone-aware")
     tables, day = [], start.astimezone(timezone.utc).date()
     while day <= end.astimezone(timezone.utc).date():
-        folder = (*LOG_DIR, f"date={day.isoformat()}")
+        folder = (*REQUEST_LOG, f"date={day.isoformat()}")
         for name in store.listdir(*folder):
             if name.endswith(".parquet"):  # not a write in progress (<name>.tmp-*)
                 tables.append(pq.read_table(io.BytesIO(store.read_bytes(*folder, name)),

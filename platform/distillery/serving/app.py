@@ -23,10 +23,10 @@ from distillery.config import (
     section_override,
 )
 from distillery.serving.admin import TOKEN_ENV, token_digest
-from distillery.serving.catalog import served_models
 from distillery.serving.deployments import ModelServer
 from distillery.serving.router import Router
 from distillery.storage import Store
+from distillery.store_layout import served_models
 
 APP_NAME = "distillery"
 

@@ -21,7 +21,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.exceptions import HTTPException
 from transformers import AutoConfig
 
-from distillery.lm.artifacts import CARD, HF_DIR
+from distillery.lm.artifacts import HF_DIR
 from distillery.serving.lm_deployments import LMServer
 from distillery.serving.lm_schema import (
     GENERATE_REQUEST,
@@ -41,6 +41,7 @@ from distillery.serving.schema import (
     v1_error,
 )
 from distillery.storage import Store
+from distillery.store_layout import has_card, read_card
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="distillery-lm")
@@ -122,9 +123,9 @@ def build_lm_app(store_root: str, models: dict[str, tuple[str, ...]], *,
     store = Store(store_root)
     cards, contexts = {}, {}
     for name, parts in models.items():
-        if not store.exists(*parts, CARD):
+        if not has_card(store, parts):
             raise FileNotFoundError(f"no model {name!r} at {store.uri(*parts)}")
-        cards[name] = store.read_json(*parts, CARD)
+        cards[name] = read_card(store, parts)
         if cards[name].get("kind") != "causal_lm":  # classifier cards have no kind
             raise ValueError(f"{name!r} at {store.uri(*parts)} is not a causal LM (its "
                              "card.json has no kind: causal_lm); save it with lm.save_lm")

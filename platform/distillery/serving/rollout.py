@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 from distillery.config import RolloutGates, RolloutSpec
 from distillery.storage import Store
+from distillery.store_layout import ROLLOUT_STATE
 
-STATE_PATH = ("serve", "rollout-state.json")
 HISTORY = 100
 STATUSES = ("running", "paused", "completed", "rolled_back", "observing", "ab")
 ACTIONS = ("advance", "pause", "resume", "rollback")
@@ -195,11 +195,11 @@ def load_state(store: Store, spec: RolloutSpec, student: str, now: float) -> tup
     """The persisted state for this student and rollout spec, or a fresh one; a state that
     cannot be read gives `safe_state` (all traffic to the teacher, paused). Returns (state,
     a one-line note saying which)."""
-    if not store.exists(*STATE_PATH):
+    if not store.exists(*ROLLOUT_STATE):
         return initial_state(spec, student, now), "no rollout state; starting a new rollout"
-    location = store.uri(*STATE_PATH)
+    location = store.uri(*ROLLOUT_STATE)
     try:
-        state = json.loads(store.read_bytes(*STATE_PATH))
+        state = json.loads(store.read_bytes(*ROLLOUT_STATE))
         check_state(state)
     except (OSError, ValueError, UnicodeDecodeError) as err:  # OSError: e.g. a directory there
         note = (f"rollout state {location} is unreadable ({err}); serving everything from the "
@@ -215,7 +215,7 @@ def load_state(store: Store, spec: RolloutSpec, student: str, now: float) -> tup
 
 
 def save_state(store: Store, state: dict) -> None:
-    store.write_json(state, *STATE_PATH)
+    store.write_json(state, *ROLLOUT_STATE)
 
 
 def check_state(state: object) -> None:

@@ -29,6 +29,7 @@ from distillery.models import build_model, count_params
 from distillery.runtime import new_run_id
 from distillery.stages import Pipeline
 from distillery.storage import Store, filesystem
+from distillery.store_layout import TUNE, has_card, read_card, trials_dir, tune_dir
 from distillery.tuning.results import (
     best_row,
     best_yaml,
@@ -52,14 +53,14 @@ def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dic
     # Two trials' progress bars of their few-second cache reads would interleave into noise.
     ray.data.DataContext.get_current().enable_progress_bars = False
     spec = trial_spec(base, config)
-    pipeline = Pipeline(spec, students=trials_root(tune_run_id))
+    pipeline = Pipeline(spec, students=trials_dir(tune_run_id))
     # The driver loaded the data once for all trials (generating MNIST-1D alone takes ~12 s of
     # CPU); a cached_property takes an assigned value as its cache.
     pipeline.splits = splits
     run_id = tune.get_context().get_trial_id()
-    if pipeline.store.exists(*pipeline.students, run_id, "card.json"):
+    if has_card(pipeline.store, (*pipeline.students, run_id)):
         # finished before the experiment state recorded it (a kill in between): not redone
-        card = pipeline.store.read_json(*pipeline.students, run_id, "card.json")
+        card = read_card(pipeline.store, (*pipeline.students, run_id))
     else:
         size = count_params(build_model(spec.student.model, splits.num_features,
                                         splits.num_classes))
@@ -83,10 +84,6 @@ class EpochReport(TuneReportCallback):
     def after_report(self, run_context, metrics, checkpoint):
         if metrics[0]["epoch"] < self.epochs:
             super().after_report(run_context, [{**metrics[0], SIZE: self.size}], checkpoint)
-
-
-def trials_root(tune_run_id: str) -> tuple[str, ...]:
-    return ("tune", tune_run_id, "trials")
 
 
 def trial_dirname(trial) -> str:
@@ -125,9 +122,10 @@ def _short(value) -> str:
 
 def unfinished_runs(store: Store, spec: PipelineSpec) -> list[str]:
     """tune/<run_id> of this very spec (same hash) without a summary, oldest first."""
-    return [r for r in store.listdir("tune")
-            if store.exists("tune", r, SPEC_FILE) and not store.exists("tune", r, SUMMARY_FILE)
-            and store.read_json("tune", r, SPEC_FILE)["spec_hash"] == spec.spec_hash()]
+    return [r for r in store.listdir(*TUNE)
+            if store.exists(*tune_dir(r), SPEC_FILE)
+            and not store.exists(*tune_dir(r), SUMMARY_FILE)
+            and store.read_json(*tune_dir(r), SPEC_FILE)["spec_hash"] == spec.spec_hash()]
 
 
 def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
@@ -137,9 +135,9 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
     check_space(spec)
     started = time.perf_counter()
     run_id = run_id or new_run_id(f"{spec.name}-tune")
-    if not store.exists("tune", run_id, SPEC_FILE):
+    if not store.exists(*tune_dir(run_id), SPEC_FILE):
         store.write_json({"spec_hash": spec.spec_hash(), "spec": spec.model_dump(mode="json")},
-                         "tune", run_id, SPEC_FILE)
+                         *tune_dir(run_id), SPEC_FILE)
     pipeline.teacher_infer()  # built or reused once, here: trials only read it
     base = trial_base(spec)
     # Trials get the store's absolute path, as Ray workers on other nodes need it (best.yaml
@@ -154,16 +152,16 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
         tune.with_parameters(run_trial, base=trial_raw, splits=pipeline.splits,
                              tune_run_id=run_id),
         {"cpu": 0, "memory": 1 << 20})
-    fs, root = filesystem(store.uri("tune"))
+    fs, root = filesystem(store.uri(*TUNE))
     experiment = f"{root}/{run_id}"
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
-        print(f"tune: resuming {store.uri('tune', run_id)}; finished trials are kept",
+        print(f"tune: resuming {store.uri(*tune_dir(run_id))}; finished trials are kept",
               flush=True)
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
                                    restart_errored=True, storage_filesystem=fs)
     else:
         print(f"tune: {t.num_samples} trials, {t.max_concurrent} at a time, "
-              f"{base['distill']['epochs']} epochs each -> {store.uri('tune', run_id)}",
+              f"{base['distill']['epochs']} epochs each -> {store.uri(*tune_dir(run_id))}",
               flush=True)
         tuner = tune.Tuner(
             trainable, param_space=param_space(t),
@@ -185,7 +183,7 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
     rows = sorted((trial_row(r, t.metric) for r in grid), key=lambda r: r["order"])
     for r in rows:
         if r["status"] != "completed":  # its checkpoints are of a run nobody will finish
-            store.remove_dir(*trials_root(run_id), r["trial"])
+            store.remove_dir(*trials_dir(run_id), r["trial"])
     return write_results(pipeline, run_id, rows, base, time.perf_counter() - started)
 
 
@@ -248,13 +246,13 @@ def write_results(pipeline: Pipeline, run_id: str, rows: list[dict], base: dict,
     own = next((r for r in rows if r["params"] == own_values), None)
     summary = {"run_id": run_id, "metric": t.metric, "trials": counts,
                "wall_seconds": round(seconds, 1), "best": best, "spec_values": own,
-               "location": store.uri("tune", run_id)}
-    store.write_json(rows, "tune", run_id, "trials.json")
+               "location": store.uri(*tune_dir(run_id))}
+    store.write_json(rows, *tune_dir(run_id), "trials.json")
     table = markdown_table(rows, t.metric, paths, own and own["trial"])
-    store.write_bytes(table.encode(), "tune", run_id, "trials.md")
+    store.write_bytes(table.encode(), *tune_dir(run_id), "trials.md")
     store.write_bytes(plot_png(rows, t.space, t.metric, f"{run_id}: {t.metric}",
                                own and own["trial"]),
-                      "tune", run_id, "plot.png")
+                      *tune_dir(run_id), "plot.png")
     print(f"tune: {len(rows)} trials in {seconds:.0f}s: {counts['completed']} completed, "
           f"{counts['stopped']} stopped by ASHA, {counts['error']} failed")
     if best:
@@ -263,7 +261,7 @@ def write_results(pipeline: Pipeline, run_id: str, rows: list[dict], base: dict,
                   f"{best[t.metric]:.4f}, test accuracy {best['test_accuracy']:.4f}.",
                   f"distillery distill --config best.yaml reproduces it ({spec.name}, "
                   f"{best_spec.distill.epochs} epochs, {best_spec.distill.num_workers} worker(s))."]
-        store.write_bytes(best_yaml(best_spec, header).encode(), "tune", run_id, "best.yaml")
+        store.write_bytes(best_yaml(best_spec, header).encode(), *tune_dir(run_id), "best.yaml")
         values = " ".join(f"{k}={_short(v)}" for k, v in best["params"].items())
         print(f"tune: best trial {best['trial']}: {t.metric}={best[t.metric]:.4f} ({values})")
     if best and own and own[t.metric] is not None:
@@ -281,8 +279,8 @@ def write_results(pipeline: Pipeline, run_id: str, rows: list[dict], base: dict,
         print("tune: Pareto set (" + t.metric + " up, student params down): " + ", ".join(
             f"trial {done[i]['trial']} ({done[i][t.metric]:.4f}, {done[i]['student_params']})"
             for i in front))
-    store.write_json(summary, "tune", run_id, SUMMARY_FILE)
+    store.write_json(summary, *tune_dir(run_id), SUMMARY_FILE)
     print(table)
-    print(f"tune: results in {store.uri('tune', run_id)}/ (trials.md, trials.json, best.yaml, "
+    print(f"tune: results in {store.uri(*tune_dir(run_id))}/ (trials.md, trials.json, best.yaml, "
           f"plot.png, summary.json)", flush=True)
     return summary
