@@ -4,11 +4,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from distillery.cache import MANIFEST
 from distillery.config import MLPSpec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.models import build_model, load_model
 from distillery.stages import Pipeline
+from distillery.store_layout import MANIFEST
 
 from helpers import tiny_spec
 

@@ -26,8 +26,9 @@ import torch
 
 from distillery.config import RolloutSpec
 from distillery.monitoring.request_log import read_requests
-from distillery.serving.rollout import STATE_PATH, load_state
+from distillery.serving.rollout import load_state
 from distillery.storage import Store
+from distillery.store_layout import ROLLOUT_STATE
 
 from helpers import add_students, deploy_app, free_port, replicas, tiny_spec
 
@@ -194,7 +195,7 @@ def test_store_outage_buffers_request_log_rows_then_drops_exactly_the_counted_ov
                        and s["written"] + s["dropped"] == 200 and s)
     assert after == {"buffered": 0, "written": 140, "dropped": 60}
     store = Store(str(store_copy))  # the next controller tick saved the paused state
-    wait_until(lambda: store.exists(*STATE_PATH) and store.read_json(*STATE_PATH)["status"]
+    wait_until(lambda: store.exists(*ROLLOUT_STATE) and store.read_json(*ROLLOUT_STATE)["status"]
                == "paused")
     # rows requested - rows dropped = rows in the store (200 - 60)
     logged = read_requests(store, datetime(2026, 1, 1, tzinfo=timezone.utc),
@@ -210,7 +211,7 @@ def test_corrupted_rollout_state_serves_from_the_teacher_says_why_and_stays_up(
 
     add_students(store_copy)
     store = Store(str(store_copy))
-    store.write_bytes(b'{"student": "good", "weight": ', *STATE_PATH)
+    store.write_bytes(b'{"student": "good", "weight": ', *ROLLOUT_STATE)
     spec = tiny_spec(store_copy, *QUIET, "serve.rollout.interval_s=0.2")
     deploy_app(spec, port, TOKEN)
     router = replicas("Router")

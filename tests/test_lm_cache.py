@@ -13,13 +13,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distillery.cache import MANIFEST
 from distillery.config.training import InferenceSpec
 from distillery.lm.artifacts import lm_card, save_lm
 from distillery.lm.bpe import train_byte_level_bpe
 from distillery.lm.cache import build_topk_cache, read_topk_cache, topk_cache_key
 from distillery.lm.topk import teacher_topk, topk_tensors
 from distillery.storage import Store
+from distillery.store_layout import MANIFEST
 
 TEACHER = ("teachers", "tiny-lm", "tfp")
 BLOCKS, BLOCK_SIZE, K, T = 300, 16, 8, 2.0

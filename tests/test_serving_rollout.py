@@ -6,7 +6,6 @@ import pytest
 
 from distillery.config import RolloutSpec, SpecError, load_spec
 from distillery.serving.rollout import (
-    STATE_PATH,
     Measurement,
     check_gates,
     decide,
@@ -17,6 +16,7 @@ from distillery.serving.rollout import (
     save_state,
 )
 from distillery.storage import Store
+from distillery.store_layout import ROLLOUT_STATE
 
 from helpers import REFERENCE_SPEC
 
@@ -167,7 +167,7 @@ def test_state_round_trips_and_resumes(tmp_path):
                                      b' "decisions": []}'])
 def test_corrupted_state_sends_everything_to_the_teacher_and_says_why(tmp_path, content):
     store = Store(str(tmp_path))
-    store.write_bytes(content, *STATE_PATH)
+    store.write_bytes(content, *ROLLOUT_STATE)
     state, note = load_state(store, SPEC, "run-1", 0.0)
     assert (state["weight"], state["status"]) == (0, "paused")
     assert "unreadable" in note and "rollout-state.json" in note and state["error"] == note

@@ -23,7 +23,6 @@ from distillery.models import load_model
 from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
 from distillery.monitoring.control_charts import Chart, bucket_signals, chart, plot_control_chart
 from distillery.monitoring.drift import (
-    REPORTS_DIR,
     drift_report,
     reference_frame,
     save_report,
@@ -31,8 +30,8 @@ from distillery.monitoring.drift import (
     window_label,
 )
 from distillery.monitoring.request_log import read_requests
-from distillery.serving.catalog import served_models
 from distillery.storage import Store
+from distillery.store_layout import MONITOR_REPORTS, served_models
 
 logger = logging.getLogger("distillery.monitor")
 
@@ -97,14 +96,14 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
         if len(series[name].values) > monitor.control.reference_buckets:  # limits need a reference
             charts[name] = chart(series[name], monitor.control)
             store.write_bytes(plot_control_chart(charts[name], f"{spec.name}: {name}"),
-                              *REPORTS_DIR, label, f"control-{name}.png")
-            files[f"control-{name}"] = store.uri(*REPORTS_DIR, label, f"control-{name}.png")
+                              *MONITOR_REPORTS, label, f"control-{name}.png")
+            files[f"control-{name}"] = store.uri(*MONITOR_REPORTS, label, f"control-{name}.png")
     alerts = evaluate_rules(monitor.alerts.rules, summary, charts, label)
     sent = (dispatch(alerts, monitor.alerts, logger, already_sent)["sent"] if send_alerts
             else frozenset())
-    files["check"] = store.uri(*REPORTS_DIR, label, "check.json")
+    files["check"] = store.uri(*MONITOR_REPORTS, label, "check.json")
     check = CheckResult(label, table.num_rows, summary, charts, alerts, files, sent)
-    store.write_json(check.status(), *REPORTS_DIR, label, "check.json")
+    store.write_json(check.status(), *MONITOR_REPORTS, label, "check.json")
     if monitor.keep_reports is not None:
         prune_reports(store, monitor.keep_reports, spare=label)
     return check
@@ -114,9 +113,9 @@ def prune_reports(store: Store, keep: int, spare: str | None = None) -> list[str
     """Delete all but the `keep` latest report folders (their labels sort by window start) and
     `spare` (the check just written, which may be of an older window); returns the labels
     deleted."""
-    old = [label for label in store.listdir(*REPORTS_DIR)[:-keep] if label != spare]
+    old = [label for label in store.listdir(*MONITOR_REPORTS)[:-keep] if label != spare]
     for label in old:
-        store.remove_dir(*REPORTS_DIR, label)
+        store.remove_dir(*MONITOR_REPORTS, label)
     return old
 
 
