@@ -1,6 +1,6 @@
-"""Every strategy end to end, small: Ray Train workers with DeepSpeed (2; 1 in the progressive
-and multi-teacher tests, where a second worker costs ~7 s a fit), real caches, exports that load
-back as plain models."""
+"""Every strategy end to end, small: Ray Train workers with DeepSpeed (2 in the online test,
+where the peers train across ranks; 1 elsewhere, as a second worker costs seconds a fit and no
+assertion needs it), real caches, exports that load back as plain models."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def distill(store, *overrides):
 
 @pytest.mark.parametrize("cached", [True, False])
 def test_feature_distillation_from_cache_or_live_teacher(local_ray, cached_store_copy, cached):
-    pipeline, card = distill(cached_store_copy, "distill.strategy=feature",
+    pipeline, card = distill(cached_store_copy, "distill.strategy=feature", "distill.num_workers=1",
                              f"distill.feature={FEATURE[:-1]}, cache: {str(cached).lower()}}}")
     caches = pipeline.store.listdir("cache")
     # the mapped layer lands in a cache of its own, or the teacher ran live in the workers

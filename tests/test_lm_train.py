@@ -141,12 +141,14 @@ def test_token_kd_from_a_teacher_topk_cache_lowers_its_kd_term(teacher_run, corp
 
     alpha = 0.7
     job = LMTrainJob(model={"config": gpt2_config(corpus["vocab_size"], n_embd=16)},
-                     train={**TRAIN, "epochs": 2}, rows=len(cache), strategy="token_kd",
+                     # one worker: the teacher run above is the two-worker one
+                     train={**TRAIN, "epochs": 2, "num_workers": 1}, rows=len(cache),
+                     strategy="token_kd",
                      params={"temperature": 2.0, "alpha": alpha, "kl": "forward"},
                      label="student")
     result = fit_lm(job, datasets(corpus, cache), str(tmp_path / "run"))
     output = worker_output(capfd, "[student] epoch 2/2 ")
-    # 450 blocks a worker, 16 a step: 29 steps, a progress line every 2, then the epoch line
+    # 900 blocks, 32 a step: 29 steps, a progress line every 2, then the epoch line
     assert "[student] epoch 1/2 step 2/29 loss=" in output
     assert "[student] epoch 1/2 loss=" in output and " kd=" in output
     epochs = result.metrics_dataframe.sort_values("epoch")

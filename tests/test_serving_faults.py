@@ -5,7 +5,7 @@ and nothing is lost but the request-log rows the documented drop counter counts.
 for the whole module (one port); each test deploys its own app over the last.
 
 (A Ray Train worker killed mid-epoch, a killed inference actor and a teacher-infer killed
-mid-write are in tests/test_fault_tolerance.py.)
+mid-write are in tests/test_stage_faults.py.)
 """
 
 from __future__ import annotations
