@@ -22,8 +22,8 @@ import pytest
 from helpers import RAY_FORWARDED, ROOT, free_port, run_cli, tiny_spec
 
 # Ray exports custom metrics to its Prometheus endpoint every 10 s by default; tests that read
-# them back (tests/test_serving_faults.py, tests/test_monitoring_app.py) would wait up to that long for
-# each one. Every 2 s instead, for the session's Ray and the Rays its subprocesses start.
+# them back (tests/test_serving_faults.py, tests/test_monitoring_app.py) would wait up to that
+# long for each one. Every 2 s instead, for the session's Ray and the Rays its subprocesses start.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
 # Ray Train's controller polls its workers every 2 s: a finished run is noticed up to 2 s late,
 # ~1.5 s on average, for each of the suite's ~50 training runs (measured: a 1-worker run of a
