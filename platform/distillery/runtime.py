@@ -34,6 +34,9 @@ def ensure_ray(address: str | None = None) -> None:
         ray.init(address=address, runtime_env={"py_modules": [package_dir]},
                  logging_level=logging.WARNING)
     else:
+        # Ray Train's preemption watcher (an actor process per fit) follows cluster nodes
+        # being drained; an embedded one-machine Ray is never drained.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
