@@ -6,9 +6,8 @@ the ceiling. Writes bench/results/ceiling.json and the "ceiling" section of BENC
     .venv/bin/python bench/ceiling.py [--repetitions 3] [--smoke]
 
 Ceiling: the best all-thread GFLOP/s over the measured shapes (the 2048^3 one, in practice).
-Each shape's GFLOP/s is the best call of ~0.5 s of calls (1.0 s until 2026-11-30, 24 of the
-bench's 35 s): the slowest call, 2048^3 on one thread, takes ~0.18 s, so even that shape is
-the best of 2-3 calls, and of ~5 on all threads, where the ceiling comes from.
+Each shape's GFLOP/s is the best call of ~0.5 s of calls: enough for a few calls of even the
+slowest, 2048^3 on one thread, and for more on all threads, where the ceiling comes from.
 FLOPs per row: torch's FlopCounterMode (2 per multiply-add; matmuls and convolutions only,
 so elementwise work is free in this count). Student inference: the quickstart's student in a
 plain `torch.inference_mode()` loop, batches of 8192, all threads. Stage fractions read the

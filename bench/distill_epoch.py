@@ -14,8 +14,8 @@ AdamW and the spec's LR schedule, and scores the validation split at the end of 
   ZeRO stage 0, each worker half the batch). Epoch time: wall seconds between consecutive
   epoch reports as the Train controller receives them, epochs 2 .. E-1 (the first pays warm-up,
   the last a checkpoint); `startup_s`: from the call to the start of epoch 1 (materializing the
-  cache, the worker group, DeepSpeed, each worker's one pass to materialize its shard: since
-  2026-11-30, ~2-3 s that the epochs no longer pay); `in_worker_epoch_s`: the trainer's own
+  cache, the worker group, DeepSpeed, each worker's one pass to materialize its shard, which
+  the epochs then do not pay); `in_worker_epoch_s`: the trainer's own
   `epoch_seconds`.
 - plain: the same rows as tensors in this process (torch's default threads), a shuffled
   permutation per epoch, the library's loss terms. `plain-cached` reads the cached logits;
@@ -24,11 +24,11 @@ AdamW and the spec's LR schedule, and scores the validation split at the end of 
 `cached_vs_live_speedup` = live / cached epoch time (plain pair, the ~10x teacher);
 `raytrain_ds_vs_plain_time` = raytrain / plain-cached epoch time.
 
-Epochs: 4 (6 until 2026-11-30): 2 steady Ray Train epochs per repetition (the first pays the
-warm-up, the last its checkpoint) and 3 of each plain loop, a run's epoch time the median of
-those and each ratio a median over the repetitions. A Ray Train run pays ~15 s of start-up
-whatever its epochs, so the 2 epochs cut from 4 runs (the profile's included) and from the plain
-loops save ~35 s of the bench's ~4 minutes.
+Epochs: 4, for 2 steady Ray Train epochs per repetition (the first pays the warm-up, the last
+its checkpoint) and 3 of each plain loop, a run's epoch time the median of those and each ratio a
+median over the repetitions. A Ray Train run pays its start-up whatever its epochs, and the
+repetitions give the spread; more epochs per run would lengthen `make bench` (4 runs, the
+profile's included) for little.
 
 Profile: one more Ray Train run, not timed and before the timed ones (it takes the slow start a
 process's first Ray Train run may pay), with py-spy (when it is installed: the `bench` extra
@@ -384,8 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
         d = spec.distill
         params = {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
         rows = len(data["x"])
-        # first: the process's first Ray Train run may start slowly (39.6 s against 13.7 s in
-        # the run of 2026-11-30 08:00), and this one is not timed
+        # first: the process's first Ray Train run may start far more slowly than the later
+        # ones, and this one is not timed
         profile = None if args.smoke else profiled_run(
             pipeline, Path(tmp) / "clock-profile.jsonl", Path(tmp))
         for rep in range(args.repetitions):

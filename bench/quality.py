@@ -15,14 +15,15 @@ transfer set for every seed, made once: what varies is the initialisation and or
 training, the spread a user re-running the quickstart would see.
 
 Budget: the strategy table's, `data.transfer.num_samples=20000` instead of the spec's 50,000
-(BUDGET; the teacher, which trains on the labelled rows only, is the spec's): ~2 minutes a seed
-instead of ~3.5, which `make bench` needs, and the student and baseline rows then compare with
-the strategy table's response and baseline rows. `--full` runs the spec as shipped and writes
-bench/results/quality-full.json (~11 minutes, not part of `make bench`); the section sets the
-two budgets side by side, each from its last results file.
+(BUDGET; the teacher, which trains on the labelled rows only, is the spec's): shorter seeds,
+which `make bench` needs to stay within its time limit (the section has the seconds per seed
+of both budgets), and the student and baseline rows then compare with the strategy table's
+response and baseline rows. `--full` runs the spec as shipped and writes
+bench/results/quality-full.json (not part of `make bench`, which has no time for it); the
+section sets the two budgets side by side, each from its last results file.
 
-The strategy table is read from bench/results/strategies.json, not re-measured (~25 minutes
-here: `make bench-strategies`); the section says when it was measured.
+The strategy table is read from bench/results/strategies.json, not re-measured (`make
+bench-strategies`, too long for `make bench`); the section says when it was measured.
 
 `--smoke`: seconds, for the test (the tests' tiny spec, one seed, BENCHMARKS.md untouched).
 """
@@ -55,7 +56,7 @@ SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 BUDGET = ["data.transfer.num_samples=20000"]  # bench/strategies.py's transfer set
 FULL_RESULTS = RESULTS / "quality-full.json"
 # The tests' tiny spec (tests/conftest.py TINY: ~1k labelled rows, 2k transfer rows), one
-# epoch and one worker per run: what is left is Ray Train's start-up, ~12 s a run here.
+# epoch and one worker per run: what is left is mostly Ray Train's start-up.
 SMOKE = ["data.num_samples=1000", "data.transfer.num_samples=2000",
          "teacher.model.channels=[16,16]", "teacher.model.hidden=32",
          "teacher.train.epochs=1", "teacher.train.num_workers=1",

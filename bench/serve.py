@@ -19,8 +19,8 @@ warm-up, then times max(`--requests`, 16 c) requests: 300 at c = 1 and 8, 512 at
   A p99 of 300 requests rests on their 3 slowest: read its spread between repetitions.
 - 16 per client keep the closing round, when fewer than c requests are left in flight, to about
   c / (2 x requests) <= 1/32 of the timed phase, about the same share for every target at one c.
-Until 2026-11-30 every point timed 1000 requests; the c = 1 points (~19 ms a request through
-Serve) were then a third of the bench's 11 minutes.
+More requests per point would narrow the intervals little and lengthen the bench most at
+c = 1, where each request waits for the one before it.
 
 The request log's cost is measured apart, as a crossover: two copies of the app run at once
 (`/a` and `/b`, each a router, a teacher and a student of a quarter CPU), one with the log on;
@@ -33,7 +33,8 @@ too, and that part cancels: the flush runs in a thread every `flush_rows` rows o
 `flush_seconds`, so it is small next to the requests' own work, but it is not in the number.
 The log table's c is the clients of both apps together (about c/2 on each); each app gets the
 requests of a main point at that c. By default only the largest c (`--log-concurrency`), which
-the acceptance ratio reads: c = 8 as well added ~45 s to `make bench`, over its 20 minutes.
+the acceptance ratio reads: every other c is one more crossover, and `make bench` has no room
+for it under its 20-minute limit.
 
 `--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
 (Serve reads them when Ray starts, so it is a run of its own) and writes
@@ -311,7 +312,7 @@ def format_markdown(result: dict) -> str:
 
 def write_result(result: dict, output: Path) -> None:
     """Atomically: a reader never sees half a file. (distillery.compare has the same four lines,
-    but importing it pulls in Ray Train and SciPy: 3 s of the smoke test.)"""
+    but importing it pulls in Ray Train and SciPy, which would slow the smoke test.)"""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))

@@ -31,7 +31,8 @@ from distillery.models.artifacts import library_versions  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 
 # The budget every variant shares: the reference spec (20 epochs) with a 20k-row transfer set
-# instead of 50k, so that 8 variants x 3 seeds fit in ~30 minutes on 2 cores.
+# instead of 50k, so that 8 variants x 3 seeds fit in a run a person can wait for on 2 cores
+# (BENCHMARKS.md, Strategies: wall s / run).
 BUDGET = ["data.transfer.num_samples=20000", "store=./runs/bench"]
 RESULTS = ROOT / "bench/results/strategies.json"
 

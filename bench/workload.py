@@ -22,8 +22,9 @@ NUM_FEATURES, NUM_CLASSES = 40, 10
 
 def mnist1d_rows(num_rows: int, generated: int = 25_000, seed: int = 7) -> pa.Table:
     """`num_rows` rows as the pipeline's cache input (`id`, `x`, `label`): `generated` MNIST-1D
-    rows (the quickstart's transfer seed) repeated, with ids 0..num_rows-1. The generator
-    makes ~5k rows/s here, so 200k fresh rows would cost 40 s of a bench that measures 5."""
+    rows (the quickstart's transfer seed) repeated, with ids 0..num_rows-1. The generator is
+    slow next to the inference the bench times: fresh rows for a whole run would take longer
+    than the runs they feed."""
     data = generate(min(generated, num_rows), seed, 1.0)
     reps = -(-num_rows // len(data["x"]))
     x = np.tile(data["x"].astype(np.float32), (reps, 1))[:num_rows]

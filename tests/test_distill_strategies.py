@@ -1,6 +1,6 @@
 """Every strategy end to end, small: Ray Train workers with DeepSpeed (2 in the online test,
-where the peers train across ranks; 1 elsewhere, as a second worker costs seconds a fit and no
-assertion needs it), real caches, exports that load back as plain models."""
+where the peers train across ranks; 1 elsewhere, as a second worker adds a process start per
+fit and no assertion needs it), real caches, exports that load back as plain models."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     blocks = [rows.slice(i, inference.batch_size)
               for i in range(0, rows.num_rows, inference.batch_size)]
     # from_blocks reads the blocks' metadata here; from_arrow runs a remote task per block for
-    # it, and fresh workers importing Ray Data first cost ~1-1.5 s per cache on 2 CPUs
+    # it, and each cache would then pay fresh workers importing Ray Data first
     # (bench/teacher_infer.py).
     ds = ray.data.from_blocks(blocks).map_batches(
         TeacherPredictor,

@@ -62,8 +62,9 @@ class ControlSpec(Strict):
     """Buckets with fewer logged rows are left off the chart (too noisy to judge)."""
     k_sigma: float = Field(default=4.0, gt=0)
     """Shewhart limits: reference mean +/- k_sigma x reference standard deviation. 4, not the
-    textbook 3: limits estimated from ~20 buckets of skewed means, tested on ~40 points per
-    check, false-alarmed on 34% of clean windows at 3 and 7% at 4 (bench/monitor.py)."""
+    textbook 3: limits estimated from ~20 buckets of skewed means and tested on ~40 points per
+    check false-alarm on many clean windows at 3 (false-alarm and detection rates per setting:
+    BENCHMARKS.md, Monitoring, from bench/monitor.py)."""
     ewma_lambda: float = Field(default=0.2, gt=0, le=1)
     """EWMA weight of the newest point; small values catch small persistent shifts."""
     ewma_k: float = Field(default=4.0, gt=0)
@@ -166,4 +167,5 @@ class MonitorSpec(Strict):
     """Length of the live window the scheduled check compares with the reference."""
     keep_reports: int | None = Field(default=288, gt=0)
     """Report folders kept under monitor/reports/: the latest windows by start time (288 is a
-    day of 5-minute checks; each holds a ~6 MB HTML report); None keeps every one."""
+    day of 5-minute checks; each holds an HTML report of megabytes, sizes in BENCHMARKS.md,
+    Monitoring); None keeps every one."""

@@ -44,8 +44,8 @@ def parameter_of(kind: str) -> tuple[str, float]:
 
 
 def shifted_sets(shifts: list[ShiftSpec], data_spec, splits: Splits) -> list[ShiftedSet]:
-    """Every (shift, severity) test set, in spec order, built by parallel Ray tasks (a
-    regeneration of the canonical 5000 MNIST-1D rows takes about a second)."""
+    """Every (shift, severity) test set, in spec order, built by parallel Ray tasks (every
+    severity of a generator shift regenerates the canonical 5000 MNIST-1D rows, the costly part)."""
     mean, std = splits.x_train.mean(axis=0), splits.x_train.std(axis=0)
     x_test = ray.put(splits.x_test)
     names, refs = [], []

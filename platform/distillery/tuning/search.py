@@ -50,12 +50,12 @@ SIZE = "params"
 
 def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dict:
     """One trial: the distill run of `base` with the sampled `config` ({path: value})."""
-    # Two trials' progress bars of their few-second cache reads would interleave into noise.
+    # Two trials' progress bars of their cache reads would interleave into noise.
     ray.data.DataContext.get_current().enable_progress_bars = False
     spec = trial_spec(base, config)
     pipeline = Pipeline(spec, students=trials_dir(tune_run_id))
-    # The driver loaded the data once for all trials (generating MNIST-1D alone takes ~12 s of
-    # CPU); a cached_property takes an assigned value as its cache.
+    # The driver loaded the data once for all trials (generating MNIST-1D is CPU-heavy, and
+    # each trial would repeat it); a cached_property takes an assigned value as its cache.
     pipeline.splits = splits
     run_id = tune.get_context().get_trial_id()
     if has_card(pipeline.store, (*pipeline.students, run_id)):
