@@ -26,7 +26,7 @@ def ensure_ray(address: str | None = None) -> None:
     # Ray Train's print patch logs each worker print twice on the driver; once is enough.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # The Train controller polls workers every 2 s by default and a report() waits for that
-    # poll: with ~1 s epochs, every other epoch stalled ~1.2 s. Propagated to the workers.
+    # poll, so epochs shorter than the interval stall on it. Propagated to the workers.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:

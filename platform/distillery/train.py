@@ -186,13 +186,12 @@ def report_epoch(engine, metrics: dict, epoch: int, spec: TrainSpec, rank: int,
 
 def worker_datasets() -> tuple[ray.data.Dataset, ray.data.Dataset]:
     """This worker's `train` shard and the whole `val` set, pulled into the object store once
-    for all epochs. Streamed anew each epoch, every block went through Ray Data's split
-    coordinator actor, and the workers waited on it: bench/distill_epoch.py's Ray Train epoch
-    (the quickstart's distillation rows, 2 workers, 2 CPUs) took 2.78 s that way and 1.52 s this
-    way; the one pass that materializes is paid before the first epoch instead. The stages
-    materialize both datasets before training, so they fit, and this references their blocks
-    (but for the few the equal split slices). Each worker keeps its rows for the run, shuffled
-    locally each epoch."""
+    for all epochs. Streamed anew each epoch, every block would go through Ray Data's split
+    coordinator actor, and the workers would wait on it every epoch (bench/distill_epoch.py;
+    BENCHMARKS.md, Distillation epoch); the one pass that materializes is paid before the first
+    epoch instead. The stages materialize both datasets before training, so they fit, and this
+    references their blocks (but for the few the equal split slices). Each worker keeps its rows
+    for the run, shuffled locally each epoch."""
     return (ray.train.get_dataset_shard("train").materialize(),
             ray.train.get_dataset_shard("val").materialize())
 
