@@ -26,8 +26,7 @@ from helpers import RAY_FORWARDED, ROOT, free_port, run_cli, tiny_spec
 # long for each one. Every 2 s instead, for the session's Ray and the Rays its subprocesses start.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
 # Ray Train's controller polls its workers every 2 s: a finished run is noticed up to 2 s late,
-# ~1.5 s on average, for each of the suite's ~50 training runs (measured: a 1-worker run of a
-# tiny model, 12.3 s -> 11.2 s). Polling every 0.25 s costs nothing here.
+# for each of the suite's training runs. Polling every 0.25 s costs nothing here.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 
@@ -44,7 +43,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark integration tests by the rule; run the fast set first, on no Ray (so that a pure
     test cannot lean on a Ray an earlier test left up), then the tests on the session's Ray,
     and those that start their own Ray last, in file order: each one after a test on the
-    session's Ray shuts that Ray down, and the next such test starts it again (~8 s a time)."""
+    session's Ray shuts that Ray down, and the next such test would start it again."""
     for item in items:
         if INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
@@ -126,7 +125,7 @@ def teacher_store(tmp_path_factory) -> Path:
 
     store = tmp_path_factory.mktemp("teacher-store")
     ensure_ray()
-    # one worker: two cost ~7 s more here, and later stages find the teacher by name
+    # one worker: a second is a process start more, and later stages find the teacher by name
     Pipeline(tiny_spec(store, "teacher.train.num_workers=1")).train_teacher()
     return store
 
@@ -166,7 +165,7 @@ def cached_store_copy(cached_teacher_store, tmp_path) -> Path:
 def cli_inprocess(monkeypatch, capsys):
     """`cli` without the subprocess, for refusals that come before any Ray work: the same
     arguments (less `timeout`) and result, from `distillery.cli.main` run here, in ROOT.
-    A fresh process costs 0.5-7 s of imports; one test per family keeps one, to check that it
+    A fresh process costs seconds of imports; one test per family keeps one, to check that it
     prints one line and no traceback. `env`, as for `cli`, is the whole environment of the call;
     the test's own is restored after it. A call that reaches `ensure_ray` fails the test: the
     session's Ray is up, so a refusal moved after it would otherwise pass, and run real work."""
