@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="KEY.PATH=VALUE", help="override a spec field (repeatable)")
         sub.add_argument("--address", default=None,
                          help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+        sub.add_argument("-v", "--verbose", action="store_true",
+                         help="show Ray's own logs on the console too (they always reach Ray's "
+                              "log files): Train reports, Data progress, deprecation warnings")
         return sub
 
     validate = command("validate", "check a spec and print it resolved")
@@ -89,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from distillery.runtime import VERBOSE_ENV
+        os.environ[VERBOSE_ENV] = "1"  # read by ensure_ray, here and in a Tune trial's actor
     try:
         overrides = args.overrides
         if args.command in ("validate", "tune") and args.space:

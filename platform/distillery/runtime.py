@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -13,16 +14,57 @@ import ray
 
 import distillery
 
+VERBOSE_ENV = "DISTILLERY_VERBOSE"
+"""Set to 1 (the CLI's -v does) to see Ray's own INFO logs on the console: Ray Train's per-report
+and checkpoint lines, Ray Data's execution banners and progress, deprecation warnings. Quiet or
+not, they reach the session's log files (/tmp/ray/session_latest/logs) and the dashboard."""
+
+QUIET_RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def quiet_env(verbose: bool) -> dict[str, str]:
+    """Environment variables that keep Ray's chatter off the console, unless `verbose`: set
+    before Ray starts, an embedded Ray's processes inherit them."""
+    if verbose:
+        return {}
+    return {
+        # Ray Data's console handler at WARNING; its ray-data.log file keeps every level
+        "RAY_DATA_LOGGING_CONFIG": str(QUIET_RAY_DATA_LOGGING),
+        # With a warning option set, Ray no longer shows each RayDeprecationWarning (raised by
+        # Ray's own internals) once per module; Python's default then hides them.
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
+
+
+def train_log_level() -> str:
+    """The console level of Ray Train's `ray.train` logs (RunConfig's LoggingConfig): WARNING
+    hides each report's "Reporting training result N: TrainingReport(...)" and checkpoint lines;
+    Train's system log files keep every level."""
+    return "INFO" if verbose() else "WARNING"
+
 
 def ensure_ray(address: str | None = None) -> None:
-    """Start or join Ray once per process.
+    """Start or join Ray once per process, quiet unless DISTILLERY_VERBOSE=1 (VERBOSE_ENV).
 
     No address and no RAY_ADDRESS: an embedded local Ray with this machine's CPUs. Otherwise
     join the cluster and ship this package to its workers, so a `ray job submit` from a plain
-    clone runs even where the nodes do not have it installed.
+    clone runs even where the nodes do not have it installed; there the nodes' own Ray Data
+    logging config applies to the workers.
     """
     if ray.is_initialized():
         return
+    quiet = quiet_env(verbose())
+    for name, value in quiet.items():
+        os.environ.setdefault(name, value)
+    if quiet and "ray.data" in sys.modules:
+        # Ray Data reads RAY_DATA_LOGGING_CONFIG when imported, and this driver imported it
+        # already: read it again.
+        from ray.data._internal.logging import configure_logging
+        configure_logging()
     # Ray Train's print patch logs each worker print twice on the driver; once is enough.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # The Train controller polls workers every 2 s by default and a report() waits for that
@@ -32,12 +74,12 @@ def ensure_ray(address: str | None = None) -> None:
     if address:
         package_dir = str(Path(distillery.__file__).parent)
         ray.init(address=address, runtime_env={"py_modules": [package_dir]},
-                 logging_level=logging.WARNING)
+                 logging_level=logging.INFO if verbose() else logging.WARNING)
     else:
         # Ray Train's preemption watcher (an actor process per fit) follows cluster nodes
         # being drained; an embedded one-machine Ray is never drained.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(logging_level=logging.WARNING)
+        ray.init(logging_level=logging.INFO if verbose() else logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
 

@@ -29,6 +29,7 @@ from ray.train import (
     CheckpointConfig,
     DataConfig,
     FailureConfig,
+    LoggingConfig,
     RunConfig,
     ScalingConfig,
 )
@@ -38,6 +39,7 @@ from distillery.config import TrainSpec, parse_model_spec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.losses import weighted_sum
 from distillery.models import build_model
+from distillery.runtime import train_log_level
 from distillery.storage import filesystem
 from distillery.strategies import build_strategy
 from distillery.strategies.curriculum import curriculum_weight
@@ -214,6 +216,7 @@ def train_loop_per_worker(config: dict) -> None:
     # the same names on every rank: they are the layout of the all-reduce below
     names = ["loss", *sorted(strategy.weights)]
     num_models = strategy.num_models
+    epoch_seconds = []
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
@@ -251,6 +254,7 @@ def train_loop_per_worker(config: dict) -> None:
         totals = allreduce([sums[n] for n in names] + [batches, rows], device)
         batches_all, rows_all = totals[len(names):]
         seconds = time.perf_counter() - started
+        epoch_seconds.append(seconds)
         metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
         if num_models > 1:  # online peers: each one's; val_accuracy stays the student's
             metrics.update({f"val_accuracy_{i}": c / seen for i, c in enumerate(correct)})
@@ -267,7 +271,17 @@ def train_loop_per_worker(config: dict) -> None:
             terms_text = " ".join(f"{n}={metrics[f'train_{n}']:.4f}" for n in names)
             print(f"[{job.label}] epoch {epoch + 1}/{spec.epochs} {terms_text} "
                   f"val_acc={metrics['val_accuracy']:.4f} "
-                  f"({seconds:.1f}s, {metrics['rows_per_second']:.0f} rows/s)", flush=True)
+                  f"({seconds:.1f}s, {metrics['rows_per_second']:.0f} rows/s, "
+                  f"{eta(epoch_seconds, spec.epochs - epoch - 1)})", flush=True)
+
+
+def eta(epoch_seconds: list[float], remaining: int) -> str:
+    """`ETA 1m05s`: `remaining` epochs x the mean of this run's `epoch_seconds` so far (the
+    first epoch's setup included, so early estimates run high); `done` after the last."""
+    if remaining == 0:
+        return "done"
+    left = round(remaining * sum(epoch_seconds) / len(epoch_seconds))
+    return f"ETA {left // 60}m{left % 60:02d}s"
 
 
 def fit(job: TrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
@@ -288,8 +302,10 @@ def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
     use_gpu = spec.use_gpu if isinstance(spec.use_gpu, bool) else (
         ray.cluster_resources().get("GPU", 0) >= spec.num_workers)
     for ds in datasets.values():
-        # Per-epoch log lines say more; per-epoch progress bars of the ingest only add noise.
-        ds.context.enable_progress_bars = False
+        # Per-epoch log lines say more than progress bars of the ingest. Without Ray's tqdm, a
+        # worker (no terminal) logs Ray Data's progress at INFO instead, to ray-data.log (and to
+        # the console with -v); disabling the bars would print a warning in each worker.
+        ds.context.use_ray_tqdm = False
         ds.context.print_on_execution_start = False
     fs, path = filesystem(run_dir)
     trainer = TorchTrainer(
@@ -303,6 +319,7 @@ def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
+            logging_config=LoggingConfig(log_level=train_log_level()),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),

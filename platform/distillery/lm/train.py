@@ -38,6 +38,7 @@ from distillery.storage import Store
 from distillery.train import (
     WEIGHTS_FILE,
     allreduce,
+    eta,
     full_state_dict,
     report_epoch,
     resume_epoch,
@@ -121,6 +122,7 @@ def lm_train_loop(config: dict) -> None:
     log_every = max(1, steps // PROGRESS_LINES)
 
     train_shard, val_shard = worker_datasets()
+    epoch_seconds = []
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         engine.train()
@@ -174,6 +176,7 @@ def lm_train_loop(config: dict) -> None:
         totals = allreduce([*sums.tolist(), batches, tokens], device)
         batches_all, tokens_all = totals[len(names):]
         seconds = time.perf_counter() - started
+        epoch_seconds.append(seconds)
         metrics = {f"train_{n}": totals[i] / max(batches_all, 1) for i, n in enumerate(names)}
         val_loss = val_sum.item() / max(val_tokens, 1)
         metrics.update(
@@ -190,7 +193,8 @@ def lm_train_loop(config: dict) -> None:
             terms_text = " ".join(f"{n}={metrics[f'train_{n}']:.4f}" for n in names)
             print(f"[{job.label}] epoch {epoch + 1}/{spec.epochs} {terms_text} "
                   f"val_loss={val_loss:.4f} val_ppl={metrics['val_perplexity']:.2f} "
-                  f"({seconds:.1f}s, {metrics['tokens_per_second']:.0f} tokens/s)", flush=True)
+                  f"({seconds:.1f}s, {metrics['tokens_per_second']:.0f} tokens/s, "
+                  f"{eta(epoch_seconds, spec.epochs - epoch - 1)})", flush=True)
 
 
 def fit_lm(job: LMTrainJob, datasets: dict[str, ray.data.Dataset], run_dir: str,
