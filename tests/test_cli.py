@@ -1,6 +1,6 @@
 """The `distillery` CLI's refusals before any Ray work: in this process, but one as a user runs
 it, in a fresh process that must print one line and no traceback. (A distill killed mid-run
-and resumed with --resume, in subprocesses, is in tests/test_fault_tolerance.py.)"""
+and resumed with --resume, in subprocesses, is in tests/test_stage_faults.py.)"""
 
 import pytest
 
@@ -51,3 +51,12 @@ def test_resume_without_an_unfinished_run_says_so(cli_inprocess, store_copy):
                            str(REFERENCE_SPEC), *sets(tiny_overrides(store_copy)))
     assert result.returncode == 2
     assert "no unfinished distill run mnist1d-20990101-000000-abcd" in result.stderr
+
+
+def test_every_command_has_a_classifier_handler():
+    """A command of the parser missing from the table would be refused as if for an LM spec."""
+    from distillery.cli import HANDLERS, build_parser
+    from distillery.config import PipelineSpec
+
+    (commands,) = [a.choices for a in build_parser()._actions if a.dest == "command"]
+    assert set(commands) == {name for kind, name in HANDLERS if kind is PipelineSpec}

@@ -2,16 +2,26 @@
 
 The spec is validated before any Ray work; a bad spec or a missing input exits with status 2
 and one line on stderr naming what is wrong.
+
+Each command is a handler `(spec, args) -> exit status` in HANDLERS, keyed by the kind of the
+loaded spec and the command's name; language-model handlers are in lm/commands.py. A handler
+makes every refusal it can before it calls `ensure_ray`, and `main` is the one place where a
+user's error becomes that line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Callable
 
-from distillery.config import SpecError, load_spec, section_override
+from distillery.config import PipelineSpec, SpecError, load_spec, section_override
 from distillery.config.lm import LMPipelineSpec
+from distillery.lm import commands as lm
+from distillery.serving.client import AdminError
+from distillery.storage import StoreError, check_reachable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,177 +100,239 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------- classifier commands
+
+def validate(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    if spec.tune is not None:
+        from distillery.tuning.space import check_space
+        check_space(spec)
+    print(spec.model_dump_json(indent=2))
+    return 0
+
+
+def train_teacher(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.runtime import ensure_ray
+
+    pipeline = _pipeline(spec)
+    ensure_ray(args.address)
+    pipeline.train_teacher()
+    return 0
+
+
+def teacher_infer(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.runtime import ensure_ray
+
+    pipeline = _pipeline(spec)
+    ensure_ray(args.address)
+    pipeline.teacher_infer()
+    return 0
+
+
+def distill(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.runtime import ensure_ray, resume_run
+
+    pipeline = _pipeline(spec)
+    run_id = resume_run(pipeline, args.resume) if args.resume else None
+    ensure_ray(args.address)
+    pipeline.distill(run_id)
+    return 0
+
+
+def baseline(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.runtime import ensure_ray
+
+    pipeline = _pipeline(spec)
+    ensure_ray(args.address)
+    pipeline.baseline()
+    return 0
+
+
+def evaluate(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    """Exit status 1 when a gate of the report fails."""
+    from distillery.evaluation.report import evaluate as write_report
+    from distillery.evaluation.selection import select_models
+    from distillery.evaluation.verdict import failure_message
+    from distillery.runtime import ensure_ray
+
+    pipeline = _pipeline(spec)
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    models = select_models(pipeline, names)  # a wrong --models fails before Ray starts
+    ensure_ray(args.address)
+    report = write_report(pipeline, models)
+    if not report["gates"]["passed"]:
+        print(f"error: {failure_message(report['gates'])}; report: "
+              f"{report['location']}/report.html", file=sys.stderr)
+        return 1
+    return 0
+
+
+def tune(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    if spec.tune is None:
+        raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "
+                        "(reference spaces are in tune/)")
+    from distillery.tuning.space import check_space
+    check_space(spec)
+    from distillery.runtime import ensure_ray
+    from distillery.tuning.search import run_search, unfinished_runs
+
+    pipeline = _pipeline(spec)
+    unfinished = unfinished_runs(pipeline.store, spec)
+    wanted = None if args.resume in (None, "latest") else args.resume
+    run_id = wanted or (unfinished[-1] if unfinished else None)
+    if args.resume and run_id not in unfinished:
+        raise ValueError(f"--resume: no unfinished tune run {wanted or ''} of this spec in "
+                         f"{pipeline.store.root}; unfinished: {unfinished or 'none'}")
+    if run_id:
+        print(f"tune: resuming run {run_id} (unfinished, same spec)", flush=True)
+    ensure_ray(args.address)
+    run_search(pipeline, run_id)
+    return 0
+
+
+def compare_strategies(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.compare import compare_strategies as compare
+    from distillery.compare import format_markdown, load_variants, write_result
+    from distillery.runtime import ensure_ray
+
+    check_reachable(spec.store)
+    variants = load_variants(args.variants)
+    ensure_ray(args.address)
+    result = compare(args.config, args.overrides, variants, list(range(args.seeds)))
+    write_result(result, args.output)
+    print("\n" + format_markdown(result) + f"\n\nresults: {args.output}")
+    return 0
+
+
+def serve(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.runtime import ensure_ray
+    from distillery.serving.admin import token_digest
+    from distillery.serving.app import build_app, serve_pipeline
+
+    check_reachable(spec.store)
+    app = build_app(spec, token_digest())  # a missing model fails here, before Ray starts
+    ensure_ray(args.address)
+    embedded = not (args.address or os.environ.get("RAY_ADDRESS"))
+    serve_pipeline(spec, app, args.port, embedded)
+    return 0
+
+
+def rollout(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.serving.client import admin_call
+
+    print(json.dumps(admin_call(spec, args.action, args.url), indent=2))
+    return 0
+
+
+def drift(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    return _check_window(spec, args, drift=True)
+
+
+def monitor(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    return _check_window(spec, args, drift=False)
+
+
+def quickstart(spec: PipelineSpec, args: argparse.Namespace) -> int:
+    from distillery.quickstart import quickstart as run_all
+    from distillery.runtime import ensure_ray
+
+    pipeline = _pipeline(spec)
+    ensure_ray(args.address)
+    run_all(pipeline, args.output_dir)
+    return 0
+
+
+def _pipeline(spec: PipelineSpec):
+    """The pipeline of `spec`, once its store is known to be reachable."""
+    from distillery.stages import Pipeline
+
+    check_reachable(spec.store)
+    return Pipeline(spec)
+
+
+def _check_window(spec: PipelineSpec, args: argparse.Namespace, drift: bool) -> int:
+    """Monitoring reads the store, no Ray: with `drift`, the drift report and alerts too."""
+    from datetime import datetime, timezone
+
+    from distillery.monitoring.windows import parse_window
+    from distillery.store_layout import served_models
+
+    window = args.window if args.window or args.start else f"{spec.monitor.window_s:g}s"
+    start, end = parse_window(window, args.start, args.end, datetime.now(timezone.utc))
+    check_reachable(spec.store)
+    served_models(spec)  # a missing model fails before the heavy imports
+    from distillery.monitoring.check import run_check
+
+    status = run_check(spec, start, end, drift=drift, send_alerts=drift).status()
+    print(json.dumps({k: status[k] for k in ("window", "rows", "drift", "alerts", "files")},
+                     indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- dispatch
+
+Handler = Callable[[PipelineSpec | LMPipelineSpec, argparse.Namespace], int]
+
+HANDLERS: dict[tuple[type, str], Handler] = {
+    (PipelineSpec, "validate"): validate,
+    (PipelineSpec, "train-teacher"): train_teacher,
+    (PipelineSpec, "teacher-infer"): teacher_infer,
+    (PipelineSpec, "distill"): distill,
+    (PipelineSpec, "baseline"): baseline,
+    (PipelineSpec, "evaluate"): evaluate,
+    (PipelineSpec, "tune"): tune,
+    (PipelineSpec, "compare-strategies"): compare_strategies,
+    (PipelineSpec, "serve"): serve,
+    (PipelineSpec, "rollout"): rollout,
+    (PipelineSpec, "drift"): drift,
+    (PipelineSpec, "monitor"): monitor,
+    (PipelineSpec, "quickstart"): quickstart,
+    (LMPipelineSpec, "validate"): lm.validate,
+    (LMPipelineSpec, "train-teacher"): lm.train_teacher,
+    (LMPipelineSpec, "teacher-infer"): lm.teacher_infer,
+    (LMPipelineSpec, "distill"): lm.distill,
+    (LMPipelineSpec, "baseline"): lm.baseline,
+    (LMPipelineSpec, "evaluate"): lm.evaluate,
+    (LMPipelineSpec, "quickstart"): lm.quickstart,
+    (LMPipelineSpec, "serve"): lm.serve,
+}
+"""(kind of spec, command) -> handler; every command has a classifier handler."""
+
+USER_ERRORS = (ValueError, OSError, StoreError, AdminError)
+"""Errors a user can fix (SpecError is a ValueError, a missing file an OSError): one line on
+stderr and exit status 2, never a traceback."""
+
+
+def handler(spec: PipelineSpec | LMPipelineSpec, command: str) -> Handler:
+    try:
+        return HANDLERS[type(spec), command]
+    except KeyError:
+        # validate checks any spec; the list names what else a language-model spec runs
+        runs = [name for kind, name in HANDLERS if kind is type(spec) and name != "validate"]
+        raise SpecError(f"{command}: not available for a language-model spec; "
+                        f"commands: {', '.join(runs)}") from None
+
+
+def spec_overrides(args: argparse.Namespace) -> list[str]:
+    """`--set` items, after the section files of `--space` and `--serving` as overrides."""
+    overrides = args.overrides
+    if args.command in ("validate", "tune") and args.space:
+        overrides = [section_override("tune", args.space, "--space"), *overrides]
+    if args.command in ("serve", "rollout") and args.serving:
+        overrides = [section_override("serve", args.serving, "--serving"), *overrides]
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         from distillery.runtime import VERBOSE_ENV
         os.environ[VERBOSE_ENV] = "1"  # read by ensure_ray, here and in a Tune trial's actor
     try:
-        overrides = args.overrides
-        if args.command in ("validate", "tune") and args.space:
-            overrides = [section_override("tune", args.space, "--space"), *overrides]
-        if args.command in ("serve", "rollout") and args.serving:
-            overrides = [section_override("serve", args.serving, "--serving"), *overrides]
-        spec = load_spec(args.config, overrides)
-        if isinstance(spec, LMPipelineSpec) and args.command != "validate":
-            from distillery.lm.commands import run_lm_command
-            return run_lm_command(spec, args)
-        if args.command == "tune" and spec.tune is None:
-            raise SpecError("tune: the spec has no tune section; add one or pass --space FILE "
-                            "(reference spaces are in tune/)")
-        if (not isinstance(spec, LMPipelineSpec) and spec.tune is not None
-                and args.command in ("validate", "tune")):
-            from distillery.tuning.space import check_space
-            check_space(spec)
-    except SpecError as err:
+        spec = load_spec(args.config, spec_overrides(args))
+        return handler(spec, args.command)(spec, args)
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.command == "validate":
-        print(spec.model_dump_json(indent=2))
-        return 0
-    if args.command == "rollout":
-        import json
-
-        from distillery.serving.client import AdminError, admin_call
-        try:
-            print(json.dumps(admin_call(spec, args.action, args.url), indent=2))
-        except AdminError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        return 0
-
-    if args.command in ("drift", "monitor"):  # reads the store; no Ray needed
-        return _monitor(spec, args)
-
-    from distillery.runtime import ensure_ray
-    from distillery.stages import Pipeline
-    from distillery.storage import StoreError, check_reachable
-
-    try:
-        check_reachable(spec.store)
-    except StoreError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    pipeline = Pipeline(spec)
-    run_id = None
-    if args.command == "distill" and args.resume:
-        try:
-            run_id = resume_run(pipeline, args.resume)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    if args.command == "tune":
-        from distillery.tuning.search import unfinished_runs
-        unfinished = unfinished_runs(pipeline.store, spec)
-        wanted = None if args.resume in (None, "latest") else args.resume
-        run_id = wanted or (unfinished[-1] if unfinished else None)
-        if args.resume and run_id not in unfinished:
-            print(f"error: --resume: no unfinished tune run {wanted or ''} of this spec in "
-                  f"{pipeline.store.root}; unfinished: {unfinished or 'none'}", file=sys.stderr)
-            return 2
-        if run_id:
-            print(f"tune: resuming run {run_id} (unfinished, same spec)", flush=True)
-    if args.command == "evaluate":  # a wrong --models fails before Ray starts
-        from distillery.evaluation.selection import select_models
-
-        names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-        try:
-            models = select_models(pipeline, names)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    if args.command == "serve":  # a missing model fails before Ray starts
-        from distillery.serving.admin import token_digest
-        from distillery.serving.app import build_app, serve_pipeline
-
-        try:
-            app = build_app(spec, token_digest())
-        except (FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    try:
-        ensure_ray(args.address)
-        if args.command == "train-teacher":
-            pipeline.train_teacher()
-        elif args.command == "teacher-infer":
-            pipeline.teacher_infer()
-        elif args.command == "distill":
-            pipeline.distill(run_id)
-        elif args.command == "tune":
-            from distillery.tuning.search import run_search
-            run_search(pipeline, run_id)
-        elif args.command == "baseline":
-            pipeline.baseline()
-        elif args.command == "evaluate":
-            from distillery.evaluation.report import evaluate
-            from distillery.evaluation.verdict import failure_message
-
-            report = evaluate(pipeline, models)
-            if not report["gates"]["passed"]:
-                print(f"error: {failure_message(report['gates'])}; report: "
-                      f"{report['location']}/report.html", file=sys.stderr)
-                return 1
-        elif args.command == "compare-strategies":
-            from distillery.compare import (
-                compare_strategies,
-                format_markdown,
-                load_variants,
-                write_result,
-            )
-            result = compare_strategies(args.config, args.overrides,
-                                        load_variants(args.variants), list(range(args.seeds)))
-            write_result(result, args.output)
-            print("\n" + format_markdown(result) + f"\n\nresults: {args.output}")
-        elif args.command == "serve":
-            embedded = not (args.address or os.environ.get("RAY_ADDRESS"))
-            serve_pipeline(spec, app, args.port, embedded)
-        elif args.command == "quickstart":
-            from distillery.quickstart import quickstart
-            quickstart(pipeline, args.output_dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def resume_run(pipeline, wanted: str) -> str:
-    """The distill run `--resume [RUN_ID]` names: the newest unfinished one for `latest`."""
-    unfinished = pipeline.unfinished_runs()
-    run_id = unfinished[-1] if unfinished and wanted == "latest" else wanted
-    if run_id not in unfinished:
-        named = "" if wanted == "latest" else f" {wanted}"
-        raise ValueError(f"--resume: no unfinished distill run{named} of {pipeline.spec.name!r} in "
-                         f"{pipeline.store.root}; unfinished: {unfinished or 'none'}")
-    print(f"distill: resuming run {run_id}", flush=True)
-    return run_id
-
-
-def _monitor(spec, args: argparse.Namespace) -> int:
-    import json
-    from datetime import datetime, timezone
-
-    from distillery.monitoring.windows import parse_window
-    from distillery.storage import StoreError, check_reachable
-    from distillery.store_layout import served_models
-
-    try:
-        window = (args.window if args.window or args.start
-                  else f"{spec.monitor.window_s:g}s")
-        start, end = parse_window(window, args.start, args.end, datetime.now(timezone.utc))
-        check_reachable(spec.store)
-        served_models(spec)  # a missing model fails before the heavy imports
-        from distillery.monitoring.check import run_check
-
-        result = run_check(spec, start, end, drift=args.command == "drift",
-                           send_alerts=args.command == "drift")
-    except (FileNotFoundError, ValueError, OSError, StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    status = result.status()
-    print(json.dumps({k: status[k] for k in ("window", "rows", "drift", "alerts", "files")},
-                     indent=2))
-    return 0
 
 
 if __name__ == "__main__":

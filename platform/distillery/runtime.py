@@ -95,6 +95,20 @@ def unfinished_runs(store, name: str, parts: tuple[str, ...]) -> list[str]:
             and not store.exists(*parts, r, "card.json")]
 
 
+def resume_run(pipeline, wanted: str) -> str:
+    """The distill run `--resume [RUN_ID]` names: the newest unfinished one for `latest`.
+    `pipeline`: a classifier or a language-model pipeline (`unfinished_runs()`, `spec`,
+    `store`)."""
+    unfinished = pipeline.unfinished_runs()
+    run_id = unfinished[-1] if unfinished and wanted == "latest" else wanted
+    if run_id not in unfinished:
+        named = "" if wanted == "latest" else f" {wanted}"
+        raise ValueError(f"--resume: no unfinished distill run{named} of {pipeline.spec.name!r} in "
+                         f"{pipeline.store.root}; unfinished: {unfinished or 'none'}")
+    print(f"distill: resuming run {run_id}", flush=True)
+    return run_id
+
+
 def inference_device():
     """The torch device of an inference actor of `actor_pool`: CUDA when Ray gave it a GPU
     (InferenceSpec.gpus_per_actor; Ray sets CUDA_VISIBLE_DEVICES), else the CPU with one
