@@ -88,7 +88,7 @@ def test_response_strategy_weights_terms_by_alpha():
 
 def test_unknown_strategy_lists_valid_names():
     with pytest.raises(ValueError, match="valid: \\['feature', 'multi_teacher', 'online', "
-                       "'response', 'supervised'\\]"):
+                       "'progressive', 'response', 'supervised'\\]"):
         build_strategy("nope")
 
 

@@ -1,15 +1,17 @@
 """Strategy pieces as pure functions and modules: hooks, adapters, curriculum, exports."""
 
 import math
+from dataclasses import asdict
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from distillery.config import CNN1DSpec
+from distillery.config import CNN1DSpec, DistillSpec
 from distillery.models import build_model
-from distillery.strategies import build_strategy
+from distillery.strategies import STRATEGIES, build_strategy
 from distillery.strategies.curriculum import (
     curriculum_weight,
     difficulty,
@@ -17,9 +19,57 @@ from distillery.strategies.curriculum import (
     thresholds,
 )
 from distillery.strategies.feature import Adapter, Capture, layer_names, output_shapes
+from distillery.strategies.multi_teacher import MultiTeacherParams
+
+from helpers import tiny_spec
 
 STUDENT = CNN1DSpec(arch="cnn1d", channels=[8, 16], hidden=16)
 TEACHER = CNN1DSpec(arch="cnn1d", channels=[64, 64, 64, 64], hidden=128)
+
+
+def test_every_strategy_a_spec_can_name_is_registered():
+    names = get_args(DistillSpec.model_fields["strategy"].annotation)
+    assert set(STRATEGIES) == {*names, "supervised"}
+
+
+def test_parameters_from_the_spec_reach_the_worker_as_fields(tmp_path):
+    """As the train loop config carries them: a dict of the frozen parameters' fields."""
+    spec = tiny_spec(tmp_path, "distill.strategy=multi_teacher",
+                     "distill.multi_teacher={teachers: [{name: mlp-teacher, model: {arch: mlp, "
+                     "hidden: [8]}, train: {}}], weights: [3, 1]}")
+    params = MultiTeacherParams.from_spec(spec, None)
+    assert params == MultiTeacherParams(temperature=spec.distill.temperature,
+                                        alpha=spec.distill.alpha, kl="forward", num_teachers=2,
+                                        weighting="fixed", teacher_weights=(3.0, 1.0))
+    strategy = build_strategy("multi_teacher", **asdict(params))
+    assert strategy.params == params
+    assert strategy.needs == ("logits", "logits_1") and strategy.fixed.tolist() == [0.75, 0.25]
+    assert [t.name for t in STRATEGIES["multi_teacher"].teachers(spec)] == [
+        spec.teacher.name, "mlp-teacher"]
+
+
+@pytest.mark.parametrize(("cache", "layers"), [(True, ["features.3"]), (False, [])])
+def test_feature_distillation_caches_the_paired_teacher_layers(tmp_path, cache, layers):
+    spec = tiny_spec(tmp_path, "distill.strategy=feature", "distill.feature={pairs: [{student: "
+                     f"features.1, teacher: features.3}}], cache: {str(cache).lower()}}}")
+    assert STRATEGIES["feature"].cache_layers(spec) == layers
+    assert STRATEGIES["response"].cache_layers(spec) == []
+
+
+def test_online_distillation_reads_no_teacher(tmp_path):
+    spec = tiny_spec(tmp_path, "distill.strategy=online",
+                     "distill.online={peers: [{arch: mlp, hidden: [8]}]}")
+    assert STRATEGIES["online"].teachers(spec) == []
+
+
+def test_each_progressive_stage_trains_as_response_kd():
+    s, t = torch.randn(5, 3), torch.randn(5, 3)
+    batch = {"logits": t, "label": torch.tensor([0, 1, -1, 2, -1]), "weight": torch.ones(5)}
+    response, progressive = (build_strategy(name, temperature=2.0, alpha=0.25)
+                             for name in ("response", "progressive"))
+    assert progressive.weights == response.weights
+    terms = {k: v.item() for k, v in progressive.loss_terms(s, batch).items()}
+    assert terms == {k: v.item() for k, v in response.loss_terms(s, batch).items()}
 
 
 def test_capture_keeps_exactly_the_named_modules_output():

@@ -2,12 +2,14 @@
 
 Each stage reads the spec and the store and writes committed artifacts back to the store, so
 stages run one by one (CLI, `ray job submit`) or chained (`quickstart`) with the same result.
+`distill` is the strategy's own (strategies/), made of `teacher_rows`, `cached_rows`, `train`
+and `export_student`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
@@ -16,16 +18,15 @@ import torch
 from torch import nn
 
 from distillery.cache import build_cache, read_cache
-from distillery.config import InferenceSpec, PipelineSpec, SpecError, TeacherSpec, TrainSpec
+from distillery.config import InferenceSpec, PipelineSpec, TeacherSpec, TrainSpec
 from distillery.data import Splits
 from distillery.data.sources import load_splits
-from distillery.data.splits import fixed_list_to_numpy, to_table
+from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 from distillery.store_layout import (
     STUDENTS,
-    has_card,
     latest_teacher,
     latest_teacher_dir,
     read_card,
@@ -33,8 +34,7 @@ from distillery.store_layout import (
     teacher_dir,
     teacher_run_dir,
 )
-from distillery.strategies.curriculum import difficulty, pacing_fraction, thresholds
-from distillery.strategies.feature import Adapter, layer_names, output_shapes
+from distillery.strategies import STRATEGIES, Strategy
 from distillery.train import TrainJob, fit, load_weights
 
 
@@ -54,6 +54,11 @@ class Pipeline:
         return load_splits(self.spec.data)
 
     @cached_property
+    def strategy(self) -> type[Strategy]:
+        """`distill.strategy`: which teachers it reads, and how its distillation runs."""
+        return STRATEGIES[self.spec.distill.strategy]
+
+    @cached_property
     def data_fingerprint(self) -> str:
         h = hashlib.sha256(self.spec.data.model_dump_json().encode())
         h.update(self.splits.fingerprint().encode())
@@ -62,9 +67,8 @@ class Pipeline:
     # ------------------------------------------------------------ teachers
 
     def teacher_specs(self) -> list[TeacherSpec]:
-        """`teacher`, then any `distill.multi_teacher.teachers`."""
-        multi = self.spec.distill.multi_teacher
-        return [self.spec.teacher, *(multi.teachers if multi else [])]
+        """`teacher`, then the other teachers the strategy reads (multi_teacher's)."""
+        return [self.spec.teacher, *self.strategy.teachers(self.spec)[1:]]
 
     def teacher_parts(self, name: str | None = None) -> tuple[str, ...]:
         return latest_teacher_dir(self.store, name or self.spec.teacher.name)
@@ -107,20 +111,34 @@ class Pipeline:
 
     def teacher_infer(self) -> dict | None:
         """Build (or reuse) the cache of every teacher the strategy reads; returns the manifest
-        of `teacher`'s (None for online distillation, which has no teacher)."""
+        of `teacher`'s (None for a strategy without a teacher: online)."""
         manifests = self._teacher_caches()
         return manifests[0] if manifests else None
 
     def _teacher_caches(self) -> list[dict]:
-        d = self.spec.distill
-        if d.strategy == "online":
-            print("teacher-infer: online distillation has no teacher; nothing to cache",
-                  flush=True)
+        teachers = self.strategy.teachers(self.spec)
+        if not teachers:
+            print(f"teacher-infer: {self.spec.distill.strategy} distillation has no teacher; "
+                  "nothing to cache", flush=True)
             return []
-        layers = ([p.teacher for p in d.feature.pairs]
-                  if d.strategy == "feature" and d.feature.cache else [])
+        layers = self.strategy.cache_layers(self.spec)
         return [self._cache(self.teacher_parts(t.name), t.inference, layers if i == 0 else [])
-                for i, t in enumerate(self.teacher_specs())]
+                for i, t in enumerate(teachers)]
+
+    def teacher_rows(self) -> ray.data.Dataset:
+        """The distillation rows with the outputs of every teacher the strategy reads, from
+        their caches: `teacher`'s as `logits` (and any cached layers), the others' as
+        `logits_1`, `logits_2`, ..., joined by row id."""
+        manifests = self._teacher_caches()
+        rows = read_cache(self.store, manifests[0]["key"])
+        for i, extra in enumerate(manifests[1:], start=1):
+            rows = join_teacher(rows, read_cache(self.store, extra["key"]), f"logits_{i}")
+        return rows
+
+    def cached_rows(self, parts: tuple[str, ...], inference: InferenceSpec) -> ray.data.Dataset:
+        """The distillation rows with the outputs of the model at `parts` (a teacher, or an
+        assistant that teaches the next stage), from its cache."""
+        return read_cache(self.store, self._cache(parts, inference)["key"])
 
     def _cache(self, parts: tuple[str, ...], inference: InferenceSpec,
                layers: list[str] = ()) -> dict:
@@ -132,135 +150,10 @@ class Pipeline:
     # ------------------------------------------------------------ students
 
     def distill(self, run_id: str | None = None, callbacks: list | None = None) -> dict:
-        """Distill the student by `distill.strategy`; `run_id` of an unfinished run resumes it.
-        `callbacks` go to the trainer's RunConfig (a Tune trial passes its reporter)."""
-        d = self.spec.distill
-        run_id = run_id or new_run_id(self.spec.name)
-        if d.strategy == "online":
-            return self._distill_online(run_id, callbacks)
-        if d.strategy == "progressive":
-            return self._distill_progressive(run_id, callbacks)
-        params = self._strategy_params()
-        manifests = self._teacher_caches()
-        rows = read_cache(self.store, manifests[0]["key"])
-        for i, extra in enumerate(manifests[1:], start=1):
-            rows = join_teacher(rows, read_cache(self.store, extra["key"]), f"logits_{i}")
-        result = self._fit(self.spec.student.model, d, d.strategy, params, "student", rows,
-                           self.store.uri(*self.students, run_id), callbacks)
-        return self._export_student(run_id, load_weights(result)[0], "student",
-                                    self.spec.student.model, self.teacher_parts())
-
-    def _strategy_params(self) -> dict:
-        """What the trainer's strategy is built from; feature pairs are checked here, before
-        any Ray work."""
-        d = self.spec.distill
-        params = self._kd_params()
-        if d.strategy == "feature":
-            student_shapes, teacher_shapes = self._feature_shapes()
-            params.update(
-                pairs=[p.model_dump() for p in d.feature.pairs],
-                student_shapes=student_shapes, teacher_shapes=teacher_shapes,
-                live_teacher=None if d.feature.cache else (self.store.root,
-                                                           list(self.teacher_parts())))
-        if d.strategy == "multi_teacher":
-            m = d.multi_teacher
-            params.update(num_teachers=len(m.teachers) + 1, weighting=m.weighting,
-                          teacher_weights=m.weights)
-        return params
-
-    def _kd_params(self) -> dict:
-        """What every distilling strategy takes: the KD temperature, weight and divergence."""
-        d = self.spec.distill
-        return {"temperature": d.temperature, "alpha": d.alpha, "kl": d.kl}
-
-    def _feature_shapes(self) -> tuple[dict, dict]:
-        """Output shapes of the paired student and teacher layers; a SpecError naming the pair
-        when a layer does not exist or no adapter can bridge the two."""
-        splits, pairs = self.splits, self.spec.distill.feature.pairs
-        models = {
-            "student": build_model(self.spec.student.model, splits.num_features,
-                                   splits.num_classes),
-            "teacher": load_model(self.store, self.teacher_parts())[0],
-        }
-        shapes: dict[str, dict] = {"student": {}, "teacher": {}}
-        for i, pair in enumerate(pairs):
-            for role, model in models.items():
-                layer, names = getattr(pair, role), layer_names(model)
-                if layer not in names:
-                    raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer {layer!r} in "
-                                    f"the {role}; valid: {names}")
-                shapes[role].update(output_shapes(model, [layer], splits.num_features))
-            try:
-                Adapter(shapes["student"][pair.student], shapes["teacher"][pair.teacher])
-            except ValueError as err:
-                raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
-        return shapes["student"], shapes["teacher"]
-
-    def _distill_progressive(self, run_id: str, callbacks: list | None) -> dict:
-        """teacher -> assistant 0 -> ... -> student; each stage a response-KD run on the
-        previous stage's cache, with the curriculum if one is given. Finished stages are kept,
-        so a resumed chain restarts at its first unfinished stage."""
-        d = self.spec.distill
-        params = self._kd_params()
-        teacher = self.teacher_parts()
-        stages = [((*self.students, run_id, "assistants", str(i)), spec, f"assistant {i}")
-                  for i, spec in enumerate(d.progressive.assistants)]
-        stages.append(((*self.students, run_id), self.spec.student.model, "student"))
-        for parts, model_spec, label in stages:
-            if not has_card(self.store, parts):
-                manifest = self._cache(teacher, self.spec.teacher.inference)
-                curriculum = (self._curriculum(manifest["key"]) if d.progressive.curriculum
-                              else None)
-                # a Tune trial ranks the chain by its student, not by an assistant's epochs
-                result = self._fit(model_spec, d, "response", params, label,
-                                   read_cache(self.store, manifest["key"]),
-                                   self.store.uri(*parts),
-                                   callbacks if label == "student" else None, curriculum)
-                role = "student" if label == "student" else "assistant"
-                self._export_student(run_id, load_weights(result)[0], role, model_spec,
-                                     teacher, parts)
-            teacher = parts
-        return read_card(self.store, (*self.students, run_id))
-
-    def _curriculum(self, cache_key_: str) -> dict:
-        """Per-epoch difficulty thresholds from the teacher's outputs on every cached row."""
-        c, epochs = self.spec.distill.progressive.curriculum, self.spec.distill.epochs
-        scores = []
-        for batch in read_cache(self.store, cache_key_).select_columns(
-                ["logits", "label"]).iter_batches(batch_size=65_536, batch_format="pyarrow"):
-            # copies: Arrow's buffers are read-only, which torch.from_numpy warns about
-            logits = torch.tensor(fixed_list_to_numpy(batch["logits"]))
-            labels = torch.tensor(batch["label"].fill_null(-1).to_numpy(zero_copy_only=False))
-            scores.append(difficulty(logits, labels, c.score).numpy())
-        fractions = [pacing_fraction(e, epochs, c.pacing, c.start, c.full_at)
-                     for e in range(epochs)]
-        print("curriculum: share of rows per epoch "
-              + " ".join(f"{f:.2f}" for f in fractions), flush=True)
-        return {"score": c.score, "thresholds": thresholds(np.concatenate(scores), fractions)}
-
-    def _distill_online(self, run_id: str, callbacks: list | None) -> dict:
-        """Deep mutual learning of the student and `online.peers` on the distillation rows;
-        every peer is exported under peers/<k>/, and the best on validation of those with the
-        student's architecture is the student."""
-        d, splits = self.spec.distill, self.splits
-        specs = [self.spec.student.model, *d.online.peers]
-        params = {**self._kd_params(),
-                  "peers": [p.model_dump() for p in d.online.peers],
-                  "num_features": splits.num_features, "num_classes": splits.num_classes}
-        result = self._fit(self.spec.student.model, d, "online", params, "online",
-                           splits.distill_rows(), self.store.uri(*self.students, run_id), callbacks)
-        states = load_weights(result)
-        val = []
-        for k, (spec, state) in enumerate(zip(specs, states, strict=True)):
-            card = self._export_student(run_id, state, "peer", spec, None,
-                                        (*self.students, run_id, "peers", str(k)))
-            val.append(card["metrics"]["val_accuracy"])
-        # a bigger peer may win on validation, but the student is what fits the budget
-        best = max((k for k, spec in enumerate(specs) if spec == specs[0]), key=val.__getitem__)
-        print(f"online: peer validation accuracies {[round(v, 4) for v in val]}; "
-              f"peer {best} is the student (the best with the student's architecture)",
-              flush=True)
-        return self._export_student(run_id, states[best], "student", specs[best], None)
+        """Distill the student by `distill.strategy` (strategies/); `run_id` of an unfinished
+        run resumes it. `callbacks` go to the trainer's RunConfig (a Tune trial passes its
+        reporter)."""
+        return self.strategy.distill(self, run_id or new_run_id(self.spec.name), callbacks)
 
     def baseline(self, run_id: str | None = None) -> dict:
         """The student's architecture on labels only, with the distilled student's budget.
@@ -277,8 +170,8 @@ class Pipeline:
         run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
         result = self._fit(self.spec.student.model, self.spec.distill, "supervised", {},
                            "baseline", rows, self.store.uri(*self.students, run_id))
-        return self._export_student(run_id, load_weights(result)[0], "baseline",
-                                    self.spec.student.model, None)
+        return self.export_student(run_id, load_weights(result)[0], "baseline",
+                                   self.spec.student.model, None)
 
     def unfinished_runs(self) -> list[str]:
         """Run ids under `self.students` of this spec's distill runs without an exported card,
@@ -286,6 +179,15 @@ class Pipeline:
         return unfinished_runs(self.store, self.spec.name, self.students)
 
     # ------------------------------------------------------------ shared
+
+    def train(self, model_spec, params, label: str, rows, parts: tuple[str, ...],
+              callbacks: list | None = None, curriculum: dict | None = None) -> list[dict]:
+        """Train `model_spec` by `distill.strategy` with its `params` and `distill`'s budget,
+        checkpoints under `parts`; the exported state dicts, the student's first."""
+        d = self.spec.distill
+        result = self._fit(model_spec, d, d.strategy, asdict(params), label, rows,
+                           self.store.uri(*parts), callbacks, curriculum)
+        return load_weights(result)
 
     def _fit(self, model_spec, train_spec: TrainSpec, strategy: str, params: dict, label: str,
              train_rows, run_dir: str, callbacks: list | None = None,
@@ -306,9 +208,9 @@ class Pipeline:
               f"-> {run_dir}", flush=True)
         return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
 
-    def _export_student(self, run_id: str, state: dict, role: str, model_spec,
-                        teacher_parts: tuple[str, ...] | None,
-                        parts: tuple[str, ...] | None = None) -> dict:
+    def export_student(self, run_id: str, state: dict, role: str, model_spec,
+                       teacher_parts: tuple[str, ...] | None,
+                       parts: tuple[str, ...] | None = None) -> dict:
         """Save a trained model with its card under `parts` (default students/<run_id>).
         `teacher_parts`: the model it learned from; agreement is always measured against the
         pipeline's `teacher` (when trained), so every strategy is compared on one scale."""

@@ -1,9 +1,11 @@
-"""Distillation strategies, by the name the trainer runs.
+"""Distillation strategies, by the name `distill.strategy` gives them (and `supervised`, how
+teachers and baselines train).
 
-A strategy says which batch columns it needs (`needs`), may wrap the student in the module
-DeepSpeed trains (`wrap`), turns a forward's output into named loss terms (`loss_terms`)
-weighted by `weights`, and says which state dicts to export (`export`); see base.py.
-`distill.strategy: progressive` runs `response` at each stage of its chain.
+A strategy is one module: its frozen parameters (`Params.from_spec`), what it needs from the
+driver (which teachers and layers teacher-infer caches, how `distill` runs: progressive's
+teacher-assistant chain, online's peers), and what the workers run: the batch columns it
+`needs`, the module it may `wrap` the student in, the named loss terms it computes
+(`loss_terms`, weighted by `weights`) and the state dicts it exports (`export`); see base.py.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from distillery.strategies.base import Strategy
 from distillery.strategies.feature import FeatureStrategy
 from distillery.strategies.multi_teacher import MultiTeacherStrategy
 from distillery.strategies.online import OnlineStrategy
+from distillery.strategies.progressive import ProgressiveStrategy
 from distillery.strategies.response import ResponseStrategy
 from distillery.strategies.supervised import SupervisedStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "response": ResponseStrategy,
     "feature": FeatureStrategy,
+    "progressive": ProgressiveStrategy,
     "multi_teacher": MultiTeacherStrategy,
     "online": OnlineStrategy,
     "supervised": SupervisedStrategy,
@@ -25,8 +29,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def build_strategy(name: str, **params) -> Strategy:
+    """The worker's strategy `name`, from its parameters' fields (TrainJob.strategy_params)."""
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise ValueError(f"unknown strategy {name!r}; valid: {sorted(STRATEGIES)}") from None
-    return cls(**params)
+    return cls(cls.Params(**params))

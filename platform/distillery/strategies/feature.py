@@ -7,14 +7,18 @@ Forward hooks capture the mapped layers. The teacher's maps come from the cache 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distillery.config import PipelineSpec, SpecError
 from distillery.losses import feature_loss, kd_loss, task_loss
-from distillery.models import load_model
+from distillery.models import build_model, load_model
 from distillery.storage import Store
 from distillery.strategies.base import Strategy, substate
+from distillery.strategies.response import KDParams, kd_fields
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -91,36 +95,85 @@ class FeatureDistiller(nn.Module):
         return logits, maps
 
 
+@dataclass(frozen=True, kw_only=True)
+class FeatureParams(KDParams):
+    pairs: tuple[dict, ...]
+    """FeaturePair fields of each pair: student, teacher, loss, weight."""
+    student_shapes: dict[str, list[int]]
+    teacher_shapes: dict[str, list[int]]
+    """Per-row output shape of each paired layer."""
+    live_teacher: tuple[str, tuple[str, ...]] | None = None
+    """(store root, teacher parts) to run the teacher in the worker; None reads the teacher's
+    maps from the cache."""
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec, pipeline) -> FeatureParams:
+        """Pairs are checked here, before any Ray work: a SpecError naming the pair when a
+        layer does not exist or no adapter can bridge the two."""
+        f = spec.distill.feature
+        student_shapes, teacher_shapes = pair_shapes(spec, pipeline)
+        return cls(**kd_fields(spec), pairs=tuple(p.model_dump() for p in f.pairs),
+                   student_shapes=student_shapes, teacher_shapes=teacher_shapes,
+                   live_teacher=None if f.cache else (pipeline.store.root,
+                                                      pipeline.teacher_parts()))
+
+
+def pair_shapes(spec: PipelineSpec, pipeline) -> tuple[dict, dict]:
+    """Output shapes of the paired student and teacher layers (the student built, the teacher
+    loaded from the pipeline's store)."""
+    splits = pipeline.splits
+    models = {
+        "student": build_model(spec.student.model, splits.num_features, splits.num_classes),
+        "teacher": load_model(pipeline.store, pipeline.teacher_parts())[0],
+    }
+    shapes: dict[str, dict] = {"student": {}, "teacher": {}}
+    for i, pair in enumerate(spec.distill.feature.pairs):
+        for role, model in models.items():
+            layer, names = getattr(pair, role), layer_names(model)
+            if layer not in names:
+                raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer {layer!r} in "
+                                f"the {role}; valid: {names}")
+            shapes[role].update(output_shapes(model, [layer], splits.num_features))
+        try:
+            Adapter(shapes["student"][pair.student], shapes["teacher"][pair.teacher])
+        except ValueError as err:
+            raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
+    return shapes["student"], shapes["teacher"]
+
+
 class FeatureStrategy(Strategy):
-    def __init__(self, temperature: float, alpha: float, kl: str, pairs: list[dict],
-                 student_shapes: dict, teacher_shapes: dict,
-                 live_teacher: tuple[str, list[str]] | None = None):
-        """`live_teacher`: (store root, teacher parts) to run the teacher in the worker; None
-        reads the teacher's maps from the cache."""
-        self.temperature, self.kl, self.pairs = temperature, kl, pairs
-        self.student_shapes, self.teacher_shapes = student_shapes, teacher_shapes
-        self.teacher_layers = sorted({p["teacher"] for p in pairs})
-        self.needs = ("logits",) if live_teacher else (
+    Params = FeatureParams
+
+    @staticmethod
+    def cache_layers(spec: PipelineSpec) -> list[str]:
+        f = spec.distill.feature
+        return [p.teacher for p in f.pairs] if f.cache else []
+
+    def __init__(self, params: FeatureParams):
+        super().__init__(params)
+        self.teacher_layers = sorted({p["teacher"] for p in params.pairs})
+        self.needs = ("logits",) if params.live_teacher else (
             "logits", *(cache_column(layer) for layer in self.teacher_layers))
         self.live = None
-        if live_teacher:
-            root, parts = live_teacher
+        if params.live_teacher:
+            root, parts = params.live_teacher
             self.live, _ = load_model(Store(root), tuple(parts))
             self.live.eval().requires_grad_(False)
             self.live_capture = Capture(self.live, self.teacher_layers)
-        self.weights = {"kd": alpha, "task": 1.0 - alpha,
-                        **{self.term(i): p["weight"] for i, p in enumerate(pairs)}}
+        self.weights = {"kd": params.alpha, "task": 1.0 - params.alpha,
+                        **{self.term(i): p["weight"] for i, p in enumerate(params.pairs)}}
 
     @staticmethod
     def term(i: int) -> str:
         return f"feature{i}"
 
     def wrap(self, student: nn.Module) -> nn.Module:
-        return FeatureDistiller(student, self.pairs, self.student_shapes, self.teacher_shapes)
+        p = self.params
+        return FeatureDistiller(student, list(p.pairs), p.student_shapes, p.teacher_shapes)
 
     def teacher_maps(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.live is None:
-            return {layer: batch[cache_column(layer)].view(-1, *self.teacher_shapes[layer])
+            return {layer: batch[cache_column(layer)].view(-1, *self.params.teacher_shapes[layer])
                     for layer in self.teacher_layers}
         self.live.to(batch["x"].device)
         with torch.no_grad():
@@ -129,13 +182,13 @@ class FeatureStrategy(Strategy):
 
     def loss_terms(self, outputs, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits, maps = outputs
-        w = batch["weight"]
+        p, w = self.params, batch["weight"]
         teacher = self.teacher_maps(batch)
         terms = {
-            "kd": kd_loss(logits, batch["logits"], self.temperature, self.kl, w),
+            "kd": kd_loss(logits, batch["logits"], p.temperature, p.kl, w),
             "task": task_loss(logits, batch["label"], w),
         }
-        for i, (pair, projected) in enumerate(zip(self.pairs, maps, strict=True)):
+        for i, (pair, projected) in enumerate(zip(p.pairs, maps, strict=True)):
             terms[self.term(i)] = feature_loss(projected, teacher[pair["teacher"]],
                                                pair["loss"], w)
         return terms

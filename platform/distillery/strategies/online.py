@@ -2,17 +2,37 @@
 
 K peers train together in one DeepSpeed engine; each takes the task loss on labelled rows and
 a KD term toward the other peers' (detached) predictions on every row, unlabeled ones included.
+Every peer is exported under peers/<k>/, and the best on validation of those with the
+student's architecture is the student.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from distillery.config import parse_model_spec
+from distillery.config import PipelineSpec, TeacherSpec, parse_model_spec
 from distillery.losses import mutual_loss, task_loss
 from distillery.models import build_model
 from distillery.strategies.base import Strategy, substate
+from distillery.strategies.response import KDParams, kd_fields
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnlineParams(KDParams):
+    peers: tuple[dict, ...]
+    """Model specs (dict form) of the peers besides the student."""
+    num_features: int
+    num_classes: int
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec, pipeline) -> OnlineParams:
+        splits = pipeline.splits
+        peers = tuple(p.model_dump() for p in spec.distill.online.peers)
+        return cls(**kd_fields(spec), peers=peers, num_features=splits.num_features,
+                   num_classes=splits.num_classes)
 
 
 class PeerGroup(nn.Module):
@@ -25,23 +45,48 @@ class PeerGroup(nn.Module):
 
 
 class OnlineStrategy(Strategy):
-    def __init__(self, temperature: float, alpha: float, kl: str, peers: list[dict],
-                 num_features: int, num_classes: int):
-        """`peers`: model specs (dict form) of the peers besides the student."""
-        self.temperature, self.kl = temperature, kl
+    Params = OnlineParams
+
+    @staticmethod
+    def teachers(spec: PipelineSpec) -> list[TeacherSpec]:
+        return []
+
+    @classmethod
+    def distill(cls, pipeline, run_id: str, callbacks: list | None) -> dict:
+        spec = pipeline.spec
+        specs = [spec.student.model, *spec.distill.online.peers]
+        params = cls.Params.from_spec(spec, pipeline)
+        run = (*pipeline.students, run_id)
+        states = pipeline.train(spec.student.model, params, "online",
+                                pipeline.splits.distill_rows(), run, callbacks)
+        val = []
+        for k, (model_spec, state) in enumerate(zip(specs, states, strict=True)):
+            card = pipeline.export_student(run_id, state, "peer", model_spec, None,
+                                           (*run, "peers", str(k)))
+            val.append(card["metrics"]["val_accuracy"])
+        # a bigger peer may win on validation, but the student is what fits the budget
+        best = max((k for k, s in enumerate(specs) if s == specs[0]), key=val.__getitem__)
+        print(f"online: peer validation accuracies {[round(v, 4) for v in val]}; "
+              f"peer {best} is the student (the best with the student's architecture)",
+              flush=True)
+        return pipeline.export_student(run_id, states[best], "student", specs[best], None)
+
+    def __init__(self, params: OnlineParams):
+        super().__init__(params)
         # built after the student from the same seeded generator: every peer starts elsewhere
-        self.peers = [build_model(parse_model_spec(p), num_features, num_classes) for p in peers]
+        self.peers = [build_model(parse_model_spec(p), params.num_features, params.num_classes)
+                      for p in params.peers]
         self.num_models = len(self.peers) + 1
-        self.weights = {"mutual": alpha, "task": 1.0 - alpha}
+        self.weights = {"mutual": params.alpha, "task": 1.0 - params.alpha}
 
     def wrap(self, student: nn.Module) -> nn.Module:
         return PeerGroup([student, *self.peers])
 
     def loss_terms(self, outputs: list[torch.Tensor],
                    batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        w = batch["weight"]
+        p, w = self.params, batch["weight"]
         return {
-            "mutual": mutual_loss(outputs, self.temperature, self.kl, w),
+            "mutual": mutual_loss(outputs, p.temperature, p.kl, w),
             "task": sum(task_loss(z, batch["label"], w) for z in outputs),
         }
 

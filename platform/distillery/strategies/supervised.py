@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from distillery.losses import task_loss
 from distillery.strategies.base import Strategy
 
 
+@dataclass(frozen=True)
+class SupervisedParams:
+    """None: the task loss has no settings."""
+
+
 class SupervisedStrategy(Strategy):
+    Params = SupervisedParams
     weights = {"task": 1.0}
 
     def loss_terms(self, outputs: torch.Tensor,
