@@ -12,7 +12,7 @@ import yaml
 
 from distillery import runtime
 from distillery.cli import main
-from distillery.train import eta
+from distillery.train import console_level, eta
 
 ROOT = Path(__file__).resolve().parents[1]
 SET_BY_ENSURE_RAY = ("RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS", "RAY_TRAIN_ENABLE_PRINT_PATCH",
@@ -89,3 +89,18 @@ def test_cli_verbose_flag_sets_the_env_ensure_ray_reads(monkeypatch, capsys):
 ])
 def test_eta(seconds, remaining, text):
     assert eta(seconds, remaining) == text
+
+
+def test_console_level_sets_the_console_handler_of_the_root_logger_only():
+    from ray._private.log import PlainRayHandler
+
+    console, log_file = PlainRayHandler(), logging.NullHandler()
+    root = logging.getLogger()
+    root.addHandler(console)
+    root.addHandler(log_file)
+    try:
+        console_level("WARNING")
+        assert (console.level, log_file.level) == (logging.WARNING, logging.NOTSET)
+    finally:
+        root.removeHandler(console)
+        root.removeHandler(log_file)

@@ -12,6 +12,7 @@ causal LMs is built from them too.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -308,8 +309,14 @@ def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
         ds.context.use_ray_tqdm = False
         ds.context.print_on_execution_start = False
     fs, path = filesystem(run_dir)
+    level = train_log_level()
+
+    def worker_loop(config: dict) -> None:
+        console_level(level)
+        loop(config)
+
     trainer = TorchTrainer(
-        loop,
+        worker_loop,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": spec.cpus_per_worker,
@@ -319,12 +326,25 @@ def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
-            logging_config=LoggingConfig(log_level=train_log_level()),
+            logging_config=LoggingConfig(log_level=level),
         ),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     return trainer.fit()
+
+
+def console_level(level: str) -> None:
+    """Set this Train worker's console handler to `level`. RunConfig's LoggingConfig governs
+    the loggers named ray.train*, but Ray 2.60 logs each report ("Reporting training result N:
+    TrainingReport(...)") from a logger named by its file path, so through the root logger,
+    whose console handler this is; Train's application log file, also on the root logger,
+    keeps every record."""
+    from ray._private.log import PlainRayHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PlainRayHandler):
+            handler.setLevel(level)
 
 
 def load_weights(result: ray.train.Result) -> list[dict[str, torch.Tensor]]:
