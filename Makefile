@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-lm test test-fast bench bench-strategies bench-monitor clean
+.PHONY: demo demo-lm demo-tune test test-fast bench bench-strategies bench-monitor clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,21 @@ $(STAMP): pyproject.toml
 	b = g().create_op_builder('ShareMemCommBuilder'); b and b.load(verbose=False)"
 	touch $(STAMP)
 
+# Each demo copies its summary.json into bench/results/, where the README's numbers come from.
 demo: $(STAMP)
 	$(BIN)/distillery quickstart --config jobs/configs/mnist1d.yaml --output-dir quickstart-out
+	cp quickstart-out/summary.json bench/results/quickstart-mnist1d.json
 
 # Token-level distillation of a GPT-2-style LM on the stdlib's source (10 minutes or less here).
 demo-lm: $(STAMP)
 	$(BIN)/distillery quickstart --config jobs/configs/tiny_lm.yaml --output-dir quickstart-lm-out
+	cp quickstart-lm-out/summary.json bench/results/quickstart-tiny-lm.json
+
+# The README's tuning paragraph (~5 minutes here). A search writes summary.json last, so the
+# newest one under runs/tune/ is this search's.
+demo-tune: $(STAMP)
+	$(BIN)/distillery tune --config jobs/configs/mnist1d.yaml --space tune/mnist1d_response.yaml
+	cp "$$(ls -t runs/tune/*/summary.json | head -n 1)" bench/results/tune-mnist1d-response.json
 
 test: $(STAMP)
 	$(BIN)/ruff check platform jobs tests bench
