@@ -13,6 +13,7 @@ from pathlib import Path
 import ray
 
 import distillery
+from distillery.store_layout import has_card
 
 VERBOSE_ENV = "DISTILLERY_VERBOSE"
 """Set to 1 (the CLI's -v does) to see Ray's own INFO logs on the console: Ray Train's per-report
@@ -92,7 +93,7 @@ def unfinished_runs(store, name: str, parts: tuple[str, ...]) -> list[str]:
     first: distill runs that were interrupted."""
     pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}")
     return [r for r in store.listdir(*parts) if pattern.fullmatch(r)
-            and not store.exists(*parts, r, "card.json")]
+            and not has_card(store, (*parts, r))]
 
 
 def resume_run(pipeline, wanted: str) -> str:
