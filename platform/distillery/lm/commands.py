@@ -80,13 +80,14 @@ def serve(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.runtime import ensure_ray
     from distillery.serving.app import serve_forever
     from distillery.serving.lm_app import LM_APP_NAME, build_lm_app
+    from distillery.store_layout import has_card, student_dir
 
     pipeline = _pipeline(spec)
     serving = spec.serve or LMServeSpec()
     models = {"teacher": pipeline.teacher_parts(),
-              "student": ("students", pipeline.newest("student")
-                          if serving.student == "student" else serving.student)}
-    missing = [p for p in models.values() if not pipeline.store.exists(*p, "card.json")]
+              "student": student_dir(pipeline.newest("student")
+                                     if serving.student == "student" else serving.student)}
+    missing = [p for p in models.values() if not has_card(pipeline.store, p)]
     if missing:  # before Ray starts
         raise FileNotFoundError(f"serve.student: no model {'/'.join(missing[0])} in "
                                 f"{pipeline.store.root}")
