@@ -1,9 +1,11 @@
 """`ray job submit` of the quickstart, from a clean clone, to a multi-node Ray cluster simulated
 on this machine: each stage pinned to its own node by a custom resource, with an s3:// store
-(moto's standalone server on 127.0.0.1) as the only thing the nodes share.
+(moto's standalone server on 127.0.0.1) as the only thing the nodes share. Then the jobs of the
+commands the quickstart does not run (monitor charts, baseline, compare-strategies), on the
+store it filled.
 
-One cluster and one job check both what a user reads (the job's output and summary) and where
-the work ran and what it wrote: a second cluster for either costs ~90 s of a 2-core CI run.
+One cluster checks both what a user reads (the jobs' output and summary) and where the work ran
+and what it wrote: a second cluster for any of it costs ~90 s of a 2-core CI run.
 The README's `ray start --head` and `ray stop` are not run by any test: `ray stop` stops every
 Ray process on the machine, the suite's own included; ray.cluster_utils starts the same
 processes (GCS, raylets, dashboard) and stops only its own.
@@ -12,10 +14,14 @@ processes (GCS, raylets, dashboard) and stops only its own.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ray.cluster_utils import Cluster
@@ -56,10 +62,10 @@ def cluster(s3_env, monkeypatch, no_local_ray):
         cluster.shutdown()
 
 
-def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes(
+def test_jobs_from_a_clean_clone_with_stages_pinned_to_different_nodes(
         cluster, s3_env, tmp_path):
     """The quickstart (every stage) as a user submits it, checked as they would read its
-    output; then where each stage ran, and the store's layout on S3."""
+    output; then where each stage ran, and the store's layout on S3; then the other jobs."""
     address, node_ids = cluster
     s3 = s3_client(s3_env)
     s3.create_bucket(Bucket=BUCKET)
@@ -73,15 +79,7 @@ def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes
                                "teacher.train.num_workers=1", "distill.num_workers=1",
                                # nothing below reads the robustness suite: one shifted set
                                "evaluate.shifts=[{kind: iid_noise, severities: [0.1]}]")
-    sets = [a for item in overrides for a in ("--set", item)]
-    result = subprocess.run(
-        ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
-         "python", "jobs/quickstart.py", "--config", "jobs/configs/mnist1d.yaml", *sets,
-         "--output-dir", str(out)],
-        cwd=clone, capture_output=True, text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "succeeded" in output
+    output = submit(address, clone, "quickstart", overrides, "--output-dir", str(out))
     assert "student" in output and "x smaller" in output  # the side-by-side table
     assert not (tmp_path / "unused").exists()  # nothing went to a local store
 
@@ -115,6 +113,29 @@ def test_quickstart_job_from_a_clean_clone_with_stages_pinned_to_different_nodes
     assert nodes["RayTrainWorker"] == {node_ids["teacher_node"], node_ids["distill_node"]}
     check_s3_layout(s3, summary["student"]["run_id"], tmp_path)
 
+    # at once: each job's driver start-up and Ray Train's waits overlap the others' work
+    with ThreadPoolExecutor() as pool:
+        checks = [pool.submit(check_monitor_charts_job, address, clone, overrides, s3),
+                  pool.submit(check_baseline_job, address, clone, overrides, s3),
+                  pool.submit(check_compare_strategies_job, address, clone, overrides, s3,
+                              tmp_path)]
+    for check in checks:
+        check.result()
+
+
+def submit(address: str, clone: Path, job: str, overrides: list[str], *args: str) -> str:
+    """`ray job submit` of jobs/<job>.py on the reference spec with `overrides`, as the README
+    shows it; the job's output, once it succeeded."""
+    sets = [a for item in overrides for a in ("--set", item)]
+    result = subprocess.run(
+        ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--",
+         "python", f"jobs/{job}.py", "--config", "jobs/configs/mnist1d.yaml", *sets, *args],
+        cwd=clone, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "succeeded" in output
+    return output
+
 
 def read(s3, key: str) -> bytes:
     return s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
@@ -142,3 +163,57 @@ def check_s3_layout(s3, student_run: str, tmp_path) -> None:
     for key in cards + manifests:
         text = read(s3, key).decode()
         assert str(tmp_path) not in text and str(ROOT) not in text, key
+
+
+def check_monitor_charts_job(address: str, clone: Path, overrides: list[str], s3) -> None:
+    """Charts of a request log written to S3 here: five 1-second buckets of 4 rows, more than
+    the 2 reference buckets a chart needs."""
+    from distillery.config import load_spec
+    from distillery.monitoring.request_log import Entry, RequestLog
+    from distillery.storage import Store
+
+    spec = load_spec(ROOT / "jobs" / "configs" / "mnist1d.yaml", overrides)
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    rng = np.random.default_rng(0)
+    RequestLog(Store(spec.store), spec.monitor.request_log).write([
+        Entry(time=(start + timedelta(seconds=i + 0.5)).timestamp(), request_id=f"r{i}",
+              endpoint="student", model="student", model_version="v", latency_ms=1.0,
+              inputs=rng.normal(size=(4, 40)).astype(np.float32),
+              probs=rng.dirichlet(np.ones(10), size=4).astype(np.float32))
+        for i in range(5)])
+    charts = ["monitor.control.bucket_seconds=1", "monitor.control.reference_buckets=2",
+              "monitor.control.min_bucket_rows=1", "monitor.control.signals=[confidence]"]
+    output = submit(address, clone, "monitor_charts", [*overrides, *charts],
+                    "--from", start.isoformat(), "--to", (start + timedelta(seconds=5)).isoformat())
+    status, _ = json.JSONDecoder().raw_decode(output, output.index("{\n"))
+    assert status["rows"] == 20 and status["drift"] is None and status["alerts"] == []
+    assert set(status["files"]) == {"control-confidence", "check"}
+    for uri in status["files"].values():
+        assert uri.startswith(f"s3://{BUCKET}/{PREFIX}/monitor/reports/{status['window']}/")
+        assert read(s3, uri.removeprefix(f"s3://{BUCKET}/"))
+
+
+def check_baseline_job(address: str, clone: Path, overrides: list[str], s3) -> None:
+    output = submit(address, clone, "baseline", overrides)
+    uri = re.search(r"^baseline: .* -> (\S+)$", output, re.MULTILINE).group(1)
+    assert uri.startswith(f"s3://{BUCKET}/{PREFIX}/students/") and uri.endswith("-baseline")
+    card = json.loads(read(s3, f"{uri.removeprefix(f's3://{BUCKET}/')}/card.json"))
+    assert card["role"] == "baseline" and card["strategy"] == "supervised"
+
+
+def check_compare_strategies_job(address: str, clone: Path, overrides: list[str], s3,
+                                 tmp_path: Path) -> None:
+    """One variant (the reference spec trained for one epoch: a cheap override to see applied)
+    and the baseline, one seed: the table in the log, the result in --output."""
+    variants, result = tmp_path / "variants.yaml", tmp_path / "strategies.json"
+    variants.write_text("one_epoch: [distill.epochs=1]\n")
+    output = submit(address, clone, "compare_strategies", overrides, "--variants",
+                    str(variants), "--output", str(result))
+    assert "| one_epoch |" in output and "| baseline |" in output
+    assert f"results: {result}" in output
+    runs = json.loads(result.read_text())["runs"]
+    assert [r["variant"] for r in runs] == ["one_epoch", "baseline"]
+    cards = [json.loads(read(s3, f"{PREFIX}/students/{run['run_id']}/card.json"))
+             for run in runs]
+    assert [c["spec"]["distill"]["epochs"] for c in cards] == [1, 2]
+    assert [c["metrics"]["test_accuracy"] for c in cards] == [r["test_accuracy"] for r in runs]
