@@ -15,7 +15,8 @@ from distillery.cli import main
 from distillery.train import console_level, eta
 
 ROOT = Path(__file__).resolve().parents[1]
-SET_BY_ENSURE_RAY = ("RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS", "RAY_TRAIN_ENABLE_PRINT_PATCH",
+SET_BY_ENSURE_RAY = ("RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS",
+                     "RAY_TRAIN_ENABLE_PRINT_PATCH",
                      "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
 
 
@@ -53,7 +54,8 @@ def test_verbose_env_lets_ray_speak(fake_init, monkeypatch):
 
 def test_quiet_env():
     assert runtime.quiet_env(verbose=True) == {}
-    assert set(runtime.quiet_env(verbose=False)) == {"RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS"}
+    assert set(runtime.quiet_env(verbose=False)) == {"RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS",
+                                                     "HF_HUB_DISABLE_PROGRESS_BARS"}
 
 
 def test_quiet_ray_data_logging_is_ray_datas_default_with_the_console_at_warning():

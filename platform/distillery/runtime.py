@@ -38,6 +38,8 @@ def quiet_env(verbose: bool) -> dict[str, str]:
         # With a warning option set, Ray no longer shows each RayDeprecationWarning (raised by
         # Ray's own internals) once per module; Python's default then hides them.
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        # Hugging Face's bars on each model load and save (transformers follows the hub's switch)
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     }
 
 
