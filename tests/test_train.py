@@ -1,7 +1,21 @@
-import pytest
+from pathlib import Path
 
-from distillery.config import TrainSpec
-from distillery.train import deepspeed_config, lr_factor
+import numpy as np
+import pytest
+import ray
+import torch
+
+from distillery.config import TrainSpec, parse_model_spec
+from distillery.data.splits import to_table
+from distillery.models import build_model
+from distillery.train import (
+    CHECKPOINT_TAG,
+    TrainJob,
+    deepspeed_config,
+    fit,
+    load_weights,
+    lr_factor,
+)
 
 
 def test_onecycle_warms_up_peaks_then_anneals_to_zero():
@@ -29,3 +43,54 @@ def test_deepspeed_config_splits_the_global_batch_across_workers():
 def test_deepspeed_config_honours_explicit_bf16():
     cfg = deepspeed_config(TrainSpec(precision="bf16"), world_size=1, on_gpu=False)
     assert cfg["bf16"] == {"enabled": True}
+
+
+def adam_steps(shard: Path) -> set[int]:
+    """The Adam step counts in one rank's ZeRO optimizer shard (stage 3 nests them under another
+    name than stages 1-2)."""
+    state = torch.load(shard, weights_only=False)["optimizer_state_dict"]
+    inner = state.get("base_optimizer_state") or state["optimizer_state_dict"]
+    return {int(s["step"]) for s in inner["state"].values()}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("zero_stage, precision", [(2, "fp32"), (3, "bf16")])
+def test_a_zero_run_on_two_cpu_workers_resumes_its_shards_and_exports_whole_weights(
+        local_ray, tmp_path, zero_stage, precision):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    datasets = {"train": ray.data.from_arrow(to_table(x[:64], y[:64])),
+                "val": ray.data.from_arrow(to_table(x[64:], y[64:]))}
+    model_spec = {"arch": "mlp", "hidden": [8]}
+    # 64 rows, 8 a worker a step: 4 optimizer steps an epoch
+    job = TrainJob(model=model_spec, num_features=4, num_classes=2, rows=64,
+                   train={"epochs": 1, "batch_size": 16, "num_workers": 2, "use_gpu": False,
+                          "zero_stage": zero_stage, "precision": precision})
+    first = fit(job, datasets, str(tmp_path))
+    job.train["epochs"] = 2
+    second = fit(job, datasets, str(tmp_path))
+
+    # epoch 1 was not trained again (its checkpoint's metrics are the first run's), and every
+    # rank's Adam state went on from its own shard: 8 steps, not 4
+    assert second.best_checkpoints[0][1] == first.metrics
+    assert second.metrics["epoch"] == 2
+    checkpoint = Path(second.checkpoint.path)
+    shards = sorted((checkpoint / CHECKPOINT_TAG).glob("*zero_pp_rank_*_optim_states.pt"))
+    assert len(shards) == 2
+    assert all(adam_steps(shard) == {8} for shard in shards)
+
+    # the export is the whole model, as DeepSpeed's own consolidation of the shards has it
+    # (rounded to bf16 when trained in bf16), and a plain module loads it
+    weights = load_weights(second)[0]
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    master = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=CHECKPOINT_TAG)
+    assert weights.keys() == master.keys()
+    assert all(torch.equal(weights[k], master[k].to(dtype).float()) for k in weights)
+    model = build_model(parse_model_spec(model_spec), 4, 2)
+    model.load_state_dict(weights)
+    with torch.no_grad():
+        predicted = model.to(dtype)(torch.tensor(x[64:], dtype=dtype)).argmax(dim=-1).numpy()
+    assert (predicted == y[64:]).mean() == second.metrics["val_accuracy"]

@@ -33,8 +33,13 @@ class TrainSpec(Strict):
     use_gpu: bool | Literal["auto"] = "auto"
     """auto: GPU when the cluster has one."""
     zero_stage: int = Field(default=0, ge=0, le=3)
+    """DeepSpeed ZeRO: 0 keeps a full copy of everything on each worker; 1 partitions the
+    optimizer state across the workers, 2 also the gradients, 3 also the parameters. At 1-3
+    each worker checkpoints its own partition, so a run resumes only with the same num_workers
+    (DeepSpeed refuses another)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 on GPU, fp32 on CPU."""
+    """auto: bf16 on GPU, fp32 on CPU; bf16 also trains on CPU (DeepSpeed's CPU accelerator).
+    Exported weights are float32 either way (bf16 values upcast)."""
     checkpoint_every: int = Field(default=1, gt=0)
     """Epochs between checkpoints (the last epoch is always checkpointed); a crash redoes at
     most this many epochs."""
