@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---------------------------------------------------------------- classifier commands
+# ---------------------------------------------------------------- commands
+# The stage commands (train-teacher, teacher-infer, distill, baseline) serve both kinds of spec;
+# lm/commands.py holds the language-model commands that differ.
 
 def validate(spec: PipelineSpec, args: argparse.Namespace) -> int:
     if spec.tune is not None:
@@ -110,7 +112,7 @@ def validate(spec: PipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def train_teacher(spec: PipelineSpec, args: argparse.Namespace) -> int:
+def train_teacher(spec: PipelineSpec | LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.runtime import ensure_ray
 
     pipeline = _pipeline(spec)
@@ -119,7 +121,7 @@ def train_teacher(spec: PipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def teacher_infer(spec: PipelineSpec, args: argparse.Namespace) -> int:
+def teacher_infer(spec: PipelineSpec | LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.runtime import ensure_ray
 
     pipeline = _pipeline(spec)
@@ -128,7 +130,7 @@ def teacher_infer(spec: PipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def distill(spec: PipelineSpec, args: argparse.Namespace) -> int:
+def distill(spec: PipelineSpec | LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.runtime import ensure_ray, resume_run
 
     pipeline = _pipeline(spec)
@@ -138,7 +140,7 @@ def distill(spec: PipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def baseline(spec: PipelineSpec, args: argparse.Namespace) -> int:
+def baseline(spec: PipelineSpec | LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.runtime import ensure_ray
 
     pipeline = _pipeline(spec)
@@ -241,8 +243,11 @@ def quickstart(spec: PipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(spec: PipelineSpec):
-    """The pipeline of `spec`, once its store is known to be reachable."""
+def _pipeline(spec: PipelineSpec | LMPipelineSpec):
+    """The pipeline of `spec`, classifier or language model, once its store is known to be
+    reachable: the stage commands are the same for both."""
+    if isinstance(spec, LMPipelineSpec):
+        return lm.lm_pipeline(spec)
     from distillery.stages import Pipeline
 
     check_reachable(spec.store)
@@ -287,10 +292,10 @@ HANDLERS: dict[tuple[type, str], Handler] = {
     (PipelineSpec, "monitor"): monitor,
     (PipelineSpec, "quickstart"): quickstart,
     (LMPipelineSpec, "validate"): lm.validate,
-    (LMPipelineSpec, "train-teacher"): lm.train_teacher,
-    (LMPipelineSpec, "teacher-infer"): lm.teacher_infer,
-    (LMPipelineSpec, "distill"): lm.distill,
-    (LMPipelineSpec, "baseline"): lm.baseline,
+    (LMPipelineSpec, "train-teacher"): train_teacher,
+    (LMPipelineSpec, "teacher-infer"): teacher_infer,
+    (LMPipelineSpec, "distill"): distill,
+    (LMPipelineSpec, "baseline"): baseline,
     (LMPipelineSpec, "evaluate"): lm.evaluate,
     (LMPipelineSpec, "quickstart"): lm.quickstart,
     (LMPipelineSpec, "serve"): lm.serve,

@@ -1,4 +1,5 @@
-"""The CLI's handlers for a language-model spec (data.source text or python_stdlib).
+"""The CLI's handlers for a language-model spec (data.source text or python_stdlib) where they
+differ from a classifier spec's; the stage commands are cli.py's for both.
 
 Each takes the loaded spec and the parsed arguments and returns the exit status; cli.py's table
 dispatches to them, and its error boundary turns a user's error into one line.
@@ -17,50 +18,13 @@ def validate(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def train_teacher(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
-    from distillery.runtime import ensure_ray
-
-    pipeline = _pipeline(spec)
-    ensure_ray(args.address)
-    pipeline.train_teacher()
-    return 0
-
-
-def teacher_infer(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
-    from distillery.runtime import ensure_ray
-
-    pipeline = _pipeline(spec)
-    ensure_ray(args.address)
-    pipeline.teacher_infer()
-    return 0
-
-
-def distill(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
-    from distillery.runtime import ensure_ray, resume_run
-
-    pipeline = _pipeline(spec)
-    run_id = resume_run(pipeline, args.resume) if args.resume else None
-    ensure_ray(args.address)
-    pipeline.distill(run_id)
-    return 0
-
-
-def baseline(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
-    from distillery.runtime import ensure_ray
-
-    pipeline = _pipeline(spec)
-    ensure_ray(args.address)
-    pipeline.baseline()
-    return 0
-
-
 def evaluate(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     if args.models:
         raise ValueError("--models: a language-model report always compares the teacher, the "
                          "newest student and the newest baseline")
     from distillery.runtime import ensure_ray
 
-    pipeline = _pipeline(spec)
+    pipeline = lm_pipeline(spec)
     ensure_ray(args.address)
     pipeline.evaluate()
     return 0
@@ -70,7 +34,7 @@ def quickstart(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.lm.quickstart import lm_quickstart
     from distillery.runtime import ensure_ray
 
-    pipeline = _pipeline(spec)
+    pipeline = lm_pipeline(spec)
     ensure_ray(args.address)
     lm_quickstart(pipeline, args.output_dir)
     return 0
@@ -82,7 +46,7 @@ def serve(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     from distillery.serving.lm_app import LM_APP_NAME, build_lm_app
     from distillery.store_layout import has_card, student_dir
 
-    pipeline = _pipeline(spec)
+    pipeline = lm_pipeline(spec)
     serving = spec.serve or LMServeSpec()
     models = {"teacher": pipeline.teacher_parts(),
               "student": student_dir(pipeline.newest("student")
@@ -101,7 +65,7 @@ def serve(spec: LMPipelineSpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(spec: LMPipelineSpec):
+def lm_pipeline(spec: LMPipelineSpec):
     """The pipeline of `spec`, once its store is known to be reachable."""
     from distillery.lm.pipeline import LMPipeline
     from distillery.storage import check_reachable
