@@ -50,8 +50,10 @@ SIZE = "params"
 
 def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dict:
     """One trial: the distill run of `base` with the sampled `config` ({path: value})."""
-    # Two trials' progress bars of their cache reads would interleave into noise.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    # Two trials' progress bars of their cache reads would interleave into noise. Without Ray's
+    # tqdm, a trial's actor (no terminal) logs Ray Data's progress at INFO instead, kept off the
+    # console unless -v (runtime.quiet_env); disabling the bars would print a warning per trial.
+    ray.data.DataContext.get_current().use_ray_tqdm = False
     spec = trial_spec(base, config)
     pipeline = Pipeline(spec, students=trials_dir(tune_run_id))
     # The driver loaded the data once for all trials (generating MNIST-1D is CPU-heavy, and
