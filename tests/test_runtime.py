@@ -12,7 +12,7 @@ import yaml
 
 from distillery import runtime
 from distillery.cli import main
-from distillery.train import console_level, eta
+from distillery.train import console_level, eta, shows_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 SET_BY_ENSURE_RAY = ("RAY_DATA_LOGGING_CONFIG", "PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS",
@@ -91,6 +91,16 @@ def test_cli_verbose_flag_sets_the_env_ensure_ray_reads(monkeypatch, capsys):
 ])
 def test_eta(seconds, remaining, text):
     assert eta(seconds, remaining) == text
+
+
+@pytest.mark.parametrize(("epochs", "shown"), [
+    (3, [1, 2, 3]),
+    (20, list(range(1, 21))),
+    (60, [1, *range(3, 61, 3)]),  # the quickstart teacher's 60: 21 lines
+    (41, [1, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 33, 36, 39, 41]),
+])
+def test_a_long_run_prints_about_twenty_epoch_lines_with_the_first_and_the_last(epochs, shown):
+    assert [e + 1 for e in range(epochs) if shows_epoch(e, epochs)] == shown
 
 
 def test_console_level_sets_the_console_handler_of_the_root_logger_only():

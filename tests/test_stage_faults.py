@@ -59,7 +59,7 @@ def epochs_logged(log: str) -> list[int]:
             if "[student] epoch " in li]
 
 
-def test_killed_training_worker_costs_at_most_one_epoch_and_killed_distill_resumes(cli, 
+def test_killed_training_worker_costs_at_most_one_epoch_and_killed_distill_resumes(cli,
         store_copy, tmp_path, no_local_ray):
     """One distill run, two faults: a Ray Train worker SIGKILLed mid-epoch (Ray Train restarts
     the worker group from the last checkpoint), then the CLI and its embedded Ray SIGKILLed

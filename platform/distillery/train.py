@@ -268,12 +268,20 @@ def train_loop_per_worker(config: dict) -> None:
         )
         report_epoch(engine, metrics, epoch, spec, rank,
                      lambda: strategy.export(full_state_dict(engine, spec.zero_stage)))
-        if rank == 0:
+        if rank == 0 and shows_epoch(epoch, spec.epochs):
             terms_text = " ".join(f"{n}={metrics[f'train_{n}']:.4f}" for n in names)
             print(f"[{job.label}] epoch {epoch + 1}/{spec.epochs} {terms_text} "
                   f"val_acc={metrics['val_accuracy']:.4f} "
                   f"({seconds:.1f}s, {metrics['rows_per_second']:.0f} rows/s, "
                   f"{eta(epoch_seconds, spec.epochs - epoch - 1)})", flush=True)
+
+
+def shows_epoch(epoch: int, epochs: int, lines: int = 20) -> bool:
+    """Whether the console gets the line of 0-based `epoch`: every epoch of a run of up to
+    `lines` epochs; of a longer one the first, every ceil(epochs / lines)-th and the last, so
+    that a stage fits one screen (each epoch is still reported to Ray Train)."""
+    every = math.ceil(epochs / lines)
+    return epoch == 0 or (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def eta(epoch_seconds: list[float], remaining: int) -> str:
@@ -313,6 +321,9 @@ def run_trainer(loop: Callable[[dict], None], config: dict, spec: TrainSpec,
 
     def worker_loop(config: dict) -> None:
         console_level(level)
+        if not torch.cuda.is_available():
+            # named, DeepSpeed's accelerator is not auto-detected, which warns on every worker
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         loop(config)
 
     trainer = TorchTrainer(
