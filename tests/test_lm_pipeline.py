@@ -35,6 +35,9 @@ LM_TINY = [
     ("teacher.hf.n_head=3", "teacher.hf: cannot build a gpt2 causal LM from this config: "
                             "`embed_dim` must be divisible by num_heads"),
     ("teacher.hf.n_layers=3", "teacher.hf: n_layers: not a gpt2 config key"),
+    # refused before a million layers are built on the meta device (it would take many minutes)
+    ("teacher.hf.n_layer=1000000", "teacher.hf: cannot build a gpt2 causal LM from this config: "
+                                   "1000000 layers; at most 256"),
     ("student.hf.model_type=nope", "student.hf: model_type: 'nope' is not a model type"),
     ("student.hf=/no/such/dir", "student.hf: no directory /no/such/dir"),
     ("distill.topk=0", "distill.topk: must be >= 1, got 0"),

@@ -15,6 +15,9 @@ from distillery.config.base import NAME_PATTERN, SpecError, Strict
 from distillery.config.training import InferenceSpec, TrainSpec
 
 LM_SOURCES = ("text", "python_stdlib")
+MAX_LAYERS = 256
+"""A config mapping's model is built on the meta device to check its shapes, layer by layer:
+a layer count beyond any model distilled here is refused before that, not built for minutes."""
 """`data.source` values that make a spec a language-model spec."""
 
 
@@ -77,8 +80,12 @@ def _check_hf(value: str | dict) -> str | dict:
         # transformers keeps unknown keys as attributes: a typo would be ignored silently
         raise ValueError(f"{unknown[0]}: not a {model_type} config key")
     try:
+        built = CONFIG_MAPPING[model_type](**config)
+        layers = built.num_hidden_layers
+        if isinstance(layers, int) and layers > MAX_LAYERS:
+            raise ValueError(f"{layers} layers; at most {MAX_LAYERS}")
         with torch.device("meta"):
-            AutoModelForCausalLM.from_config(CONFIG_MAPPING[model_type](**config))
+            AutoModelForCausalLM.from_config(built)
     except Exception as err:  # noqa: BLE001 - any failure on user input is that input's fault
         raise ValueError(f"cannot build a {model_type} causal LM from this config: "
                          f"{' '.join(str(err).split())[:300]}") from None
