@@ -267,7 +267,10 @@ def _check_window(spec: PipelineSpec, args: argparse.Namespace, drift: bool) -> 
     served_models(spec)  # a missing model fails before the heavy imports
     from distillery.monitoring.check import run_check
 
-    status = run_check(spec, start, end, drift=drift, send_alerts=drift).status()
+    try:
+        status = run_check(spec, start, end, drift=drift, send_alerts=drift).status()
+    except OSError as err:  # reading the store's request log, writing its reports
+        raise StoreError(f"{spec.store}: {err}") from err
     print(json.dumps({k: status[k] for k in ("window", "rows", "drift", "alerts", "files")},
                      indent=2))
     return 0
@@ -302,9 +305,10 @@ HANDLERS: dict[tuple[type, str], Handler] = {
 }
 """(kind of spec, command) -> handler; every command has a classifier handler."""
 
-USER_ERRORS = (ValueError, OSError, StoreError, AdminError)
-"""Errors a user can fix (SpecError is a ValueError, a missing file an OSError): one line on
-stderr and exit status 2, never a traceback."""
+USER_ERRORS = (ValueError, FileNotFoundError, StoreError, AdminError)
+"""Errors a user can fix (SpecError is a ValueError): one line on stderr and exit status 2,
+never a traceback. Another OSError (a full disk, a lost connection mid-run) is not the user's
+input, so its traceback shows; monitoring, which only reads the store, maps its own."""
 
 
 def handler(spec: PipelineSpec | LMPipelineSpec, command: str) -> Handler:

@@ -75,8 +75,10 @@ def ensure_ray(address: str | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        package_dir = str(Path(distillery.__file__).parent)
-        ray.init(address=address, runtime_env={"py_modules": [package_dir]},
+        runtime_env = {"py_modules": [str(Path(distillery.__file__).parent)]}
+        if verbose():  # a Tune trial's actor, on any node, reads it for Ray Train's log level
+            runtime_env["env_vars"] = {VERBOSE_ENV: "1"}
+        ray.init(address=address, runtime_env=runtime_env,
                  logging_level=logging.INFO if verbose() else logging.WARNING)
     else:
         # Ray Train's preemption watcher (an actor process per fit) follows cluster nodes

@@ -15,10 +15,10 @@ from distillery.config.base import NAME_PATTERN, SpecError, Strict
 from distillery.config.training import InferenceSpec, TrainSpec
 
 LM_SOURCES = ("text", "python_stdlib")
+"""`data.source` values that make a spec a language-model spec."""
 MAX_LAYERS = 256
 """A config mapping's model is built on the meta device to check its shapes, layer by layer:
 a layer count beyond any model distilled here is refused before that, not built for minutes."""
-"""`data.source` values that make a spec a language-model spec."""
 
 
 class TokenizerTrainSpec(Strict):
