@@ -60,7 +60,9 @@ def ensure_ray(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    quiet = quiet_env(verbose())
+    loud = verbose()
+    level = logging.INFO if loud else logging.WARNING
+    quiet = quiet_env(loud)
     for name, value in quiet.items():
         os.environ.setdefault(name, value)
     if quiet and "ray.data" in sys.modules:
@@ -76,15 +78,14 @@ def ensure_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         runtime_env = {"py_modules": [str(Path(distillery.__file__).parent)]}
-        if verbose():  # a Tune trial's actor, on any node, reads it for Ray Train's log level
+        if loud:  # a Tune trial's actor, on any node, reads it for Ray Train's log level
             runtime_env["env_vars"] = {VERBOSE_ENV: "1"}
-        ray.init(address=address, runtime_env=runtime_env,
-                 logging_level=logging.INFO if verbose() else logging.WARNING)
+        ray.init(address=address, runtime_env=runtime_env, logging_level=level)
     else:
         # Ray Train's preemption watcher (an actor process per fit) follows cluster nodes
         # being drained; an embedded one-machine Ray is never drained.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        ray.init(logging_level=logging.INFO if verbose() else logging.WARNING)
+        ray.init(logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
 
