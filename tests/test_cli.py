@@ -60,3 +60,25 @@ def test_every_command_has_a_classifier_handler():
 
     (commands,) = [a.choices for a in build_parser()._actions if a.dest == "command"]
     assert set(commands) == {name for kind, name in HANDLERS if kind is PipelineSpec}
+
+
+@pytest.mark.parametrize("command", ["train-teacher", "quickstart"])
+def test_a_store_that_cannot_be_written_is_one_line_before_any_ray_work(cli_inprocess, tmp_path,
+                                                                         command):
+    """A store under a regular file, or where no directory can be made (/proc): refused
+    before Ray starts (cli_inprocess fails a call that reaches it), naming the path."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for store, reason in ((blocker / "store", "Not a directory"),
+                          ("/proc/distillery-store", "No such file or directory")):
+        result = cli_inprocess(command, "--config", str(REFERENCE_SPEC),
+                               *sets(tiny_overrides(store)))
+        assert result.returncode == 2
+        assert result.stderr == f"error: store {store}: cannot be written ({reason})\n"
+
+
+def test_a_writable_store_is_created_and_left_without_a_trace(tmp_path):
+    from distillery.storage import check_reachable
+
+    check_reachable(str(tmp_path / "new" / "store"))
+    assert list((tmp_path / "new" / "store").iterdir()) == []

@@ -40,10 +40,14 @@ class StoreError(RuntimeError):
 
 
 def check_reachable(location: str) -> None:
-    """Fail fast when an s3:// store cannot be used: no credentials, wrong endpoint, missing
-    bucket, denied access. Endpoint, region and credentials come from the standard AWS
-    environment variables and profiles (AWS_ENDPOINT_URL for S3-compatible stores)."""
-    if not is_remote(location) or not location.startswith("s3://"):
+    """Fail fast, before any Ray work, when a store cannot be used: a local directory that
+    cannot be created or written; an s3:// store with no credentials, a wrong endpoint, a
+    missing bucket or denied access. Endpoint, region and credentials come from the standard
+    AWS environment variables and profiles (AWS_ENDPOINT_URL for S3-compatible stores)."""
+    if not is_remote(location):
+        check_writable(resolve(location))
+        return
+    if not location.startswith("s3://"):
         return
     import boto3
     from botocore.config import Config
@@ -65,6 +69,19 @@ def check_reachable(location: str) -> None:
     except BotoCoreError as err:  # unreachable endpoint, bad URL, ...
         raise StoreError(f"store {location}: {err} (endpoint {client.meta.endpoint_url})"
                          ) from None
+
+
+def check_writable(path: str) -> None:
+    """Create the local store directory `path` if need be and write a file in it; a store
+    that cannot take either fails here, naming the path, and not after a stage's work."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-check-{uuid.uuid4().hex}")
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        raise StoreError(f"store {path}: cannot be written ({err.strerror or err})") from None
 
 
 def read_location(location: str) -> bytes:
