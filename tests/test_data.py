@@ -82,3 +82,51 @@ def test_table_source_names_a_missing_column(tmp_path):
     spec = TableData(source="parquet", path=str(path), features=["a", "zz"], label="y")
     with pytest.raises(ValueError, match=r"data.features: columns \['zz'\] not in"):
         load_splits(spec)
+
+
+def invalid_table(tmp_path) -> TableData:
+    """Ten rows, two of them invalid: row 3 has a NaN in `b`, row 7 an infinity in `a`; and a
+    transfer file of the same rows."""
+    a, b = np.arange(10.0), np.arange(10.0)
+    b[3], a[7] = np.nan, np.inf
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"a": a, "b": b, "y": np.arange(10) % 2}), path)
+    return TableData(source="parquet", path=str(path), features=["a", "b"], label="y",
+                     test_fraction=0.25, val_fraction=0.25, transfer=TableTransfer(path=str(path)))
+
+
+def test_a_nan_or_infinite_feature_is_an_error_naming_its_column_and_row(tmp_path):
+    spec = invalid_table(tmp_path)
+    with pytest.raises(ValueError) as err:
+        load_splits(spec)
+    assert str(err.value) == (f"{spec.path}: column 'b' is nan at row 3 (2 rows have a NaN or "
+                              "infinite feature; data.on_invalid=drop leaves them out)")
+
+
+def test_on_invalid_drop_leaves_out_and_counts_the_rows(tmp_path, capsys):
+    spec = invalid_table(tmp_path).model_copy(update={"on_invalid": "drop"})
+    s = load_splits(spec)
+    assert len(s.x_train) + len(s.x_val) + len(s.x_test) == 8 and len(s.x_transfer) == 8
+    kept = np.concatenate([s.x_train, s.x_val, s.x_test, s.x_transfer])
+    assert np.isfinite(kept).all() and 3.0 not in kept[:, 1] and 7.0 not in kept[:, 0]
+    assert capsys.readouterr().out.count(
+        f"data: dropped 2 of 10 rows of {spec.path} with a NaN or infinite feature") == 2
+
+
+def test_a_null_feature_is_invalid_like_a_nan(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"a": pa.array([1, None, 3], pa.int32()), "y": [0, 1, 0]}), path)
+    spec = TableData(source="parquet", path=str(path), features=["a"], label="y")
+    with pytest.raises(ValueError, match="column 'a' is nan at row 1"):
+        load_splits(spec)
+
+
+def test_non_numeric_feature_columns_are_named(tmp_path):
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0], "s": ["x", "y"], "t": [b"x", b"y"],
+                             "y": [0, 1]}), path)
+    spec = TableData(source="parquet", path=str(path), features=["a", "s", "t"], label="y")
+    with pytest.raises(ValueError) as err:
+        load_splits(spec)
+    assert str(err.value) == ("data.features: columns ['s', 't'] are not numeric "
+                              "({'s': 'string', 't': 'binary'})")

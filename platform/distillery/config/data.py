@@ -47,6 +47,9 @@ class TableData(Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
     """Seed of the deterministic train/val/test split."""
+    on_invalid: Literal["error", "drop"] = "error"
+    """A row with a NaN or infinite feature: `error` names the column and the row; `drop`
+    leaves it out (labelled and transfer rows alike) and says how many were dropped."""
     transfer: TableTransfer | None = None
 
 

@@ -24,19 +24,46 @@ def _features(table: pa.Table, columns: list[str], where: str) -> np.ndarray:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ValueError(f"{where}: columns {missing} not in {table.column_names}")
-    return np.stack([table[c].to_numpy(zero_copy_only=False) for c in columns], axis=1
-                    ).astype(np.float32)
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    other = {c: str(table.schema.field(c).type) for c in columns
+             if not any(is_type(table.schema.field(c).type) for is_type in numeric)}
+    if other:
+        raise ValueError(f"{where}: columns {list(other)} are not numeric ({other})")
+    # through float64, so that a null of any numeric type reads as NaN
+    return np.stack([table[c].cast(pa.float64()).to_numpy(zero_copy_only=False)
+                     for c in columns], axis=1).astype(np.float32)
+
+
+def valid_rows(x: np.ndarray, columns: list[str], on_invalid: str, where: str) -> np.ndarray:
+    """The mask of rows whose features are all finite. A NaN or infinite value (a null reads
+    as NaN) is an error naming its column and its row (0-based, in the order the files are
+    read), or with `on_invalid` "drop" its row is left out, and counted on the console."""
+    finite = np.isfinite(x)
+    valid = finite.all(axis=1)
+    dropped = int((~valid).sum())
+    if dropped and on_invalid == "error":
+        row = int(np.argmin(valid))
+        column = int(np.argmin(finite[row]))
+        raise ValueError(f"{where}: column {columns[column]!r} is {x[row, column]} at row {row} "
+                         f"({dropped} rows have a NaN or infinite feature; "
+                         "data.on_invalid=drop leaves them out)")
+    if dropped:
+        print(f"data: dropped {dropped} of {len(x)} rows of {where} with a NaN or infinite "
+              "feature (data.on_invalid=drop)", flush=True)
+    return valid
 
 
 def load_table(spec: TableData) -> Splits:
     table = read_table(spec.path, spec.source)
     x = _features(table, spec.features, "data.features")
+    keep = valid_rows(x, spec.features, spec.on_invalid, spec.path)
     if spec.label not in table.column_names:
         raise ValueError(f"data.label: column {spec.label!r} not in {table.column_names}")
     if table[spec.label].null_count:
         raise ValueError(f"data.label: column {spec.label!r} has {table[spec.label].null_count} "
                          "empty values; unlabeled rows belong in data.transfer")
     raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
+    x, raw_labels = x[keep], raw_labels[keep]
     classes, y = np.unique(raw_labels, return_inverse=True)
     order = np.random.default_rng(spec.seed).permutation(len(x))
     n_test = int(round(len(x) * spec.test_fraction))
@@ -46,5 +73,7 @@ def load_table(spec: TableData) -> Splits:
     if spec.transfer is not None:
         x_transfer = _features(read_table(spec.transfer.path, spec.source), spec.features,
                                "data.transfer.path")
+        x_transfer = x_transfer[valid_rows(x_transfer, spec.features, spec.on_invalid,
+                                           spec.transfer.path)]
     return Splits(x_train, y_train.astype(np.int64), x_val, y_val.astype(np.int64), x[test],
                   y[test].astype(np.int64), x_transfer, num_classes=len(classes))
