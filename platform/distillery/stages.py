@@ -8,7 +8,6 @@ and `export_student`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -20,7 +19,7 @@ from torch import nn
 from distillery.cache import build_cache, read_cache
 from distillery.config import InferenceSpec, PipelineSpec, TeacherSpec, TrainSpec
 from distillery.data import Splits
-from distillery.data.sources import load_splits
+from distillery.data.sources import data_fingerprint, load_splits
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs
@@ -60,9 +59,7 @@ class Pipeline:
 
     @cached_property
     def data_fingerprint(self) -> str:
-        h = hashlib.sha256(self.spec.data.model_dump_json().encode())
-        h.update(self.splits.fingerprint().encode())
-        return h.hexdigest()[:16]
+        return data_fingerprint(self.spec.data)
 
     # ------------------------------------------------------------ teachers
 

@@ -1,13 +1,12 @@
 """Labelled train/val/test splits plus an optional unlabeled transfer set, as numpy arrays.
 
 Every source returns the same `Splits`, so the rest of the pipeline never asks where data came
-from. Splits are deterministic: the same spec always yields the same rows in the same order,
-and `fingerprint()` changes when any row does.
+from. Splits are deterministic: the same spec always yields the same rows in the same order
+(sources.data_fingerprint says which rows, without reading them).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,15 +27,6 @@ class Splits:
     @property
     def num_features(self) -> int:
         return self.x_train.shape[1]
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for arr in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test,
-                    self.x_transfer):
-            if arr is not None:
-                h.update(str(arr.shape).encode())
-                h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
 
     @property
     def num_distill_rows(self) -> int:

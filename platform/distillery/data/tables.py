@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from distillery.config import TableData
 from distillery.data.splits import Splits, carve_val
@@ -18,6 +19,16 @@ def read_table(location: str, fmt: str) -> pa.Table:
         with fs.open_input_stream(path) as f:
             return pcsv.read_csv(f)
     return pads.dataset(path, filesystem=fs, format=fmt).to_table()
+
+
+def file_listing(location: str) -> list[tuple[str, int, int]]:
+    """(path, size in bytes, modification time in ns) of the file at `location`, or of every
+    file under it, in path order: what identifies the table without reading it."""
+    fs, path = filesystem(location)
+    info = fs.get_file_info(path)
+    found = ([info] if info.is_file else
+             fs.get_file_info(pafs.FileSelector(path, recursive=True)))
+    return sorted((f.path, f.size, f.mtime_ns or 0) for f in found if f.is_file)
 
 
 def _features(table: pa.Table, columns: list[str], where: str) -> np.ndarray:

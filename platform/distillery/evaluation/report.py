@@ -103,7 +103,7 @@ def assemble(pipeline: Pipeline, models: list[Evaluated], splits: Splits, logits
         "pipeline": spec.name,
         "spec_hash": spec.spec_hash(),
         "evaluate_spec": spec.evaluate.model_dump(),
-        "data": {"source": spec.data.source, "fingerprint": splits.fingerprint(),
+        "data": {"source": spec.data.source, "fingerprint": pipeline.data_fingerprint,
                  "num_features": splits.num_features, "num_classes": c,
                  "val_rows": len(splits.y_val), "test_rows": len(splits.y_test)},
         "models": [model_entry(pipeline, m) for m in models],
@@ -134,7 +134,7 @@ def model_entry(pipeline: Pipeline, model: Evaluated) -> dict:
             "architecture": card["architecture"], "params": card["params"],
             "created": card["created"],
             "data_fingerprint": card.get("data_fingerprint"),
-            # the card's resolved spec; comparing data fingerprints would mean loading the
-            # whole transfer set, which evaluation never reads
+            # besides the fingerprints: equal specs with different fingerprints mean the files
+            # changed since the model was trained
             "same_data_spec": card["spec"]["data"] == json.loads(
                 pipeline.spec.data.model_dump_json())}
