@@ -9,6 +9,7 @@ import pytest
 from distillery.config import Mnist1dData, Mnist1dTransfer, TableData, TableTransfer
 from distillery.data.sources import data_fingerprint, load_splits
 from distillery.data.splits import fixed_list_to_numpy, to_table
+from distillery.data.tables import assign_splits
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,8 @@ def test_table_source(tmp_path, fmt):
     spec = TableData(source=fmt, path=str(path), features=["a", "b"], label="y",
                      test_fraction=0.2, val_fraction=0.25, transfer=TableTransfer(path=str(path)))
     s = load_splits(spec)
-    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == (60, 20, 20)
+    sizes = (len(s.x_train), len(s.x_val), len(s.x_test))
+    assert sum(sizes) == 100 and min(sizes) > 0  # shares by each row's key: near 60/20/20
     assert s.num_classes == 2 and s.x_transfer.shape == (100, 2)
     assert same_rows(load_splits(spec), s)
 
@@ -156,3 +158,62 @@ def test_a_table_fingerprint_follows_its_files_listing_without_reading_them(tmp_
     os.utime(folder / "part-1.parquet", ns=(0, 0))
     assert data_fingerprint(spec) != touched  # same time, new size
     assert data_fingerprint(spec.model_copy(update={"seed": 1})) != data_fingerprint(spec)
+
+
+def test_split_shares_are_the_fractions_on_average_and_each_key_keeps_its_split():
+    keys = np.arange(100_000, dtype=np.uint64)
+    split = assign_splits(keys, 0, 0.2, 0.25)
+    shares = np.bincount(split, minlength=3) / len(keys)
+    np.testing.assert_allclose(shares, [0.6, 0.2, 0.2], atol=0.01)
+    order = np.random.default_rng(0).permutation(len(keys))
+    np.testing.assert_array_equal(assign_splits(keys[order], 0, 0.2, 0.25), split[order])
+    assert (assign_splits(keys, 1, 0.2, 0.25) != split).mean() > 0.3  # the seed reshuffles
+
+
+def split_of(s) -> dict[str, set]:
+    """Feature `a` (a row's id) of each split's rows."""
+    return {name: set(getattr(s, f"x_{name}")[:, 0].tolist()) for name in ("train", "val", "test")}
+
+
+def write_rows(folder, ids, files: int) -> None:
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(ids, files)):
+        pq.write_table(pa.table({"id": part, "a": part.astype(float), "y": part % 2}),
+                       folder / f"part-{i}.parquet")
+
+
+def test_a_key_column_gives_each_row_the_same_split_whatever_the_file_layout(tmp_path):
+    ids = np.arange(500)
+    write_rows(tmp_path / "one", ids, 1)
+    write_rows(tmp_path / "three", np.random.default_rng(0).permutation(ids), 3)
+    spec = TableData(source="parquet", path=str(tmp_path / "one"), features=["a"], label="y",
+                     key="id")
+    one = split_of(load_splits(spec))
+    assert split_of(load_splits(spec.model_copy(update={"path": str(tmp_path / "three")}))) == one
+    assert all(one.values())
+
+
+def test_without_a_key_a_new_file_moves_no_row_of_the_others(tmp_path):
+    folder = tmp_path / "rows"
+    write_rows(folder, np.arange(300), 1)
+    spec = TableData(source="parquet", path=str(folder), features=["a"], label="y")
+    before = split_of(load_splits(spec))
+    pq.write_table(pa.table({"id": np.arange(300, 400), "a": np.arange(300.0, 400.0),
+                             "y": np.arange(100) % 2}), folder / "part-9.parquet")
+    after = split_of(load_splits(spec))
+    assert {k: v & set(range(300)) for k, v in after.items()} == before
+
+
+def test_a_missing_key_column_is_named(tmp_path):
+    write_rows(tmp_path / "rows", np.arange(10), 1)
+    spec = TableData(source="parquet", path=str(tmp_path / "rows"), features=["a"], label="y",
+                     key="row_id")
+    with pytest.raises(ValueError, match=r"data.key: column 'row_id' not in \['id', 'a', 'y'\]"):
+        load_splits(spec)
+
+
+def test_a_table_too_small_for_a_split_says_so(tmp_path):
+    write_rows(tmp_path / "rows", np.arange(3), 1)
+    spec = TableData(source="parquet", path=str(tmp_path / "rows"), features=["a"], label="y")
+    with pytest.raises(ValueError, match="the split leaves no (val|test|train) rows of 3"):
+        load_splits(spec)

@@ -47,6 +47,10 @@ class TableData(Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
     """Seed of the deterministic train/val/test split."""
+    key: str | None = None
+    """Column that identifies a row. A row's split is a function of its key and `seed` alone,
+    so adding files or rows, or reordering them, moves no row from one split to another.
+    Without one, a row is keyed by its file's path under `path` and its index in the file."""
     on_invalid: Literal["error", "drop"] = "error"
     """A row with a NaN or infinite feature: `error` names the column and the row; `drop`
     leaves it out (labelled and transfer rows alike) and says how many were dropped."""

@@ -1,6 +1,14 @@
-"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec."""
+"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec.
+
+A row's split (train, val or test) is a function of a stable key and the spec's seed, not of a
+shuffle of the whole table: the same row lands in the same split on every run, whatever the
+number, order or partitioning of the files.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +17,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from distillery.config import TableData
-from distillery.data.splits import Splits, carve_val
+from distillery.data.splits import Splits
 from distillery.storage import filesystem
 
 
@@ -29,6 +37,57 @@ def file_listing(location: str) -> list[tuple[str, int, int]]:
     found = ([info] if info.is_file else
              fs.get_file_info(pafs.FileSelector(path, recursive=True)))
     return sorted((f.path, f.size, f.mtime_ns or 0) for f in found if f.is_file)
+
+
+def read_keyed(location: str, fmt: str) -> tuple[pa.Table, np.ndarray]:
+    """The table at `location` and each row's key (uint64): its file's path under
+    `location`, hashed, mixed with its index in the file."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).is_file:
+        table = read_table(location, fmt)
+        return table, row_keys(os.path.basename(path), table.num_rows)
+    dataset = pads.dataset(path, filesystem=fs, format=fmt)
+    parts = [(f.path, f.to_table(schema=dataset.schema)) for f in dataset.get_fragments()]
+    table = (pa.concat_tables([t for _, t in parts]) if parts
+             else dataset.schema.empty_table())
+    keys = [row_keys(os.path.relpath(p, path), t.num_rows) for p, t in parts]
+    return table, np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+
+
+def hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise: nearby uint64s (row indices) to unrelated ones."""
+    x = x.astype(np.uint64)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def row_keys(file: str, rows: int) -> np.ndarray:
+    return mix64(np.arange(rows, dtype=np.uint64) ^ np.uint64(hash64(file)))
+
+
+def column_keys(column: pa.ChunkedArray) -> np.ndarray:
+    """uint64 keys of a key column's values: integers as they are, anything else by the hash
+    of its text."""
+    if pa.types.is_integer(column.type):
+        return column.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+    return np.array([hash64(str(v)) for v in column.to_pylist()], dtype=np.uint64)
+
+
+def assign_splits(keys: np.ndarray, seed: int, test_fraction: float,
+                  val_fraction: float) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) per key: the key's seeded hash as a number in [0, 1)
+    below `test_fraction` is test, then `val_fraction` of the rest is val. Each row's split
+    depends on its key alone, so the shares are the fractions only on average."""
+    u = mix64(keys ^ mix64(np.array([seed], dtype=np.uint64))[0]) / np.float64(2**64)
+    val_edge = test_fraction + (1 - test_fraction) * val_fraction
+    return np.where(u < test_fraction, 2, np.where(u < val_edge, 1, 0))
 
 
 def _features(table: pa.Table, columns: list[str], where: str) -> np.ndarray:
@@ -65,7 +124,7 @@ def valid_rows(x: np.ndarray, columns: list[str], on_invalid: str, where: str) -
 
 
 def load_table(spec: TableData) -> Splits:
-    table = read_table(spec.path, spec.source)
+    table, keys = read_keyed(spec.path, spec.source)
     x = _features(table, spec.features, "data.features")
     keep = valid_rows(x, spec.features, spec.on_invalid, spec.path)
     if spec.label not in table.column_names:
@@ -73,13 +132,20 @@ def load_table(spec: TableData) -> Splits:
     if table[spec.label].null_count:
         raise ValueError(f"data.label: column {spec.label!r} has {table[spec.label].null_count} "
                          "empty values; unlabeled rows belong in data.transfer")
+    if spec.key is not None:
+        if spec.key not in table.column_names:
+            raise ValueError(f"data.key: column {spec.key!r} not in {table.column_names}")
+        keys = column_keys(table[spec.key])
     raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
-    x, raw_labels = x[keep], raw_labels[keep]
+    x, raw_labels, keys = x[keep], raw_labels[keep], keys[keep]
     classes, y = np.unique(raw_labels, return_inverse=True)
-    order = np.random.default_rng(spec.seed).permutation(len(x))
-    n_test = int(round(len(x) * spec.test_fraction))
-    test, rest = order[:n_test], order[n_test:]
-    x_train, y_train, x_val, y_val = carve_val(x[rest], y[rest], spec.val_fraction, spec.seed)
+    split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
+    train, val, test = (split == k for k in (0, 1, 2))
+    for name, rows in (("train", train), ("val", val), ("test", test)):
+        if not rows.any():
+            raise ValueError(f"data.path: the split leaves no {name} rows of {len(split)}; "
+                             "more rows, or other data.test_fraction/val_fraction")
+    x_train, y_train, x_val, y_val = x[train], y[train], x[val], y[val]
     x_transfer = None
     if spec.transfer is not None:
         x_transfer = _features(read_table(spec.transfer.path, spec.source), spec.features,
