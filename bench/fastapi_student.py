@@ -51,7 +51,8 @@ def build_app(store: str, parts: tuple[str, ...]) -> FastAPI:
             return JSONResponse(v1_error(err), err.status)
         with torch.inference_mode():
             probs = torch.softmax(model(torch.from_numpy(x)).float(), dim=1).numpy()  # (B, C)
-        return JSONResponse(v1_prediction(probs, "student", version, uuid.uuid4().hex))
+        return JSONResponse(v1_prediction(probs, "student", version, uuid.uuid4().hex,
+                                          card.get("class_names")))
 
     return app
 

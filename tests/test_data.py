@@ -217,3 +217,28 @@ def test_a_table_too_small_for_a_split_says_so(tmp_path):
     spec = TableData(source="parquet", path=str(tmp_path / "rows"), features=["a"], label="y")
     with pytest.raises(ValueError, match="the split leaves no (val|test|train) rows of 3"):
         load_splits(spec)
+
+
+def test_label_names_are_kept_found_sorted_or_in_the_order_the_spec_gives(tmp_path):
+    path = tmp_path / "rows.parquet"
+    labels = np.array(["dog", "cat", "bird"] * 20)
+    pq.write_table(pa.table({"a": np.arange(60.0), "y": labels}), path)
+    spec = TableData(source="parquet", path=str(path), features=["a"], label="y")
+    found = load_splits(spec)
+    assert found.class_names == ("bird", "cat", "dog") and found.num_classes == 3
+    rows = dict(zip(found.x_train[:, 0].tolist(), found.y_train.tolist(), strict=True))
+    assert all(found.class_names[c] == labels[int(a)] for a, c in rows.items())
+    given = load_splits(spec.model_copy(update={"classes": ["dog", "cat", "bird", "fish"]}))
+    assert given.num_classes == 4  # a class with no rows still has its index
+    rows = dict(zip(given.x_train[:, 0].tolist(), given.y_train.tolist(), strict=True))
+    assert all(given.class_names[c] == labels[int(a)] for a, c in rows.items())
+
+
+def test_a_label_outside_the_given_classes_is_named(tmp_path):
+    path = tmp_path / "rows.csv"
+    pcsv.write_csv(pa.table({"a": [1.0, 2.0, 3.0], "y": [0, 1, 7]}), path)
+    spec = TableData(source="csv", path=str(path), features=["a"], label="y", classes=["0", "1"])
+    with pytest.raises(ValueError) as err:
+        load_splits(spec)
+    assert str(err.value) == ("data.label: 1 rows have a label not in data.classes, the first "
+                              "'7' (classes: ['0', '1'])")

@@ -100,7 +100,11 @@ def check_http_api(client: Client) -> None:
     http = client.http
     assert http.get("/healthz").json()["status"] == "ok"
     assert http.get("/v2/health/ready").json() == {"ready": True}
-    assert http.get("/v1/models/student").json()["model_version"] == "good"
+    student = http.get("/v1/models/student").json()
+    assert student["model_version"] == "good"
+    assert student["class_names"] == [str(digit) for digit in range(10)]  # from the card
+    answer = client.predict(3).json()
+    assert answer["labels"] == [student["class_names"][p] for p in answer["predictions"]]
     assert http.get("/v2/models/teacher").json()["inputs"][0]["shape"] == [-1, 40]
     for path, body in BAD_INPUTS:
         response = http.post(path, content=body, headers={"content-type": "application/json"})

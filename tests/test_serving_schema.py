@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import numpy as np
 import pytest
 
 from distillery.serving.schema import (
+    V1_PREDICTION,
+    V2_PREDICTION,
     Limits,
     RequestError,
     parse_v1,
@@ -106,12 +109,23 @@ def test_good_v2_request_takes_flat_or_nested_data():
 
 def test_responses_name_the_model_and_version():
     probs = np.array([[0.1, 0.9], [0.7, 0.3]], dtype=np.float32)
-    out = v1_prediction(probs, "student", "run-1", "req-1")
-    assert out["predictions"] == [1, 0] and out["model"] == "student"
+    out = v1_prediction(probs, "student", "run-1", "req-1", None)
+    assert out["predictions"] == [1, 0] and out["model"] == "student" and "labels" not in out
     assert out["model_version"] == "run-1" and out["request_id"] == "req-1"
-    out = v2_prediction(probs, "student", "run-1", "req-1")
+    out = v2_prediction(probs, "student", "run-1", "req-1", None)
     assert out["model_name"] == "student" and out["model_version"] == "run-1"
     probabilities, predictions = out["outputs"]
     assert probabilities["shape"] == [2, 2] and len(probabilities["data"]) == 4
     assert predictions == {"name": "predictions", "shape": [2], "datatype": "INT64",
                            "data": [1, 0]}
+
+
+def test_responses_name_each_predicted_class_when_the_card_has_names():
+    probs = np.array([[0.1, 0.9], [0.7, 0.3]], dtype=np.float32)
+    out = v1_prediction(probs, "student", "run-1", "req-1", ["cat", "dog"])
+    assert out["labels"] == ["dog", "cat"]
+    jsonschema.validate(out, V1_PREDICTION)
+    out = v2_prediction(probs, "student", "run-1", "req-1", ["cat", "dog"])
+    assert out["outputs"][2] == {"name": "labels", "shape": [2], "datatype": "BYTES",
+                                 "data": ["dog", "cat"]}
+    jsonschema.validate(out, V2_PREDICTION)

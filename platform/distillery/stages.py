@@ -94,7 +94,8 @@ class Pipeline:
         metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
         fp = fingerprint(spec.model, model)
         card = model_card(model, spec.model, num_features=splits.num_features,
-                          num_classes=splits.num_classes, role="teacher", fingerprint=fp,
+                          num_classes=splits.num_classes,
+                          class_names=list(splits.class_names), role="teacher", fingerprint=fp,
                           data_fingerprint=self.data_fingerprint, metrics=metrics,
                           spec=self.spec.model_dump())
         card = save_model(self.store, teacher_dir(spec.name, fp), model, card)
@@ -223,7 +224,8 @@ class Pipeline:
         teacher_fp = (read_card(self.store, teacher_parts)["fingerprint"] if teacher_parts
                       else None)
         card = model_card(model, model_spec, num_features=splits.num_features,
-                          num_classes=splits.num_classes, role=role, run_id=run_id,
+                          num_classes=splits.num_classes,
+                          class_names=list(splits.class_names), role=role, run_id=run_id,
                           strategy=spec.distill.strategy if role != "baseline" else "supervised",
                           fingerprint=fingerprint(model_spec, model),
                           teacher_fingerprint=teacher_fp, data_fingerprint=self.data_fingerprint,

@@ -47,6 +47,9 @@ class TableData(Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = 0
     """Seed of the deterministic train/val/test split."""
+    classes: list[str] | None = Field(default=None, min_length=2)
+    """The label values, in class-index order (numbers as text: "0", "1"); a label not among
+    them is an error naming it. Without it, the classes are the distinct labels, sorted."""
     key: str | None = None
     """Column that identifies a row. A row's split is a function of its key and `seed` alone,
     so adding files or rows, or reordering them, moves no row from one split to another.

@@ -26,4 +26,5 @@ def load_mnist1d(spec: Mnist1dData) -> Splits:
         extra = generate(spec.transfer.num_samples, spec.transfer.seed, 1.0)
         x_transfer = extra["x"].astype(np.float32)
     return Splits(x_train, y_train, x_val, y_val, data["x_test"].astype(np.float32),
-                  data["y_test"].astype(np.int64), x_transfer, num_classes=10)
+                  data["y_test"].astype(np.int64), x_transfer,
+                  class_names=tuple(str(digit) for digit in range(10)))

@@ -22,7 +22,11 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     x_transfer: np.ndarray | None  # (M, D) float32, unlabeled
-    num_classes: int
+    class_names: tuple[str, ...]  # the label of each class index
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     @property
     def num_features(self) -> int:

@@ -123,6 +123,22 @@ def valid_rows(x: np.ndarray, columns: list[str], on_invalid: str, where: str) -
     return valid
 
 
+def class_indices(labels: np.ndarray, classes: list[str] | None) -> tuple[tuple[str, ...],
+                                                                          np.ndarray]:
+    """(class names, each label's class index): the names are `classes` when given (a label
+    not among them is an error), else the distinct labels, sorted; labels compare as text."""
+    if classes is None:
+        found, index = np.unique(labels, return_inverse=True)
+        return tuple(str(c) for c in found), index
+    position = {name: i for i, name in enumerate(classes)}
+    index = np.array([position.get(str(label), -1) for label in labels.tolist()], np.int64)
+    if (unknown := index < 0).any():
+        raise ValueError(f"data.label: {int(unknown.sum())} rows have a label not in "
+                         f"data.classes, the first {str(labels[np.argmax(unknown)])!r} "
+                         f"(classes: {classes})")
+    return tuple(classes), index
+
+
 def load_table(spec: TableData) -> Splits:
     table, keys = read_keyed(spec.path, spec.source)
     x = _features(table, spec.features, "data.features")
@@ -138,7 +154,7 @@ def load_table(spec: TableData) -> Splits:
         keys = column_keys(table[spec.key])
     raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
     x, raw_labels, keys = x[keep], raw_labels[keep], keys[keep]
-    classes, y = np.unique(raw_labels, return_inverse=True)
+    class_names, y = class_indices(raw_labels, spec.classes)
     split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
     train, val, test = (split == k for k in (0, 1, 2))
     for name, rows in (("train", train), ("val", val), ("test", test)):
@@ -153,4 +169,4 @@ def load_table(spec: TableData) -> Splits:
         x_transfer = x_transfer[valid_rows(x_transfer, spec.features, spec.on_invalid,
                                            spec.transfer.path)]
     return Splits(x_train, y_train.astype(np.int64), x_val, y_val.astype(np.int64), x[test],
-                  y[test].astype(np.int64), x_transfer, num_classes=len(classes))
+                  y[test].astype(np.int64), x_transfer, class_names=class_names)

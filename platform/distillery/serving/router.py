@@ -208,7 +208,8 @@ class Router:
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
             return JSONResponse(protocol.render_error(failed), 503)
-        return JSONResponse(protocol.render(probs, arm, self.versions[arm], answer_id))
+        return JSONResponse(protocol.render(probs, arm, self.versions[arm], answer_id,
+                                            self.cards[arm].get("class_names")))
 
     async def _body(self, request: Request) -> bytes:
         check_body_size(request.headers.get("content-length"), self.limits.max_body_bytes)

@@ -189,6 +189,9 @@ V1_PREDICTION = {
     "type": "object", "required": ["predictions", "probabilities", "model", "model_version",
                                    "request_id"],
     "properties": {"predictions": {"type": "array", "items": {"type": "integer"}},
+                   "labels": {"type": "array", "items": {"type": "string"},
+                              "description": "each prediction's class name, when the model's "
+                                             "card has them"},
                    "probabilities": {"type": "array", "items": NUMBERS},
                    "model": {"enum": ["teacher", "student"]},
                    "model_version": {"type": "string"}, "request_id": {"type": "string"}}}
@@ -200,7 +203,9 @@ V2_PREDICTION = {
                        "type": "object", "required": ["name", "shape", "datatype", "data"],
                        "properties": {"name": {"type": "string"},
                                       "shape": {"type": "array", "items": {"type": "integer"}},
-                                      "datatype": {"type": "string"}, "data": NUMBERS}}}}}
+                                      "datatype": {"type": "string"},
+                                      "data": {"anyOf": [NUMBERS, {"type": "array", "items": {
+                                          "type": "string"}}]}}}}}}
 V1_ERROR = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "message"],
@@ -225,18 +230,27 @@ def openapi_responses(ok: dict, error: dict, statuses: dict[int, str]) -> dict:
 
 # ---------------------------------------------------------------- responses
 
-def v1_prediction(probs: np.ndarray, model: str, version: str, request_id: str) -> dict:
-    return {"predictions": probs.argmax(1).tolist(), "probabilities": probs.tolist(),
+def v1_prediction(probs: np.ndarray, model: str, version: str, request_id: str,
+                  class_names: list[str] | None) -> dict:
+    """`labels` (each prediction's class name) when the model's card has `class_names`."""
+    predictions = probs.argmax(1).tolist()
+    labels = {"labels": [class_names[i] for i in predictions]} if class_names else {}
+    return {"predictions": predictions, **labels, "probabilities": probs.tolist(),
             "model": model, "model_version": version, "request_id": request_id}
 
 
-def v2_prediction(probs: np.ndarray, model: str, version: str, request_id: str) -> dict:
+def v2_prediction(probs: np.ndarray, model: str, version: str, request_id: str,
+                  class_names: list[str] | None) -> dict:
+    """A BYTES output `labels` (each prediction's class name) when the card has them."""
     batch, classes = probs.shape
+    predictions = probs.argmax(1).tolist()
+    labels = [{"name": "labels", "shape": [batch], "datatype": "BYTES",
+               "data": [class_names[i] for i in predictions]}] if class_names else []
     return {"model_name": model, "model_version": version, "id": request_id, "outputs": [
         {"name": "probabilities", "shape": [batch, classes], "datatype": "FP32",
          "data": probs.ravel().tolist()},
-        {"name": "predictions", "shape": [batch], "datatype": "INT64",
-         "data": probs.argmax(1).tolist()}]}
+        {"name": "predictions", "shape": [batch], "datatype": "INT64", "data": predictions},
+        *labels]}
 
 
 def framework_error(status: int, detail: str) -> RequestError:
@@ -255,8 +269,8 @@ def v2_error(err: RequestError) -> dict:
 
 
 def v1_metadata(name: str, card: dict, version: str) -> dict:
-    keys = ("role", "architecture", "params", "num_features", "num_classes", "created",
-            "metrics", "fingerprint", "run_id")
+    keys = ("role", "architecture", "params", "num_features", "num_classes", "class_names",
+            "created", "metrics", "fingerprint", "run_id")
     return {"name": name, "model_version": version, **{k: card[k] for k in keys if k in card}}
 
 
