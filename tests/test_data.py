@@ -9,7 +9,7 @@ import pytest
 from distillery.config import Mnist1dData, Mnist1dTransfer, TableData, TableTransfer
 from distillery.data.sources import data_fingerprint, load_splits
 from distillery.data.splits import fixed_list_to_numpy, to_table
-from distillery.data.tables import assign_splits
+from distillery.data.tables import assign_splits, content_keys
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +191,23 @@ def test_a_key_column_gives_each_row_the_same_split_whatever_the_file_layout(tmp
     one = split_of(load_splits(spec))
     assert split_of(load_splits(spec.model_copy(update={"path": str(tmp_path / "three")}))) == one
     assert all(one.values())
+
+
+def test_without_a_key_a_row_is_keyed_by_its_content_whatever_the_layout(tmp_path):
+    ids = np.arange(500)
+    write_rows(tmp_path / "one", ids, 1)
+    write_rows(tmp_path / "three", np.random.default_rng(0).permutation(ids), 3)
+    spec = TableData(source="parquet", path=str(tmp_path / "one"), features=["a"], label="y")
+    one = split_of(load_splits(spec))
+    assert split_of(load_splits(spec.model_copy(update={"path": str(tmp_path / "three")}))) == one
+
+
+def test_identical_rows_share_a_split():
+    x = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.5]] * 200, dtype=np.float32)
+    labels = pa.chunked_array([["a", "a", "a"] * 200])
+    keys = content_keys(x, labels)
+    assert len(set(keys[0::3].tolist())) == 1 and keys[0] != keys[2]
+    assert content_keys(x, pa.chunked_array([["b", "a", "a"] * 200]))[0] != keys[0]
 
 
 def test_without_a_key_a_new_file_moves_no_row_of_the_others(tmp_path):

@@ -53,7 +53,8 @@ class TableData(Strict):
     key: str | None = None
     """Column that identifies a row. A row's split is a function of its key and `seed` alone,
     so adding files or rows, or reordering them, moves no row from one split to another.
-    Without one, a row is keyed by its file's path under `path` and its index in the file."""
+    Without one, a row is keyed by its content (features and label): identical rows share a
+    split, so a duplicate is never in train and test at once."""
     on_invalid: Literal["error", "drop"] = "error"
     """A row with a NaN or infinite feature: `error` names the column and the row; `drop`
     leaves it out (labelled and transfer rows alike) and says how many were dropped."""

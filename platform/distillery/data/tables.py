@@ -2,13 +2,13 @@
 
 A row's split (train, val or test) is a function of a stable key and the spec's seed, not of a
 shuffle of the whole table: the same row lands in the same split on every run, whatever the
-number, order or partitioning of the files.
+number, order or partitioning of the files, and a reader that streams blocks can assign it
+block by block.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import pyarrow as pa
@@ -39,27 +39,12 @@ def file_listing(location: str) -> list[tuple[str, int, int]]:
     return sorted((f.path, f.size, f.mtime_ns or 0) for f in found if f.is_file)
 
 
-def read_keyed(location: str, fmt: str) -> tuple[pa.Table, np.ndarray]:
-    """The table at `location` and each row's key (uint64): its file's path under
-    `location`, hashed, mixed with its index in the file."""
-    fs, path = filesystem(location)
-    if fs.get_file_info(path).is_file:
-        table = read_table(location, fmt)
-        return table, row_keys(os.path.basename(path), table.num_rows)
-    dataset = pads.dataset(path, filesystem=fs, format=fmt)
-    parts = [(f.path, f.to_table(schema=dataset.schema)) for f in dataset.get_fragments()]
-    table = (pa.concat_tables([t for _, t in parts]) if parts
-             else dataset.schema.empty_table())
-    keys = [row_keys(os.path.relpath(p, path), t.num_rows) for p, t in parts]
-    return table, np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-
-
 def hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer, elementwise: nearby uint64s (row indices) to unrelated ones."""
+    """splitmix64's finalizer, elementwise: nearby uint64s to unrelated ones."""
     x = x.astype(np.uint64)
     x ^= x >> np.uint64(30)
     x *= np.uint64(0xBF58476D1CE4E5B9)
@@ -68,8 +53,16 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def row_keys(file: str, rows: int) -> np.ndarray:
-    return mix64(np.arange(rows, dtype=np.uint64) ^ np.uint64(hash64(file)))
+def content_keys(x: np.ndarray, labels: pa.ChunkedArray) -> np.ndarray:
+    """uint64 keys of rows by what they hold: the bits of each float32 feature, then the
+    label's key, folded through mix64. Identical rows share a key, so a duplicate can never
+    sit in train and test at once; the key needs neither a file path nor a row position, so
+    it is the same however the rows are read."""
+    words = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    h = np.zeros(len(x), dtype=np.uint64)
+    for column in words.T:
+        h = mix64(h ^ column)
+    return mix64(h ^ column_keys(labels))
 
 
 def column_keys(column: pa.ChunkedArray) -> np.ndarray:
@@ -140,7 +133,7 @@ def class_indices(labels: np.ndarray, classes: list[str] | None) -> tuple[tuple[
 
 
 def load_table(spec: TableData) -> Splits:
-    table, keys = read_keyed(spec.path, spec.source)
+    table = read_table(spec.path, spec.source)
     x = _features(table, spec.features, "data.features")
     keep = valid_rows(x, spec.features, spec.on_invalid, spec.path)
     if spec.label not in table.column_names:
@@ -148,11 +141,13 @@ def load_table(spec: TableData) -> Splits:
     if table[spec.label].null_count:
         raise ValueError(f"data.label: column {spec.label!r} has {table[spec.label].null_count} "
                          "empty values; unlabeled rows belong in data.transfer")
-    if spec.key is not None:
-        if spec.key not in table.column_names:
-            raise ValueError(f"data.key: column {spec.key!r} not in {table.column_names}")
-        keys = column_keys(table[spec.key])
     raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
+    if spec.key is None:
+        keys = content_keys(x, table[spec.label])
+    elif spec.key not in table.column_names:
+        raise ValueError(f"data.key: column {spec.key!r} not in {table.column_names}")
+    else:
+        keys = column_keys(table[spec.key])
     x, raw_labels, keys = x[keep], raw_labels[keep], keys[keep]
     class_names, y = class_indices(raw_labels, spec.classes)
     split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
