@@ -34,7 +34,7 @@ from distillery.store_layout import (
     teacher_run_dir,
 )
 from distillery.strategies import STRATEGIES, Strategy
-from distillery.train import TrainJob, fit, load_weights
+from distillery.train import TrainJob, fit, ingest_rows, load_weights
 
 
 @dataclass
@@ -193,8 +193,7 @@ class Pipeline:
         splits = self.splits
         train_ds = (train_rows if isinstance(train_rows, ray.data.Dataset)
                     else ray.data.from_arrow(train_rows))
-        # Materialized before the trainer takes its CPUs, so reading never waits on them.
-        train_ds = train_ds.materialize()
+        train_ds = ingest_rows(train_ds, train_spec)
         job = TrainJob(
             model=model_spec.model_dump(),
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
@@ -203,7 +202,7 @@ class Pipeline:
             curriculum=curriculum)
         val_ds = ray.data.from_arrow(to_table(splits.x_val, splits.y_val)).materialize()
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "
-              f"-> {run_dir}", flush=True)
+              f"({train_spec.ingest}) -> {run_dir}", flush=True)
         return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
 
     def export_student(self, run_id: str, state: dict, role: str, model_spec,

@@ -187,16 +187,24 @@ def report_epoch(engine, metrics: dict, epoch: int, spec: TrainSpec, rank: int,
                          checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
 
 
-def worker_datasets() -> tuple[ray.data.Dataset, ray.data.Dataset]:
-    """This worker's `train` shard and the whole `val` set, pulled into the object store once
-    for all epochs. Streamed anew each epoch, every block would go through Ray Data's split
-    coordinator actor, and the workers would wait on it every epoch (bench/distill_epoch.py;
-    BENCHMARKS.md, Distillation epoch); the one pass that materializes is paid before the first
-    epoch instead. The stages materialize both datasets before training, so they fit, and this
-    references their blocks (but for the few the equal split slices). Each worker keeps its rows
-    for the run, shuffled locally each epoch."""
-    return (ray.train.get_dataset_shard("train").materialize(),
-            ray.train.get_dataset_shard("val").materialize())
+def ingest_rows(ds: ray.data.Dataset, spec: TrainSpec) -> ray.data.Dataset:
+    """The training rows as the trainer takes them by `spec.ingest`: materialized here, before
+    the trainer takes its CPUs (so reading never waits on them), or left lazy to stream."""
+    return ds.materialize() if spec.ingest == "materialize" else ds
+
+
+def worker_datasets(ingest: str):
+    """This worker's `train` shard and the whole `val` set. With `ingest` "materialize" (the
+    default) the shard is pulled into the object store once for all epochs: streamed anew each
+    epoch, every block would go through Ray Data's split coordinator actor, and the workers
+    would wait on it every epoch (bench/distill_epoch.py; BENCHMARKS.md, Distillation epoch),
+    where the one pass that materializes is paid before the first epoch. With "stream" the
+    shard is the streaming split's iterator, read anew each epoch, so it never has to fit.
+    Either way each worker shuffles its rows locally each epoch; `val` is small and is
+    materialized."""
+    train = ray.train.get_dataset_shard("train")
+    val = ray.train.get_dataset_shard("val").materialize()
+    return (train.materialize() if ingest == "materialize" else train), val
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -213,7 +221,7 @@ def train_loop_per_worker(config: dict) -> None:
     engine, scheduler, micro, dtype = start_engine(model, spec, job.rows, world, device)
     start_epoch = resume_epoch(engine, rank, job.label)
 
-    train_shard, val_shard = worker_datasets()
+    train_shard, val_shard = worker_datasets(spec.ingest)
     # the same names on every rank: they are the layout of the all-reduce below
     names = ["loss", *sorted(strategy.weights)]
     num_models = strategy.num_models

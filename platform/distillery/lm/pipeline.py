@@ -50,6 +50,7 @@ from distillery.store_layout import (
     teacher_run_dir,
     tokenizer_dir,
 )
+from distillery.train import ingest_rows
 
 SPLITS = ("train", "val")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -342,12 +343,12 @@ class LMPipeline:
 
     def _fit(self, job: LMTrainJob, train: TrainSpec, train_ds: ray.data.Dataset,
              run_dir: str):
-        # materialized before the trainer takes its CPUs, so reading never waits on them
-        train_ds = train_ds.materialize()
+        train_ds = ingest_rows(train_ds, train)
         job.rows = train_ds.count()
         val_ds = self.blocks("val").materialize()
         print(f"{job.label}: training on {job.rows} blocks of {self.spec.data.block_size} "
-              f"tokens with {train.num_workers} workers -> {run_dir}", flush=True)
+              f"tokens with {train.num_workers} workers ({train.ingest}) -> {run_dir}",
+              flush=True)
         return fit_lm(job, {"train": train_ds, "val": val_ds}, run_dir)
 
     def unfinished_runs(self) -> list[str]:

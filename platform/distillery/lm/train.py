@@ -121,7 +121,7 @@ def lm_train_loop(config: dict) -> None:
     steps = math.ceil((job.rows // world) / micro)
     log_every = max(1, steps // PROGRESS_LINES)
 
-    train_shard, val_shard = worker_datasets()
+    train_shard, val_shard = worker_datasets(spec.ingest)
     epoch_seconds = []
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
