@@ -47,10 +47,10 @@ from measure import save, summarize  # noqa: E402
 from distillery.compare import format_markdown  # noqa: E402
 from distillery.compare import summarize as table  # noqa: E402
 from distillery.config import load_spec  # noqa: E402
-from distillery.data import Splits  # noqa: E402
-from distillery.data.sources import load_splits  # noqa: E402
+from distillery.data.sources import Source, open_source  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.stages import Pipeline  # noqa: E402
+from distillery.storage import Store  # noqa: E402
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 BUDGET = ["data.transfer.num_samples=20000"]  # bench/strategies.py's transfer set
@@ -67,15 +67,15 @@ METRICS = ("test_accuracy", "test_agreement", "wall_seconds")
 
 
 def seed_runs(overrides: list[str], seed: int,
-              splits: Splits) -> tuple[list[dict], dict[str, float]]:
-    """One seed of the quickstart on `splits` (the spec's data), its stages in `quickstart()`'s
+              source: Source) -> tuple[list[dict], dict[str, float]]:
+    """One seed of the quickstart on `source` (the spec's data), its stages in `quickstart()`'s
     order (the evaluation report left out): the teacher's, the student's and the baseline's run
     rows (`variant`, `seed`, `run_id`, `params`, `test_accuracy`, `test_agreement`,
     `wall_seconds`: its stage, the student's including the logit cache) and the wall seconds of
     every stage."""
     pipeline = Pipeline(load_spec(SPEC, [*overrides, f"teacher.train.seed={seed}",
                                          f"distill.seed={seed}"]))
-    pipeline.splits = splits  # set over the cached property, which would make them again
+    pipeline.source = source  # set over the cached property, which would make it again
     stages: dict[str, float] = {}
 
     def timed(name, fn):
@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> dict:
     stores = Path(args.store) / time.strftime("%Y%m%d-%H%M%S")
     overrides = SMOKE if args.smoke else [] if args.full else BUDGET
     started = time.perf_counter()
-    splits = load_splits(load_spec(SPEC, overrides).data)
+    source = open_source(load_spec(SPEC, overrides).data, Store(str(stores)))
     data_seconds = round(time.perf_counter() - started, 1)
     runs, stages = [], []
     for seed in range(args.seeds):
         rows, seed_stages = seed_runs([*overrides, f"store={stores / f'seed-{seed}'}"], seed,
-                                      splits)
+                                      source)
         runs += rows
         stages.append(seed_stages)
         print(f"[seed {seed}] " + ", ".join(f"{r['variant']} {r['test_accuracy']:.4f}"

@@ -70,7 +70,7 @@ from load import (  # noqa: E402
 )
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
-from distillery.data.sources import load_splits  # noqa: E402
+from distillery.data.sources import open_source  # noqa: E402
 from distillery.models.artifacts import library_versions  # noqa: E402
 from distillery.storage import Store  # noqa: E402
 from distillery.store_layout import CARD, record_teacher, served_models  # noqa: E402
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = bench_spec(args.store)
     parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
-    rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
+    rows = open_source(spec.data, Store(spec.store), transfer=False).sample().x_test  # N x D
     bodies = request_bodies(rows)
 
     from distillery.runtime import ensure_ray

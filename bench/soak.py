@@ -57,7 +57,8 @@ from load import drive, request_bodies, serve_apps  # noqa: E402
 from measure import save  # noqa: E402
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
-from distillery.data.sources import load_splits  # noqa: E402
+from distillery.data.sources import open_source  # noqa: E402
+from distillery.storage import Store  # noqa: E402
 from serve import (  # noqa: E402
     ROUTED,
     SIZING,
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = load_spec(SPEC, [f"store={args.store}"])
     parts, cards = models_or_exit(spec, "bench/soak.py", args.store)
-    rows = load_splits(spec.data.model_copy(update={"transfer": None})).x_test  # (N, D)
+    rows = open_source(spec.data, Store(spec.store), transfer=False).sample().x_test  # N x D
     bodies = request_bodies(rows)
 
     with probed_app(spec, parts, seconds, args.overrides, bodies, probe) as (

@@ -40,7 +40,8 @@ from measure import save  # noqa: E402
 from soak import IN_FLIGHT, MAX_CLIENTS, TARGETS, hold, probed_app, sizing  # noqa: E402
 
 from distillery.config import load_spec  # noqa: E402
-from distillery.data.sources import load_splits  # noqa: E402
+from distillery.data.sources import open_source  # noqa: E402
+from distillery.storage import Store  # noqa: E402
 from serve import ROUTED, SPEC, models_or_exit, use_dataplane  # noqa: E402
 
 LOADS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = load_spec(SPEC, [f"store={args.store}"])
     parts, cards = models_or_exit(spec, "bench/soak_curve.py", args.store)
-    bodies = request_bodies(load_splits(spec.data.model_copy(update={"transfer": None})).x_test)
+    source = open_source(spec.data, Store(spec.store), transfer=False)
+    bodies = request_bodies(source.sample().x_test)
 
     levels = []
     with probed_app(spec, parts, PINNED_S, [], bodies, probe) as (base, served, unloaded, peak):

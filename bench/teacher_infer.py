@@ -45,6 +45,7 @@ from workload import flops_per_row, install_teacher, mnist1d_rows  # noqa: E402
 
 from distillery.cache import TeacherPredictor, build_cache  # noqa: E402
 from distillery.config import InferenceSpec, load_spec, parse_model_spec  # noqa: E402
+from distillery.data.sources import blocks_dataset  # noqa: E402
 from distillery.models import count_params, load_model  # noqa: E402
 from distillery.runtime import ensure_ray  # noqa: E402
 from distillery.storage import Store  # noqa: E402
@@ -83,7 +84,9 @@ def ray_data(store: Store, parts: tuple, rows: pa.Table, inference: InferenceSpe
              key: str) -> dict:
     """`build_cache` as teacher-infer calls it, under a fresh key (nothing reused)."""
     started = time.time()
-    manifest = build_cache(store, rows, teacher_parts=parts, teacher_fp=key, data_fp="bench",
+    manifest = build_cache(store, blocks_dataset(rows, inference.batch_size),
+                           num_rows=rows.num_rows, labelled_rows=rows.num_rows,
+                           teacher_parts=parts, teacher_fp=key, data_fp="bench",
                            spec_hash="bench", inference=inference)
     seconds = time.time() - started
     files = sorted(Path(store.fs_path(*cache_dir(manifest["key"]))).glob("*.parquet"),

@@ -45,6 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sets(overrides: list[str]) -> list[str]:
+    """`--set` arguments of the CLI for spec overrides."""
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
 def tiny_overrides(store: Path, *extra: str) -> list[str]:
     return [*TINY, f"store={store}", *extra]
 

@@ -4,11 +4,7 @@ and resumed with --resume, in subprocesses, is in tests/test_stage_faults.py.)""
 
 import pytest
 
-from helpers import REFERENCE_SPEC, tiny_overrides
-
-
-def sets(overrides):
-    return [arg for item in overrides for arg in ("--set", item)]
+from helpers import REFERENCE_SPEC, sets, tiny_overrides
 
 
 def snapshot(root):

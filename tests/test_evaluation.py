@@ -12,7 +12,7 @@ import torch
 from distillery.config import GatesSpec, SpecError, load_spec
 from distillery.evaluation.verdict import check_gates, failure_message, widening
 
-from helpers import REFERENCE_SPEC, tiny_overrides, tiny_spec
+from helpers import REFERENCE_SPEC, sets, tiny_overrides, tiny_spec
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,10 +27,6 @@ EVALUATE = [
     # an untrained student cannot agree with the teacher this often; the ECE gate passes
     "evaluate.gates={min_agreement: 0.99, max_ece: 1.0}",
 ]
-
-
-def sets(overrides):
-    return [arg for item in overrides for arg in ("--set", item)]
 
 
 def add_untrained_student(store: Path) -> None:

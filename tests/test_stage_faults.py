@@ -12,11 +12,7 @@ import time
 import psutil
 import pyarrow.parquet as pq
 
-from helpers import REFERENCE_SPEC, ROOT, tiny_overrides
-
-
-def sets(overrides):
-    return [arg for item in overrides for arg in ("--set", item)]
+from helpers import REFERENCE_SPEC, ROOT, sets, tiny_overrides
 
 
 def start(command, overrides, log_path):

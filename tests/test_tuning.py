@@ -15,7 +15,7 @@ from distillery.config import SpecError, load_spec
 from distillery.tuning.results import best_yaml, compare, markdown_table, pareto_front
 from distillery.tuning.space import check_space, space_override, trial_base, trial_spec
 
-from helpers import REFERENCE_SPEC, ROOT, tiny_overrides
+from helpers import REFERENCE_SPEC, ROOT, sets, tiny_overrides
 
 SPACES = sorted((ROOT / "tune").glob("*.yaml"))
 RESPONSE = ROOT / "tune" / "mnist1d_response.yaml"
@@ -24,10 +24,6 @@ SIZE = ROOT / "tune" / "mnist1d_student_size.yaml"
 
 def with_space(path: Path, *overrides: str):
     return load_spec(REFERENCE_SPEC, [space_override(str(path)), *overrides])
-
-
-def sets(overrides):
-    return [arg for item in overrides for arg in ("--set", item)]
 
 
 # ------------------------------------------------------------------ the space

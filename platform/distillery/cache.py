@@ -59,11 +59,12 @@ def cache_key(teacher_fp: str, data_fp: str, layers: list[str] = ()) -> str:
     return f"{teacher_fp}-{data_fp}-f{digest}"
 
 
-def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
-                teacher_fp: str, data_fp: str, spec_hash: str, inference: InferenceSpec,
-                layers: list[str] = ()) -> dict:
-    """Write (or reuse) the teacher cache for `rows`, with the outputs of `layers` too;
-    returns the manifest (its `key` names the cache directory)."""
+def build_cache(store: Store, rows: ray.data.Dataset, *, num_rows: int, labelled_rows: int,
+                teacher_parts: tuple[str, ...], teacher_fp: str, data_fp: str,
+                spec_hash: str, inference: InferenceSpec, layers: list[str] = ()) -> dict:
+    """Write (or reuse) the teacher cache for `rows` (`num_rows` of them, `labelled_rows`
+    with a label), with the outputs of `layers` too; returns the manifest (its `key` names
+    the cache directory)."""
     layers = sorted(layers)
     key = cache_key(teacher_fp, data_fp, layers)
     manifest = committed_cache(store, key)
@@ -75,14 +76,7 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     started = time.perf_counter()
     metadata = {"teacher_fingerprint": teacher_fp, "data_fingerprint": data_fp,
                 "spec_hash": spec_hash}
-    # One block per inference batch: the actor pool gets work in parallel and no block has
-    # to be re-sliced on the way (per-block overhead dominates for small models).
-    blocks = [rows.slice(i, inference.batch_size)
-              for i in range(0, rows.num_rows, inference.batch_size)]
-    # from_blocks reads the blocks' metadata here; from_arrow runs a remote task per block for
-    # it, and each cache would then pay fresh workers importing Ray Data first
-    # (bench/teacher_infer.py).
-    ds = ray.data.from_blocks(blocks).map_batches(
+    ds = rows.map_batches(
         TeacherPredictor,
         fn_constructor_kwargs={"store_root": store.root, "teacher_parts": teacher_parts,
                                "metadata": metadata, "layers": layers},
@@ -94,13 +88,13 @@ def build_cache(store: Store, rows: pa.Table, *, teacher_parts: tuple[str, ...],
     manifest = {
         **metadata,
         "key": key,
-        "rows": rows.num_rows,
-        "labelled_rows": rows.num_rows - rows["label"].null_count,
+        "rows": num_rows,
+        "labelled_rows": labelled_rows,
         "columns": ["id", "x", "label", "logits", *map(cache_column, layers)],
         "seconds": round(time.perf_counter() - started, 2),
     }
     store.write_json(manifest, *cache_dir(key), MANIFEST)
-    print(f"teacher-infer: wrote {rows.num_rows} rows to {store.uri(*cache_dir(key))} "
+    print(f"teacher-infer: wrote {num_rows} rows to {store.uri(*cache_dir(key))} "
           f"in {manifest['seconds']}s", flush=True)
     return manifest
 

@@ -19,7 +19,7 @@ from torch import nn
 from distillery.cache import build_cache, read_cache
 from distillery.config import InferenceSpec, PipelineSpec, TeacherSpec, TrainSpec
 from distillery.data import Splits
-from distillery.data.sources import data_fingerprint, load_splits
+from distillery.data.sources import Source, data_fingerprint, open_source
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs
@@ -48,9 +48,14 @@ class Pipeline:
         return Store(self.spec.store)
 
     @cached_property
-    def splits(self) -> Splits:
+    def source(self) -> Source:
         print(f"data: loading {self.spec.data.source}", flush=True)
-        return load_splits(self.spec.data)
+        return open_source(self.spec.data, self.store)
+
+    @cached_property
+    def splits(self) -> Splits:
+        """The source's in-memory splits (a table's: a bounded sample of each)."""
+        return self.source.sample()
 
     @cached_property
     def strategy(self) -> type[Strategy]:
@@ -87,8 +92,9 @@ class Pipeline:
         if not spec.pretrained:
             run_id = new_run_id(spec.name)
             result = self._fit(spec.model, spec.train, "supervised", {}, f"teacher {spec.name}",
-                               to_table(splits.x_train, splits.y_train),
-                               self.store.uri(*teacher_run_dir(spec.name, run_id)))
+                               self.source.rows("train"),
+                               self.store.uri(*teacher_run_dir(spec.name, run_id)),
+                               num_rows=self.source.count("train"))
             model.load_state_dict(load_weights(result)[0])
             metrics = {"val_accuracy": result.metrics["val_accuracy"], "run_id": run_id}
         metrics["test_accuracy"] = accuracy(model, splits.x_test, splits.y_test)
@@ -141,8 +147,12 @@ class Pipeline:
     def _cache(self, parts: tuple[str, ...], inference: InferenceSpec,
                layers: list[str] = ()) -> dict:
         teacher_fp = read_card(self.store, parts)["fingerprint"]
-        return build_cache(self.store, self.splits.distill_rows(), teacher_parts=parts,
-                           teacher_fp=teacher_fp, data_fp=self.data_fingerprint,
+        source = self.source
+        return build_cache(self.store, source.distill_rows(inference.batch_size),
+                           labelled_rows=source.count("train"),
+                           num_rows=source.count("train") + source.count("transfer"),
+                           teacher_parts=parts, teacher_fp=teacher_fp,
+                           data_fp=self.data_fingerprint,
                            spec_hash=self.spec.spec_hash(), inference=inference, layers=layers)
 
     # ------------------------------------------------------------ students
@@ -159,15 +169,13 @@ class Pipeline:
         The labelled split is repeated to as many rows per epoch as the distillation set, so
         the same epochs and batch size give the same number of optimizer steps.
         """
-        splits = self.splits
-        target_rows = splits.num_distill_rows
-        repeats = -(-target_rows // len(splits.x_train))
-        order = np.random.default_rng(self.spec.distill.seed).permutation(
-            np.tile(np.arange(len(splits.x_train)), repeats))[:target_rows]
-        rows = to_table(splits.x_train[order], splits.y_train[order])
+        source = self.source
+        target_rows = source.count("train") + source.count("transfer")
+        rows = source.repeated_train_rows(target_rows, self.spec.distill.seed)
         run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
         result = self._fit(self.spec.student.model, self.spec.distill, "supervised", {},
-                           "baseline", rows, self.store.uri(*self.students, run_id))
+                           "baseline", rows, self.store.uri(*self.students, run_id),
+                           num_rows=target_rows)
         return self.export_student(run_id, load_weights(result)[0], "baseline",
                                    self.spec.student.model, None)
 
@@ -178,27 +186,28 @@ class Pipeline:
 
     # ------------------------------------------------------------ shared
 
-    def train(self, model_spec, params, label: str, rows, parts: tuple[str, ...],
-              callbacks: list | None = None, curriculum: dict | None = None) -> list[dict]:
+    def train(self, model_spec, params, label: str, rows: ray.data.Dataset,
+              parts: tuple[str, ...], callbacks: list | None = None,
+              curriculum: dict | None = None, num_rows: int | None = None) -> list[dict]:
         """Train `model_spec` by `distill.strategy` with its `params` and `distill`'s budget,
         checkpoints under `parts`; the exported state dicts, the student's first."""
         d = self.spec.distill
         result = self._fit(model_spec, d, d.strategy, asdict(params), label, rows,
-                           self.store.uri(*parts), callbacks, curriculum)
+                           self.store.uri(*parts), callbacks, curriculum, num_rows)
         return load_weights(result)
 
     def _fit(self, model_spec, train_spec: TrainSpec, strategy: str, params: dict, label: str,
-             train_rows, run_dir: str, callbacks: list | None = None,
-             curriculum: dict | None = None):
+             train_rows: ray.data.Dataset, run_dir: str, callbacks: list | None = None,
+             curriculum: dict | None = None, num_rows: int | None = None):
+        """`num_rows`: how many rows `train_rows` has, where counting them would read them."""
         splits = self.splits
-        train_ds = (train_rows if isinstance(train_rows, ray.data.Dataset)
-                    else ray.data.from_arrow(train_rows))
-        train_ds = ingest_rows(train_ds, train_spec)
+        train_ds = ingest_rows(train_rows, train_spec)
         job = TrainJob(
             model=model_spec.model_dump(),
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
             num_features=splits.num_features, num_classes=splits.num_classes,
-            rows=train_ds.count(), strategy=strategy, strategy_params=params, label=label,
+            rows=num_rows if num_rows is not None else train_ds.count(), strategy=strategy,
+            strategy_params=params, label=label,
             curriculum=curriculum)
         val_ds = ray.data.from_arrow(to_table(splits.x_val, splits.y_val)).materialize()
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "

@@ -96,6 +96,16 @@ def path_exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def file_listing(location: str) -> list[tuple[str, int, int]]:
+    """(path, size in bytes, modification time in ns) of the file at `location`, or of every
+    file under it, in path order: what identifies a table without reading it."""
+    fs, path = filesystem(location)
+    info = fs.get_file_info(path)
+    found = ([info] if info.is_file else
+             fs.get_file_info(pafs.FileSelector(path, recursive=True)))
+    return sorted((f.path, f.size, f.mtime_ns or 0) for f in found if f.is_file)
+
+
 class Store:
     """The artifact root from the spec's `store`."""
 

@@ -8,6 +8,7 @@
     cache/<key>/                      teacher outputs, Parquet, and manifest.json
     tokenizers/<fingerprint>/         the language-model pipeline's tokenizer, manifest.json
     lm-data/<fingerprint>/            its packed blocks, manifest.json
+    data/<fingerprint>/               a table's statistics and in-memory sample, manifest.json
     tune/<run_id>/                    a search; trials/<trial_id>/ are its students
     reports/<run_id>/                 an evaluate report
     serve/rollout-state.json          the rollout a restarted Serve app resumes
@@ -15,9 +16,9 @@
     monitor/reports/<window>/         drift reports, control charts, check.json
 
 A directory is committed by a marker written last: card.json for a model, manifest.json for a
-cache, tokenizer or packed data. Readers trust a directory only when its marker exists, so a
-run that dies mid-write never leaves something a later run reads as good. Locations are
-`parts`: path segments under the store's root, as `Store` takes them.
+cache, tokenizer, packed data or a table's sample. Readers trust a directory only when its
+marker exists, so a run that dies mid-write never leaves something a later run reads as good.
+Locations are `parts`: path segments under the store's root, as `Store` takes them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def tokenizer_dir(fingerprint: str) -> Parts:
 
 def lm_data_dir(fingerprint: str) -> Parts:
     return ("lm-data", fingerprint)
+
+
+def table_data_dir(fingerprint: str) -> Parts:
+    return ("data", fingerprint)
 
 
 def tune_dir(run_id: str) -> Parts:

@@ -58,6 +58,11 @@ class TableData(Strict):
     on_invalid: Literal["error", "drop"] = "error"
     """A row with a NaN or infinite feature: `error` names the column and the row; `drop`
     leaves it out (labelled and transfer rows alike) and says how many were dropped."""
+    sample_rows: int = Field(default=100_000, ge=10)
+    """At most this many rows of each split are held in one process: validation during
+    training, the export metrics, evaluation and the drift reference use them. A larger split
+    is sampled by a fixed hash of each row's key, the same rows on every run. Training and
+    teacher inference always stream every row."""
     transfer: TableTransfer | None = None
 
 

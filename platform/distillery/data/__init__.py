@@ -1,6 +1,6 @@
 """Dataset sources named in the spec's `data.source`, loaded into one `Splits` shape.
 
-`distillery.data.sources.load_splits` loads a spec's data. It is not imported here: importing
+`distillery.data.sources.open_source` opens a spec's data. It is not imported here: importing
 this package (as every Ray worker does for the `splits` helpers) would then import every
 source's libraries too.
 """

@@ -47,13 +47,17 @@ class Splits:
         return rows.take(np.random.default_rng(0).permutation(rows.num_rows))
 
 
-def to_table(x: np.ndarray, y: np.ndarray | None, first_id: int = 0) -> pa.Table:
-    """Rows as Arrow: `id` int64, `x` fixed_size_list<float32>, `label` int64 (null = unlabeled)."""
+def to_table(x: np.ndarray, y: np.ndarray | None, first_id: int = 0,
+             ids: np.ndarray | None = None) -> pa.Table:
+    """Rows as Arrow: `id` int64 (`ids`, else counting from `first_id`), `x`
+    fixed_size_list<float32>, `label` int64 (null = unlabeled)."""
     n, d = x.shape
+    if ids is None:
+        ids = np.arange(first_id, first_id + n, dtype=np.int64)
     flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
     label = pa.nulls(n, pa.int64()) if y is None else pa.array(y.astype(np.int64))
     return pa.table({
-        "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
+        "id": pa.array(ids),
         "x": pa.FixedSizeListArray.from_arrays(flat, d),
         "label": label,
     })

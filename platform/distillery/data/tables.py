@@ -1,42 +1,27 @@
-"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec.
+"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec:
+the functions Ray Data maps over each block of it (data/table_source.py reads it).
 
 A row's split (train, val or test) is a function of a stable key and the spec's seed, not of a
 shuffle of the whole table: the same row lands in the same split on every run, whatever the
-number, order or partitioning of the files, and a reader that streams blocks can assign it
-block by block.
+number, order or partitioning of the files, so a reader that streams blocks assigns it block
+by block. Every function here takes one block and returns something small or the block
+transformed; none needs the rest of the table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
+import pyarrow.compute as pc
 
 from distillery.config import TableData
-from distillery.data.splits import Splits
-from distillery.storage import filesystem
+from distillery.data.splits import to_table
 
-
-def read_table(location: str, fmt: str) -> pa.Table:
-    fs, path = filesystem(location)
-    if fmt == "csv" and fs.get_file_info(path).is_file:
-        with fs.open_input_stream(path) as f:
-            return pcsv.read_csv(f)
-    return pads.dataset(path, filesystem=fs, format=fmt).to_table()
-
-
-def file_listing(location: str) -> list[tuple[str, int, int]]:
-    """(path, size in bytes, modification time in ns) of the file at `location`, or of every
-    file under it, in path order: what identifies the table without reading it."""
-    fs, path = filesystem(location)
-    info = fs.get_file_info(path)
-    found = ([info] if info.is_file else
-             fs.get_file_info(pafs.FileSelector(path, recursive=True)))
-    return sorted((f.path, f.size, f.mtime_ns or 0) for f in found if f.is_file)
+SPLITS = ("train", "val", "test")
+"""Split codes 0, 1, 2, as `assign_splits` gives them."""
 
 
 def hash64(text: str) -> int:
@@ -53,24 +38,27 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def content_keys(x: np.ndarray, labels: pa.ChunkedArray) -> np.ndarray:
+def column_keys(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """uint64 keys of a column's values: integers as they are, anything else by the hash of
+    its text (each distinct value hashed once)."""
+    if pa.types.is_integer(column.type):
+        return column.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+    distinct = pc.unique(column)
+    hashes = np.array([hash64(str(v)) for v in distinct.to_pylist()], dtype=np.uint64)
+    return hashes[pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)]
+
+
+def content_keys(x: np.ndarray, label_keys: np.ndarray) -> np.ndarray:
     """uint64 keys of rows by what they hold: the bits of each float32 feature, then the
-    label's key, folded through mix64. Identical rows share a key, so a duplicate can never
-    sit in train and test at once; the key needs neither a file path nor a row position, so
-    it is the same however the rows are read."""
+    label's key (`column_keys` of the labels; zeros for unlabeled rows), folded through mix64.
+    Identical rows share a key, so a duplicate can never sit in train and test at once; the
+    key needs neither a file path nor a row position, so it is the same however the rows are
+    read."""
     words = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     h = np.zeros(len(x), dtype=np.uint64)
     for column in words.T:
         h = mix64(h ^ column)
-    return mix64(h ^ column_keys(labels))
-
-
-def column_keys(column: pa.ChunkedArray) -> np.ndarray:
-    """uint64 keys of a key column's values: integers as they are, anything else by the hash
-    of its text."""
-    if pa.types.is_integer(column.type):
-        return column.cast(pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
-    return np.array([hash64(str(v)) for v in column.to_pylist()], dtype=np.uint64)
+    return mix64(h ^ label_keys)
 
 
 def assign_splits(keys: np.ndarray, seed: int, test_fraction: float,
@@ -78,90 +66,117 @@ def assign_splits(keys: np.ndarray, seed: int, test_fraction: float,
     """0 (train), 1 (val) or 2 (test) per key: the key's seeded hash as a number in [0, 1)
     below `test_fraction` is test, then `val_fraction` of the rest is val. Each row's split
     depends on its key alone, so the shares are the fractions only on average."""
-    u = mix64(keys ^ mix64(np.array([seed], dtype=np.uint64))[0]) / np.float64(2**64)
+    u = _unit(mix64(keys ^ mix64(np.array([seed], dtype=np.uint64))[0]))
     val_edge = test_fraction + (1 - test_fraction) * val_fraction
     return np.where(u < test_fraction, 2, np.where(u < val_edge, 1, 0))
 
 
-def _features(table: pa.Table, columns: list[str], where: str) -> np.ndarray:
-    missing = [c for c in columns if c not in table.column_names]
+def sample_draws(keys: np.ndarray, seed: int) -> np.ndarray:
+    """A number in [0, 1) per key, independent of its split's: a row is in a split's sample of
+    rate r when its draw is below r, so the sample is fixed by the keys, not by read order."""
+    return _unit(mix64(mix64(keys ^ np.uint64(seed)) ^ np.uint64(0x5A4D_504C_4553)))
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    return h / np.float64(2**64)
+
+
+def check_columns(schema: pa.Schema, spec: TableData, *, labelled: bool, where: str) -> None:
+    """The spec's columns are in the table and its features numeric; else the spec field
+    that names them, and what the table has."""
+    names = schema.names
+    missing = [c for c in spec.features if c not in names]
     if missing:
-        raise ValueError(f"{where}: columns {missing} not in {table.column_names}")
+        raise ValueError(f"{where}: columns {missing} not in {names}")
     numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
-    other = {c: str(table.schema.field(c).type) for c in columns
-             if not any(is_type(table.schema.field(c).type) for is_type in numeric)}
+    other = {c: str(schema.field(c).type) for c in spec.features
+             if not any(is_type(schema.field(c).type) for is_type in numeric)}
     if other:
         raise ValueError(f"{where}: columns {list(other)} are not numeric ({other})")
-    # through float64, so that a null of any numeric type reads as NaN
-    return np.stack([table[c].cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if not labelled:
+        return
+    if spec.label not in names:
+        raise ValueError(f"data.label: column {spec.label!r} not in {names}")
+    if spec.key is not None and spec.key not in names:
+        raise ValueError(f"data.key: column {spec.key!r} not in {names}")
+
+
+def features(batch: pa.Table, columns: list[str]) -> np.ndarray:
+    """(N, D) float32; through float64, so that a null of any numeric type reads as NaN."""
+    return np.stack([batch[c].cast(pa.float64()).to_numpy(zero_copy_only=False)
                      for c in columns], axis=1).astype(np.float32)
 
 
-def valid_rows(x: np.ndarray, columns: list[str], on_invalid: str, where: str) -> np.ndarray:
-    """The mask of rows whose features are all finite. A NaN or infinite value (a null reads
-    as NaN) is an error naming its column and its row (0-based, in the order the files are
-    read), or with `on_invalid` "drop" its row is left out, and counted on the console."""
+def label_text(labels: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Labels as the text classes are named by ("3", "cat", "true")."""
+    return pc.cast(labels, pa.string())
+
+
+def row_keys(batch: pa.Table, x: np.ndarray, spec: TableData, labelled: bool) -> np.ndarray:
+    """`data.key`'s value for a labelled row when the spec names one, else the row's content;
+    a transfer row is keyed by its features alone."""
+    if not labelled:
+        return content_keys(x, np.zeros(len(x), dtype=np.uint64))
+    if spec.key is not None:
+        return column_keys(batch[spec.key])
+    return content_keys(x, column_keys(batch[spec.label]))
+
+
+def summarize(batch: pa.Table, spec: TableData, labelled: bool, path_column: str | None
+              ) -> pa.Table:
+    """One block's statistics, as one JSON row (blocks of a file read lazily may differ in
+    types, JSON never does): rows, rows with a NaN or infinite feature and the first of them,
+    and for labelled rows the empty labels, distinct labels, labels outside `data.classes`
+    and valid rows per split."""
+    x = features(batch, spec.features)
     finite = np.isfinite(x)
     valid = finite.all(axis=1)
-    dropped = int((~valid).sum())
-    if dropped and on_invalid == "error":
+    out: dict = {"rows": len(x), "invalid": int((~valid).sum())}
+    if out["invalid"]:
         row = int(np.argmin(valid))
-        column = int(np.argmin(finite[row]))
-        raise ValueError(f"{where}: column {columns[column]!r} is {x[row, column]} at row {row} "
-                         f"({dropped} rows have a NaN or infinite feature; "
-                         "data.on_invalid=drop leaves them out)")
-    if dropped:
-        print(f"data: dropped {dropped} of {len(x)} rows of {where} with a NaN or infinite "
-              "feature (data.on_invalid=drop)", flush=True)
-    return valid
+        out["first_invalid"] = {
+            "column": spec.features[int(np.argmin(finite[row]))],
+            "value": str(x[row, int(np.argmin(finite[row]))]),
+            "file": batch[path_column][row].as_py() if path_column else None,
+            "key": (str(batch[spec.key][row].as_py())
+                    if labelled and spec.key is not None else None)}
+    if labelled:
+        labels = batch[spec.label]
+        out["empty_labels"] = labels.null_count
+        out["labels"] = pc.unique(labels.drop_null()).to_pylist()
+        if spec.classes is not None:
+            unknown = pc.invert(pc.is_in(label_text(labels.drop_null()),
+                                         value_set=pa.array(spec.classes)))
+            out["unknown_labels"] = pc.sum(unknown).as_py() or 0
+            if out["unknown_labels"]:
+                out["first_unknown"] = labels.drop_null().filter(unknown)[0].as_py()
+        if not out["empty_labels"]:
+            split = assign_splits(row_keys(batch, x, spec, True), spec.seed,
+                                  spec.test_fraction, spec.val_fraction)[valid]
+            out["splits"] = np.bincount(split, minlength=3).tolist()
+    return pa.table({"summary": [json.dumps(out)]})
 
 
-def class_indices(labels: np.ndarray, classes: list[str] | None) -> tuple[tuple[str, ...],
-                                                                          np.ndarray]:
-    """(class names, each label's class index): the names are `classes` when given (a label
-    not among them is an error), else the distinct labels, sorted; labels compare as text."""
-    if classes is None:
-        found, index = np.unique(labels, return_inverse=True)
-        return tuple(str(c) for c in found), index
-    position = {name: i for i, name in enumerate(classes)}
-    index = np.array([position.get(str(label), -1) for label in labels.tolist()], np.int64)
-    if (unknown := index < 0).any():
-        raise ValueError(f"data.label: {int(unknown.sum())} rows have a label not in "
-                         f"data.classes, the first {str(labels[np.argmax(unknown)])!r} "
-                         f"(classes: {classes})")
-    return tuple(classes), index
+def class_index(labels: pa.ChunkedArray | pa.Array, class_names: tuple[str, ...]) -> np.ndarray:
+    """Each label's class index (the summary already refused labels outside the classes)."""
+    return pc.index_in(label_text(labels), value_set=pa.array(class_names)).to_numpy(
+        zero_copy_only=False).astype(np.int64)
 
 
-def load_table(spec: TableData) -> Splits:
-    table = read_table(spec.path, spec.source)
-    x = _features(table, spec.features, "data.features")
-    keep = valid_rows(x, spec.features, spec.on_invalid, spec.path)
-    if spec.label not in table.column_names:
-        raise ValueError(f"data.label: column {spec.label!r} not in {table.column_names}")
-    if table[spec.label].null_count:
-        raise ValueError(f"data.label: column {spec.label!r} has {table[spec.label].null_count} "
-                         "empty values; unlabeled rows belong in data.transfer")
-    raw_labels = table[spec.label].to_numpy(zero_copy_only=False)
-    if spec.key is None:
-        keys = content_keys(x, table[spec.label])
-    elif spec.key not in table.column_names:
-        raise ValueError(f"data.key: column {spec.key!r} not in {table.column_names}")
+def encode(batch: pa.Table, spec: TableData, class_names: tuple[str, ...], labelled: bool,
+           rates: tuple[float, float, float]) -> pa.Table:
+    """A block of the table as the pipeline's rows (`id`, `x`, `label`; splits.to_table),
+    keeping only the rows with finite features, and of a labelled row's split (0 train,
+    1 val, 2 test) a `sample_draws` share of `rates[split]`; a labelled block also gets a
+    `split` column. Unlabeled rows are all kept. A row's id is its key."""
+    x = features(batch, spec.features)
+    keys = row_keys(batch, x, spec, labelled)
+    keep = np.isfinite(x).all(axis=1)
+    if labelled:
+        split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
+        keep &= sample_draws(keys, spec.seed) < np.asarray(rates)[split]
+        y = class_index(batch[spec.label], class_names)[keep]
     else:
-        keys = column_keys(table[spec.key])
-    x, raw_labels, keys = x[keep], raw_labels[keep], keys[keep]
-    class_names, y = class_indices(raw_labels, spec.classes)
-    split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
-    train, val, test = (split == k for k in (0, 1, 2))
-    for name, rows in (("train", train), ("val", val), ("test", test)):
-        if not rows.any():
-            raise ValueError(f"data.path: the split leaves no {name} rows of {len(split)}; "
-                             "more rows, or other data.test_fraction/val_fraction")
-    x_train, y_train, x_val, y_val = x[train], y[train], x[val], y[val]
-    x_transfer = None
-    if spec.transfer is not None:
-        x_transfer = _features(read_table(spec.transfer.path, spec.source), spec.features,
-                               "data.transfer.path")
-        x_transfer = x_transfer[valid_rows(x_transfer, spec.features, spec.on_invalid,
-                                           spec.transfer.path)]
-    return Splits(x_train, y_train.astype(np.int64), x_val, y_val.astype(np.int64), x[test],
-                  y[test].astype(np.int64), x_transfer, class_names=class_names)
+        y = None
+    rows = to_table(x[keep], y, ids=keys[keep].view(np.int64))
+    return rows.append_column("split", pa.array(split[keep], pa.int8())) if labelled else rows

@@ -12,7 +12,7 @@ import json
 import time
 
 from distillery.data import Splits
-from distillery.data.sources import load_splits
+from distillery.data.sources import open_source
 from distillery.evaluation import plots, render, scorecard
 from distillery.evaluation.efficiency import measure_all
 from distillery.evaluation.inference import all_logits
@@ -39,7 +39,7 @@ def evaluate(pipeline: Pipeline, models: list[Evaluated]) -> dict:
         timing[stage] = round(time.perf_counter() - started - sum(timing.values()), 2)
 
     print(f"evaluate: loading {spec.data.source} (labelled splits only)", flush=True)
-    splits = load_splits(spec.data.model_copy(update={"transfer": None}))
+    splits = open_source(spec.data, store, transfer=False).sample()
     check_shapes(models, splits)
     print("evaluate: models " + ", ".join(
         f"{m.key} ({'/'.join(m.parts)})" for m in models), flush=True)

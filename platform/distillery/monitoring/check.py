@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import torch
 
 from distillery.config import PipelineSpec
-from distillery.data.sources import load_splits
+from distillery.data.sources import open_source
 from distillery.models import load_model
 from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
 from distillery.monitoring.control_charts import Chart, bucket_signals, chart, plot_control_chart
@@ -140,7 +140,7 @@ def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
     # from, so a training-row reference flags confidence and entropy in every clean window.
     # The transfer set (often the largest part) is not needed here.
     store = Store(spec.store)
-    splits = load_splits(spec.data.model_copy(update={"transfer": None}))
+    splits = open_source(spec.data, store, transfer=False).sample()
     held_out = np.concatenate([splits.x_val, splits.x_test])
     rows = min(spec.monitor.drift.reference_rows, len(held_out))
     # a seeded sample, not the first rows: a split may be ordered (by time, by class)

@@ -57,8 +57,12 @@ class OnlineStrategy(Strategy):
         specs = [spec.student.model, *spec.distill.online.peers]
         params = cls.Params.from_spec(spec, pipeline)
         run = (*pipeline.students, run_id)
+        source = pipeline.source
+        num_rows = source.count("train") + source.count("transfer")
+        # no teacher maps these rows, so an in-memory source's may stay one block
         states = pipeline.train(spec.student.model, params, "online",
-                                pipeline.splits.distill_rows(), run, callbacks)
+                                source.distill_rows(block_rows=num_rows), run, callbacks,
+                                num_rows=num_rows)
         val = []
         for k, (model_spec, state) in enumerate(zip(specs, states, strict=True)):
             card = pipeline.export_student(run_id, state, "peer", model_spec, None,

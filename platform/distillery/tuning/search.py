@@ -24,7 +24,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from distillery.config import PipelineSpec, TuneSpec
-from distillery.data import Splits
+from distillery.data.sources import Source
 from distillery.models import build_model, count_params
 from distillery.runtime import new_run_id
 from distillery.stages import Pipeline
@@ -48,7 +48,7 @@ SIZE = "params"
 
 # ------------------------------------------------------------------ trials
 
-def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dict:
+def run_trial(config: dict, base: dict, source: Source, tune_run_id: str) -> dict:
     """One trial: the distill run of `base` with the sampled `config` ({path: value})."""
     # Two trials' progress bars of their cache reads would interleave into noise. Without Ray's
     # tqdm, a trial's actor (no terminal) logs Ray Data's progress at INFO instead, kept off the
@@ -56,9 +56,10 @@ def run_trial(config: dict, base: dict, splits: Splits, tune_run_id: str) -> dic
     ray.data.DataContext.get_current().use_ray_tqdm = False
     spec = trial_spec(base, config)
     pipeline = Pipeline(spec, students=trials_dir(tune_run_id))
-    # The driver loaded the data once for all trials (generating MNIST-1D is CPU-heavy, and
+    # The driver opened the data once for all trials (generating MNIST-1D is CPU-heavy, and
     # each trial would repeat it); a cached_property takes an assigned value as its cache.
-    pipeline.splits = splits
+    pipeline.source = source
+    splits = pipeline.splits
     run_id = tune.get_context().get_trial_id()
     if has_card(pipeline.store, (*pipeline.students, run_id)):
         # finished before the experiment state recorded it (a kill in between): not redone
@@ -151,7 +152,7 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
     # it holds no CPU, so max_concurrent one-worker trials fit on as many CPUs. (Tune rejects
     # an all-zero request; a token of memory is a request that costs nothing.)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=trial_raw, splits=pipeline.splits,
+        tune.with_parameters(run_trial, base=trial_raw, source=pipeline.source,
                              tune_run_id=run_id),
         {"cpu": 0, "memory": 1 << 20})
     fs, root = filesystem(store.uri(*TUNE))
