@@ -45,7 +45,8 @@ test-fast: $(STAMP)
 
 # Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
 # its section of BENCHMARKS.md. `bench` is the stage benches, each beside the plain alternative
-# (~19 min here): serve measures the quickstart's models, so the demo's store must hold them;
+# (~19 min here, and ~6 min for scale.py's 10M-row table, ~2 for its S3 run): serve measures
+# the quickstart's models, so the demo's store must hold them;
 # ceiling reads the results of teacher_infer and distill_epoch, so it runs after them. The
 # strategy table (~25 min; quality reads its last results file, and that of its full-budget
 # run, `bench/quality.py --full`, ~11 min) and the monitoring bench (~3 min: how often the
@@ -57,6 +58,8 @@ bench: $(STAMP) | runs/teachers/cnn-teacher/latest.json
 	$(BIN)/python bench/ceiling.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/scale.py --s3 --rows 1000000 --files 20
 
 bench-strategies: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[test,bench]"

@@ -142,7 +142,7 @@ def peak_rss_gib() -> float:
 def overrides(location: str, store: str, smoke: bool) -> list[str]:
     data = {"source": "parquet", "path": location, "features": FEATURES, "label": "label"}
     batch = 1024 if smoke else 4096
-    return [f"data={json.dumps(data)}", f"store={store}", "name=scale",
+    return [f"data={json.dumps(data)}", f"store={store}", "name=scale", "teacher.name=mlp-teacher",
             "teacher.model={arch: mlp, hidden: [256, 256]}", "teacher.train.epochs=1",
             f"teacher.train.batch_size={batch}", "teacher.train.num_workers=1",
             "teacher.train.ingest=stream", "teacher.train.checkpoint_every=1",

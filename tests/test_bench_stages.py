@@ -1,6 +1,6 @@
-"""The stage benches (bench/teacher_infer.py, distill_epoch.py, ceiling.py, quality.py): their
-statistics on hand-made runs, and a --smoke run of each end to end on the session's local Ray,
-writing a results file with every ratio and leaving BENCHMARKS.md alone."""
+"""The stage benches (bench/teacher_infer.py, distill_epoch.py, ceiling.py, quality.py,
+scale.py): their statistics on hand-made runs, and a --smoke run of each end to end on the
+session's local Ray, writing a results file with every ratio and leaving BENCHMARKS.md alone."""
 
 from __future__ import annotations
 
@@ -146,3 +146,15 @@ def test_quality_smoke(local_ray, tmp_path):
     assert all(0 <= r["test_accuracy"] <= 1 for r in result["runs"])
     assert result["variants"]["student"]["test_agreement"]["mean"] > 0
     assert (ROOT / "BENCHMARKS.md").read_text() == before
+
+
+def test_scale_smoke(local_ray, tmp_path):
+    """The table through every stage from Parquet files, the driver's RSS measured and every
+    row accounted for (the generator and the plain loop run in child processes)."""
+    result = check_smoke(load_bench("scale"), tmp_path / "scale.json",
+                         {"raydata_vs_plain", "driver_peak_rss_gib"})
+    rows = result["rows"]
+    assert rows["accounted"] and rows["in"] == 40_000
+    assert rows["cached"] == rows["train"] == rows["cached_labelled"]
+    assert set(result["summary"]["stages"]) == {"data", "train-teacher", "teacher-infer",
+                                                "distill", "evaluate"}

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import ray
 import torch
@@ -11,10 +12,12 @@ from distillery.models import build_model
 from distillery.train import (
     CHECKPOINT_TAG,
     TrainJob,
+    choose_ingest,
     deepspeed_config,
     fit,
     load_weights,
     lr_factor,
+    row_bytes,
 )
 
 
@@ -98,3 +101,15 @@ def test_a_zero_run_on_two_cpu_workers_resumes_its_shards_and_exports_whole_weig
     with torch.no_grad():
         predicted = model.to(dtype)(torch.tensor(x[64:], dtype=dtype)).argmax(dim=-1).numpy()
     assert (predicted == y[64:]).mean() == second.metrics["val_accuracy"]
+
+
+def test_row_bytes_counts_fixed_size_lists_exactly():
+    types = [pa.int64(), pa.list_(pa.float32(), 40), pa.list_(pa.list_(pa.float16(), 3), 2),
+             pa.string()]
+    assert row_bytes(types) == 8 + 160 + 12 + 16
+
+
+def test_auto_ingest_materializes_what_takes_a_quarter_of_the_object_store_at_most():
+    assert choose_ingest(250, 1000) == "materialize"
+    assert choose_ingest(251, 1000) == "stream"
+    assert choose_ingest(1, 0) == "stream"  # no object store known: never pull it all in

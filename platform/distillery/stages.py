@@ -201,13 +201,13 @@ class Pipeline:
              curriculum: dict | None = None, num_rows: int | None = None):
         """`num_rows`: how many rows `train_rows` has, where counting them would read them."""
         splits = self.splits
-        train_ds = ingest_rows(train_rows, train_spec)
+        rows = num_rows if num_rows is not None else train_rows.count()
+        train_ds, train_spec = ingest_rows(train_rows, train_spec, rows)
         job = TrainJob(
             model=model_spec.model_dump(),
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
             num_features=splits.num_features, num_classes=splits.num_classes,
-            rows=num_rows if num_rows is not None else train_ds.count(), strategy=strategy,
-            strategy_params=params, label=label,
+            rows=rows, strategy=strategy, strategy_params=params, label=label,
             curriculum=curriculum)
         val_ds = ray.data.from_arrow(to_table(splits.x_val, splits.y_val)).materialize()
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "

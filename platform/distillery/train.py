@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import ray
 import ray.train
 import torch
@@ -187,10 +188,40 @@ def report_epoch(engine, metrics: dict, epoch: int, spec: TrainSpec, rank: int,
                          checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
 
 
-def ingest_rows(ds: ray.data.Dataset, spec: TrainSpec) -> ray.data.Dataset:
+AUTO_MATERIALIZE_SHARE = 0.25
+"""`ingest: auto` materializes rows estimated at most this share of the cluster's object store:
+the rest stays for the blocks that stages and trainers make meanwhile, as spilling the rows to
+disk would cost more than streaming them."""
+
+
+def ingest_rows(ds: ray.data.Dataset, spec: TrainSpec,
+                num_rows: int) -> tuple[ray.data.Dataset, TrainSpec]:
     """The training rows as the trainer takes them by `spec.ingest`: materialized here, before
-    the trainer takes its CPUs (so reading never waits on them), or left lazy to stream."""
-    return ds.materialize() if spec.ingest == "materialize" else ds
+    the trainer takes its CPUs (so reading never waits on them), or left lazy to stream; and
+    the spec with `auto` resolved to the one chosen, for the workers."""
+    mode = spec.ingest
+    if mode == "auto":
+        store = ray.cluster_resources().get("object_store_memory", 0)
+        mode = choose_ingest(num_rows * row_bytes(ds.schema().types), store)
+    ds = ds.materialize() if mode == "materialize" else ds
+    return ds, spec.model_copy(update={"ingest": mode})
+
+
+def choose_ingest(rows_bytes: float, object_store_bytes: float) -> str:
+    return "materialize" if rows_bytes <= AUTO_MATERIALIZE_SHARE * object_store_bytes else "stream"
+
+
+def row_bytes(types: list[pa.DataType]) -> int:
+    """A row's size in memory, estimated from its column types: fixed-size lists of fixed-width
+    values exactly, anything of variable width at 16 bytes a value."""
+    total = 0
+    for t in types:
+        width = 1
+        while pa.types.is_fixed_size_list(t):
+            width, t = width * t.list_size, t.value_type
+        fixed = pa.types.is_integer(t) or pa.types.is_floating(t)
+        total += width * (t.bit_width // 8 if fixed else 16)
+    return total
 
 
 def worker_datasets(ingest: str):

@@ -43,12 +43,14 @@ class TrainSpec(Strict):
     checkpoint_every: int = Field(default=1, gt=0)
     """Epochs between checkpoints (the last epoch is always checkpointed); a crash redoes at
     most this many epochs."""
-    ingest: Literal["materialize", "stream"] = "materialize"
+    ingest: Literal["auto", "materialize", "stream"] = "auto"
     """How workers read their training rows. materialize: each worker pulls its shard into
     Ray's object store once, before the first epoch, and every epoch reads it from there (the
     faster choice for rows that fit: BENCHMARKS.md, Distillation epoch). stream: every epoch
     streams the shard through Ray Data's streaming split with a local shuffle buffer, so the
-    rows never need to fit in memory at once."""
+    rows never need to fit in memory at once. auto: materialize when the rows' estimated size
+    is at most a quarter of the cluster's object store, else stream; the stage's first line
+    says which."""
     max_failures: int = Field(default=1, ge=-1)
     """Worker failures Ray Train recovers from (from the last checkpoint); -1 = unlimited."""
     seed: int = 0

@@ -48,8 +48,9 @@ class TableSource:
         return tuple(self._stats["class_names"])
 
     def count(self, part: str) -> int:
-        """Rows of "train", "val", "test" or "transfer" (after any dropped as invalid)."""
-        return self._stats["counts"][part]
+        """Rows of "train", "val", "test" or "transfer" (after any dropped as invalid; no
+        transfer set: 0)."""
+        return self._stats["counts"].get(part, 0)
 
     def sample(self) -> Splits:
         return self._stats_and_sample[1]

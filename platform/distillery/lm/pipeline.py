@@ -343,8 +343,9 @@ class LMPipeline:
 
     def _fit(self, job: LMTrainJob, train: TrainSpec, train_ds: ray.data.Dataset,
              run_dir: str):
-        train_ds = ingest_rows(train_ds, train)
         job.rows = train_ds.count()
+        train_ds, train = ingest_rows(train_ds, train, job.rows)
+        job.train = {**job.train, "ingest": train.ingest}  # `auto` resolved, for the workers
         val_ds = self.blocks("val").materialize()
         print(f"{job.label}: training on {job.rows} blocks of {self.spec.data.block_size} "
               f"tokens with {train.num_workers} workers ({train.ingest}) -> {run_dir}",
