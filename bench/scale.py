@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -62,7 +61,7 @@ def generate(folder: str, rows: int, files: int) -> None:
 
 
 def plain_loop(location: str, spec_json: str, class_names: list[str], store_root: str,
-               teacher_parts: tuple[str, ...], batch_size: int, out_dir: str) -> dict:
+               teacher_parts: list[str], batch_size: int, out_dir: str) -> dict:
     """teacher-infer without Ray, over the same files (a child process)."""
     import torch
 
@@ -73,7 +72,8 @@ def plain_loop(location: str, spec_json: str, class_names: list[str], store_root
 
     spec = TableData.model_validate_json(spec_json)
     started = time.perf_counter()
-    predictor = TeacherPredictor(store_root, teacher_parts, {"teacher_fingerprint": "plain"}, [])
+    predictor = TeacherPredictor(store_root, tuple(teacher_parts),
+                                 {"teacher_fingerprint": "plain"}, [])
     torch.set_num_threads(os.cpu_count())  # after: the predictor pins its process to one
     fs, _ = filesystem(location)
     rows = 0
@@ -94,9 +94,15 @@ def plain_loop(location: str, spec_json: str, class_names: list[str], store_root
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": rows / seconds}
 
 
-def in_child(fn, *args):
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+def in_child(role: str, **kwargs):
+    """`role` (CHILDREN) in a fresh interpreter running this file; its result, the last line of
+    its output. (A script, not multiprocessing: a child must import this file by path, which
+    a pickled function, under whatever name the parent imported the module, cannot promise.)"""
+    out = subprocess.run([sys.executable, __file__, "--child", role, json.dumps(kwargs)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"bench/scale.py's {role} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def start_s3() -> tuple[subprocess.Popen, dict]:
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         folder = Path(tmp) / "table"
         folder.mkdir()
         started = time.perf_counter()
-        in_child(generate, str(folder), args.rows, args.files)
+        in_child("generate", folder=str(folder), rows=args.rows, files=args.files)
         on_disk = sum(f.stat().st_size for f in folder.glob("*.parquet"))
         print(f"scale: generated {args.rows:,} rows x {len(FEATURES)} features in "
               f"{args.files} files ({on_disk / 2**30:.2f} GiB) in "
@@ -227,10 +233,11 @@ def main(argv: list[str] | None = None) -> dict:
             stages, accounts = run_stages(spec)
             plain_dir = Path(tmp) / "plain"
             plain_dir.mkdir()
-            plain = in_child(plain_loop, location, spec.data.model_dump_json(),
-                             accounts["class_names"], spec.store,
-                             tuple(accounts["teacher_parts"]),
-                             spec.teacher.inference.batch_size, str(plain_dir))
+            plain = in_child("plain", location=location, spec_json=spec.data.model_dump_json(),
+                             class_names=accounts["class_names"], store_root=spec.store,
+                             teacher_parts=accounts["teacher_parts"],
+                             batch_size=spec.teacher.inference.batch_size,
+                             out_dir=str(plain_dir))
         finally:
             if server is not None:
                 server.terminate()
@@ -238,12 +245,12 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = {"rows": args.rows, "files": args.files, "features": len(FEATURES),
               "bytes_on_disk": on_disk, "s3": args.s3, "smoke": args.smoke,
               "spec_overrides": overrides("<table>", "<store>", args.smoke)}
-    ratios = {"raydata_vs_plain": stages["teacher-infer"]["rows_per_s"] / plain["rows_per_s"],
+    ratios = {ratio_name(args.rows): stages["teacher-infer"]["rows_per_s"] / plain["rows_per_s"],
               "driver_peak_rss_gib": max(s["peak_rss_gib"] for s in stages.values())}
     result = save("scale-s3" if args.s3 else "scale", inputs, [], {"stages": stages,
                   "plain_teacher_infer": plain}, ratios, args.output,
                   targets={"driver_peak_rss_gib": f"<= {TARGETS['driver_peak_rss_gib']}",
-                           "raydata_vs_plain": f">= {TARGETS['raydata_vs_plain']}"},
+                           ratio_name(args.rows): f">= {TARGETS['raydata_vs_plain']}"},
                   rows={**accounts, "in": args.rows,
                         "accounted": counted == args.rows
                         and accounts["cached"] == plain["rows"] == accounts["train"]})
@@ -252,6 +259,12 @@ def main(argv: list[str] | None = None) -> dict:
         update_section("scale-s3" if args.s3 else "scale", markdown)
     print(markdown)
     return result
+
+
+def ratio_name(rows: int) -> str:
+    """teacher-infer's ratio to the plain loop; the target is for 10M rows, where the actors'
+    start-up is amortized."""
+    return "raydata_vs_plain_10m" if rows >= 10_000_000 else "raydata_vs_plain"
 
 
 def format_markdown(result: dict) -> str:
@@ -277,11 +290,24 @@ def format_markdown(result: dict) -> str:
               + " GiB.",
               f"- teacher-infer, Ray Data vs a plain single-process loop over the same files "
               f"({plain['rows_per_s']:,.0f} rows/s): "
-              + verdict(ratios["raydata_vs_plain"], TARGETS["raydata_vs_plain"]) + ".",
+              + verdict(ratios[ratio_name(inputs["rows"])], TARGETS["raydata_vs_plain"])
+              + (" (the target is for 10M rows)" if inputs["rows"] < 10_000_000 else "") + ".",
+              *([] if ratios[ratio_name(inputs["rows"])] >= TARGETS["raydata_vs_plain"] else [
+                  "- Why teacher-infer is missed is not profiled at this size yet. "
+                  "bench/teacher_infer.py puts the gap at 200k rows in the actors' start-up, "
+                  "which this many rows amortize; here the three operators (read and encode "
+                  "tasks, 0.5-CPU inference actors, write tasks) share the 2 cores and each "
+                  "file's block crosses the object store between them, where the loop keeps "
+                  "one batch in one process: a Ray timeline of this run would say which."]),
               f"- Accuracy after one epoch each: teacher {rows['teacher_test_accuracy']:.4f}, "
               f"student {rows['student_test_accuracy']:.4f} (on the test split's sample)."]
     return "\n".join(lines)
 
 
+CHILDREN = {"generate": generate, "plain": plain_loop}
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(CHILDREN[sys.argv[2]](**json.loads(sys.argv[3]))))
+    else:
+        main()

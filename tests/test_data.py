@@ -8,7 +8,13 @@ from distillery.config import Mnist1dData, Mnist1dTransfer, TableData
 from distillery.data.mnist1d import load_mnist1d
 from distillery.data.sources import data_fingerprint
 from distillery.data.splits import fixed_list_to_numpy, to_table
-from distillery.data.tables import assign_splits, column_keys, content_keys, sample_draws
+from distillery.data.tables import (
+    assign_splits,
+    column_keys,
+    content_keys,
+    repeat_rows,
+    sample_draws,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +119,11 @@ def test_string_keys_hash_each_distinct_value_once_and_integers_stay():
     np.testing.assert_array_equal(column_keys(pa.array([3, 7], pa.int32())), [3, 7])
     keys = column_keys(pa.chunked_array([["a", "b"], ["a"]]))
     assert keys[0] == keys[2] != keys[1]
+
+
+def test_a_block_repeats_to_the_baseline_budget_on_average_each_row_whole_times_or_once_more():
+    block = to_table(np.zeros((1000, 2), np.float32), np.zeros(1000, np.int64))
+    out = repeat_rows(block, 2.5, seed=0)
+    counts = np.bincount(out["id"].to_numpy(), minlength=1000)
+    assert set(counts.tolist()) == {2, 3} and abs(len(out) - 2500) < 60
+    assert repeat_rows(block, 2.0, seed=0).num_rows == 2000

@@ -1,6 +1,7 @@
 """A table read by Ray Data: splits by row key, classes, invalid rows and column errors found
 in a streaming pass, and a bounded sample the driver holds, kept in the store."""
 
+import json
 import re
 
 import numpy as np
@@ -228,3 +229,21 @@ def test_a_label_outside_the_given_classes_is_named(tmp_path):
         load(spec, tmp_path)
     assert str(err.value) == ("data.label: 1 rows have a label not in data.classes, the first "
                               "'7' (classes: ['0', '1'])")
+
+
+def test_a_directory_of_csv_files_and_json_lines_read_the_same_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    table = pa.table({"a": rng.normal(size=90), "b": rng.normal(size=90),
+                      "y": np.array(["cat", "dog", "eel"] * 30)})
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "json").mkdir()
+    for i, start in enumerate(range(0, 90, 30)):
+        pcsv.write_csv(table.slice(start, 30), tmp_path / "csv" / f"part-{i}.csv")
+        (tmp_path / "json" / f"part-{i}.jsonl").write_text("".join(
+            json.dumps(row) + "\n" for row in table.slice(start, 30).to_pylist()))
+    spec = TableData(source="csv", path=str(tmp_path / "csv"), features=["a", "b"], label="y")
+    from_csv = load(spec, tmp_path / "one")
+    from_json = load(spec.model_copy(update={"source": "json", "path": str(tmp_path / "json")}),
+                     tmp_path / "two")
+    assert same_rows(from_csv, from_json) and from_csv.class_names == ("cat", "dog", "eel")
+    assert len(from_csv.x_train) + len(from_csv.x_val) + len(from_csv.x_test) == 90

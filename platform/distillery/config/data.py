@@ -34,11 +34,13 @@ class Mnist1dData(Strict):
 
 class TableTransfer(Strict):
     path: str
-    """Parquet/CSV file or directory (local or s3://) with the feature columns, no labels needed."""
+    """File or directory (local or s3://) of the same format as `path`, with the feature
+    columns; no labels needed."""
 
 
 class TableData(Strict):
-    source: Literal["parquet", "csv"]
+    source: Literal["parquet", "csv", "json"]
+    """The files' format; json is JSON Lines (one object per line)."""
     path: str
     """File or directory, local or s3://."""
     features: list[str] = Field(min_length=1)

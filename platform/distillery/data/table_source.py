@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from functools import cached_property
 
 import numpy as np
@@ -24,7 +23,7 @@ import ray
 
 from distillery.config import TableData
 from distillery.data.splits import Splits, fixed_list_to_numpy
-from distillery.data.tables import SPLITS, check_columns, encode, summarize
+from distillery.data.tables import SPLITS, check_columns, encode, repeat_rows, summarize
 from distillery.storage import Store, filesystem
 from distillery.store_layout import MANIFEST, table_data_dir
 
@@ -73,12 +72,11 @@ class TableSource:
         return rows.randomize_block_order(seed=self.spec.seed)
 
     def repeated_train_rows(self, target: int, seed: int) -> ray.data.Dataset:
-        """The train split repeated to `target` rows (the baseline's budget), in a seeded
-        random block order."""
-        train = self.rows("train")
-        copies = math.ceil(target / self.count("train"))
-        rows = train.union(*[train] * (copies - 1)) if copies > 1 else train
-        return rows.limit(target).randomize_block_order(seed=seed)
+        """The train split repeated to about `target` rows (the baseline's budget), each block
+        repeated as it streams by (one read of the files), in a seeded random block order."""
+        return self.rows("train").map_batches(
+            repeat_rows, fn_kwargs={"times": target / self.count("train"), "seed": seed},
+            batch_format="pyarrow").randomize_block_order(seed=seed)
 
     # ------------------------------------------------------------ reading
 
@@ -90,19 +88,22 @@ class TableSource:
     def _read(self, location: str, labelled: bool, paths: bool = False) -> ray.data.Dataset:
         """The table at `location` with the spec's columns only (and each row's file, with
         `paths`), after checking them against its schema (the first file's, read here: a
-        footer or a CSV block)."""
+        footer, or the first block of a CSV or JSON file)."""
         spec = self.spec
         fs, path = filesystem(location)
         schema = pads.dataset(path, filesystem=fs, format=spec.source).schema
         check_columns(schema, spec, labelled=labelled,
                       where="data.features" if labelled else "data.transfer.path")
         columns = self._columns(labelled)
-        if spec.source == "parquet":
-            # the projection is pushed down into the read: only these columns are read
-            return ray.data.read_parquet(path, filesystem=fs, include_paths=paths).select_columns(
-                [*columns, *([PATH_COLUMN] if paths else [])])
-        return ray.data.read_csv(path, filesystem=fs, include_paths=paths,
-                                 convert_options=pcsv.ConvertOptions(include_columns=columns))
+        if spec.source == "csv":  # CSV's reader projects by its own option
+            return ray.data.read_csv(path, filesystem=fs, include_paths=paths,
+                                     convert_options=pcsv.ConvertOptions(include_columns=columns))
+        # pyarrow's JSON reader (read_json's default) reads JSON Lines; lines=True would mean
+        # pandas', which takes no filesystem
+        read = ray.data.read_parquet if spec.source == "parquet" else ray.data.read_json
+        # a projection right after the read is pushed down into it: only these columns are read
+        return read(path, filesystem=fs, include_paths=paths).select_columns(
+            [*columns, *([PATH_COLUMN] if paths else [])])
 
     def _encoded(self, rates: tuple[float, float, float],
                  class_names: tuple[str, ...]) -> ray.data.Dataset:

@@ -1,5 +1,6 @@
-"""User data as Parquet or CSV, local or s3://, with feature and label columns named in the spec:
-the functions Ray Data maps over each block of it (data/table_source.py reads it).
+"""User data as Parquet, CSV or JSON Lines, local or s3://, with feature and label columns
+named in the spec: the functions Ray Data maps over each block of it (data/table_source.py
+reads it).
 
 A row's split (train, val or test) is a function of a stable key and the spec's seed, not of a
 shuffle of the whole table: the same row lands in the same split on every run, whatever the
@@ -155,6 +156,14 @@ def summarize(batch: pa.Table, spec: TableData, labelled: bool, path_column: str
                                   spec.test_fraction, spec.val_fraction)[valid]
             out["splits"] = np.bincount(split, minlength=3).tolist()
     return pa.table({"summary": [json.dumps(out)]})
+
+
+def repeat_rows(batch: pa.Table, times: float, seed: int) -> pa.Table:
+    """The block `times` over: each row int(times) times, and once more when its draw (by id)
+    is below the fraction left, so that the repeats total `times` x the rows on average."""
+    whole, part = divmod(times, 1)
+    extra = sample_draws(batch["id"].to_numpy().view(np.uint64), seed) < part
+    return pa.concat_tables([batch] * int(whole) + [batch.filter(pa.array(extra))])
 
 
 def class_index(labels: pa.ChunkedArray | pa.Array, class_names: tuple[str, ...]) -> np.ndarray:
