@@ -293,12 +293,13 @@ def format_markdown(result: dict) -> str:
               + verdict(ratios[ratio_name(inputs["rows"])], TARGETS["raydata_vs_plain"])
               + (" (the target is for 10M rows)" if inputs["rows"] < 10_000_000 else "") + ".",
               *([] if ratios[ratio_name(inputs["rows"])] >= TARGETS["raydata_vs_plain"] else [
-                  "- Why teacher-infer is missed is not profiled at this size yet. "
-                  "bench/teacher_infer.py puts the gap at 200k rows in the actors' start-up, "
-                  "which this many rows amortize; here the three operators (read and encode "
-                  "tasks, 0.5-CPU inference actors, write tasks) share the 2 cores and each "
-                  "file's block crosses the object store between them, where the loop keeps "
-                  "one batch in one process: a Ray timeline of this run would say which."]),
+                  "- Why teacher-infer misses here: " + (
+                      "most likely a fixed start-up (the actors' imports, listing the files) "
+                      "that this few rows do not amortize, as bench/teacher_infer.py measures "
+                      "at 200k rows; not profiled at this size."
+                      if inputs["rows"] < 10_000_000 else
+                      "not profiled at this size; `ds.stats()` of the cache's pipeline "
+                      "would say which operator.")]),
               f"- Accuracy after one epoch each: teacher {rows['teacher_test_accuracy']:.4f}, "
               f"student {rows['student_test_accuracy']:.4f} (on the test split's sample)."]
     return "\n".join(lines)
