@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 
 # Not part of `make test`: minutes of training per bench. Each writes bench/results/*.json and
 # its section of BENCHMARKS.md. `bench` is the stage benches, each beside the plain alternative
-# (~19 min here, and ~6 min for scale.py's 10M-row table, ~2 for its S3 run): serve measures
+# (~19 min here, and ~9 min for scale.py's 10M-row table, ~4 for its S3 run): serve measures
 # the quickstart's models, so the demo's store must hold them;
 # ceiling reads the results of teacher_infer and distill_epoch, so it runs after them. The
 # strategy table (~25 min; quality reads its last results file, and that of its full-budget
