@@ -19,7 +19,7 @@ from torch import nn
 from distillery.cache import build_cache, read_cache
 from distillery.config import InferenceSpec, PipelineSpec, TeacherSpec, TrainSpec
 from distillery.data import Splits
-from distillery.data.sources import Source, data_fingerprint, open_source
+from distillery.data.sources import Source, data_fingerprint, distill_row_count, open_source
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.runtime import new_run_id, unfinished_runs
@@ -150,7 +150,7 @@ class Pipeline:
         source = self.source
         return build_cache(self.store, source.distill_rows(inference.batch_size),
                            labelled_rows=source.count("train"),
-                           num_rows=source.count("train") + source.count("transfer"),
+                           num_rows=distill_row_count(source),
                            teacher_parts=parts, teacher_fp=teacher_fp,
                            data_fp=self.data_fingerprint,
                            spec_hash=self.spec.spec_hash(), inference=inference, layers=layers)
@@ -170,7 +170,7 @@ class Pipeline:
         the same epochs and batch size give the same number of optimizer steps.
         """
         source = self.source
-        target_rows = source.count("train") + source.count("transfer")
+        target_rows = distill_row_count(source)
         rows = source.repeated_train_rows(target_rows, self.spec.distill.seed)
         run_id = run_id or f"{new_run_id(self.spec.name)}-baseline"
         result = self._fit(self.spec.student.model, self.spec.distill, "supervised", {},

@@ -74,6 +74,11 @@ class InMemorySource:
         return ray.data.from_arrow(to_table(s.x_train[order], s.y_train[order]))
 
 
+def distill_row_count(source: Source) -> int:
+    """Rows of `Source.distill_rows`: the train split and the transfer set."""
+    return source.count("train") + source.count("transfer")
+
+
 def blocks_dataset(table: pa.Table, block_rows: int) -> ray.data.Dataset:
     """`table` as a Dataset of one block per `block_rows`: an actor pool mapping it (teacher
     inference) gets work in parallel and no block is re-sliced on the way. from_blocks reads

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from distillery.config import PipelineSpec, TeacherSpec, parse_model_spec
+from distillery.data.sources import distill_row_count
 from distillery.losses import mutual_loss, task_loss
 from distillery.models import build_model
 from distillery.strategies.base import Strategy, substate
@@ -58,7 +59,7 @@ class OnlineStrategy(Strategy):
         params = cls.Params.from_spec(spec, pipeline)
         run = (*pipeline.students, run_id)
         source = pipeline.source
-        num_rows = source.count("train") + source.count("transfer")
+        num_rows = distill_row_count(source)
         # no teacher maps these rows, so an in-memory source's may stay one block
         states = pipeline.train(spec.student.model, params, "online",
                                 source.distill_rows(block_rows=num_rows), run, callbacks,
