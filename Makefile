@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel on this kind of machine satisfies it, and a looser
 	# resolve could pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,text]"
 	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~30 s): do it at install
 	# time, not inside the first training run. A no-op on CUDA machines.
 	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator as g; \
@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 # run, `bench/quality.py --full`, ~11 min) and the monitoring bench (~3 min: how often the
 # checks alarm, how fast they catch shifts; no plain alternative) are targets of their own.
 bench: $(STAMP) | runs/teachers/cnn-teacher/latest.json
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[test,text,bench]"
 	$(BIN)/python bench/teacher_infer.py
 	$(BIN)/python bench/distill_epoch.py
 	$(BIN)/python bench/ceiling.py
@@ -62,11 +62,11 @@ bench: $(STAMP) | runs/teachers/cnn-teacher/latest.json
 	$(BIN)/python bench/scale.py --s3 --rows 1000000 --files 20
 
 bench-strategies: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[test,text,bench]"
 	$(BIN)/python bench/strategies.py
 
 bench-monitor: $(STAMP) | runs/teachers/cnn-teacher/latest.json
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[test,text,bench]"
 	$(BIN)/python bench/monitor.py
 
 runs/teachers/cnn-teacher/latest.json:

@@ -147,3 +147,67 @@ def s3_client(env):
 
     return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+TOPICS = {"animals": "cat dog horse bird fish cow sheep", "weather": "rain snow wind sun cloud "
+          "storm fog", "food": "bread cheese apple soup rice cake tea"}
+FILLER = "the a on in with and very today often some".split()
+
+
+def text_task(folder: Path, rows: int = 600, transfer_rows: int = 1000, seed: int = 0) -> dict:
+    """A small text classification task written under `folder`: a word-level tokenizer
+    (tokenizer/), labelled rows (train.parquet: `text`, `topic`) whose topic is the most common
+    of the topic words in them, and unlabeled rows (transfer.parquet). The spec's `data`
+    section for them is returned."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = [w for text in TOPICS.values() for w in text.split()] + FILLER
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                            cls_token="[CLS]", sep_token="[SEP]"
+                            ).save_pretrained(folder / "tokenizer")
+    rng = np.random.default_rng(seed)
+    names = sorted(TOPICS)
+
+    def sentences(n: int) -> tuple[list[str], list[str]]:
+        texts, labels = [], []
+        for _ in range(n):
+            topic = names[rng.integers(len(names))]
+            own = TOPICS[topic].split()
+            other = TOPICS[names[(names.index(topic) + 1) % len(names)]].split()
+            length = int(rng.integers(4, 20))
+            picks = rng.choice(3, size=length, p=[0.45, 0.2, 0.35])  # own, other, filler
+            text = [rng.choice(own if p == 0 else other if p == 1 else FILLER) for p in picks]
+            texts.append(" ".join(text))
+            labels.append(topic)
+        return texts, labels
+
+    texts, labels = sentences(rows)
+    pq.write_table(pa.table({"text": texts, "topic": labels}), folder / "train.parquet")
+    pq.write_table(pa.table({"text": sentences(transfer_rows)[0]}), folder / "transfer.parquet")
+    return {"source": "parquet", "path": str(folder / "train.parquet"), "text": "text",
+            "label": "topic", "tokenizer": str(folder / "tokenizer"), "max_length": 24,
+            "transfer": {"path": str(folder / "transfer.parquet")}}
+
+
+TINY_TEXT = ["teacher.name=text-teacher",
+             "teacher.model={arch: hf, config: {model_type: bert, hidden_size: 32, "
+             "num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, "
+             "max_position_embeddings: 32}}",
+             "teacher.train.epochs=3", "teacher.train.lr=0.003", "teacher.train.num_workers=1",
+             "teacher.train.batch_size=32", "teacher.inference.batch_size=256",
+             "student.model={arch: hf, config: {model_type: bert, hidden_size: 16, "
+             "num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, "
+             "max_position_embeddings: 32}}",
+             "distill.epochs=3", "distill.batch_size=32", "distill.num_workers=1",
+             "evaluate.shifts=[]", "evaluate.latency.repetitions=20",
+             "evaluate.latency.seconds=0.3"]
+"""Overrides of the reference spec for text_task's data: two tiny BERTs, a few epochs."""

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distillery.lm.bpe import END_OF_TEXT, train_byte_level_bpe
-from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
+from distillery.models.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
 
 STDLIB_JSON = sorted(Path(json.__file__).parent.glob("*.py"))
 

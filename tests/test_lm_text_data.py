@@ -71,7 +71,7 @@ def corpus(tmp_path_factory):
 
 
 def test_ray_reader_packs_each_split_as_the_pure_functions_do(local_ray, corpus):
-    from distillery.lm.hf_loaders import load_tokenizer
+    from distillery.models.hf_loaders import load_tokenizer
 
     root, texts = corpus["root"], corpus["texts"]
     for fmt, paths, field in (("text", corpus["paths"], None),

@@ -101,7 +101,9 @@ def deepspeed_config(spec: TrainSpec, world_size: int, on_gpu: bool) -> dict:
 def batch_to_tensors(batch, device, dtype, needs: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """pyarrow batch -> tensors; null labels (unlabeled transfer rows) become -1, and every
     row gets weight 1 (a curriculum changes that)."""
-    x = torch.tensor(fixed_list_to_numpy(batch["x"]), device=device, dtype=dtype)
+    x = torch.tensor(fixed_list_to_numpy(batch["x"]), device=device)
+    if x.is_floating_point():  # features; token ids stay integers
+        x = x.to(dtype)
     out = {
         "x": x,
         "label": torch.tensor(batch["label"].fill_null(-1).to_numpy(zero_copy_only=False),

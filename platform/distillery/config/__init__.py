@@ -27,6 +27,7 @@ from distillery.config.evaluation import (
 )
 from distillery.config.models import (
     CNN1DSpec,
+    HFSpec,
     ImportSpec,
     MLPSpec,
     ModelSpec,
@@ -95,6 +96,7 @@ __all__ = [
     "Strict",
     "MLPSpec",
     "CNN1DSpec",
+    "HFSpec",
     "ImportSpec",
     "TorchScriptSpec",
     "parse_model_spec",

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    model_validator,
 )
 
 from distillery.config.base import Strict
@@ -43,7 +44,17 @@ class TableData(Strict):
     """The files' format; json is JSON Lines (one object per line)."""
     path: str
     """File or directory, local or s3://."""
-    features: list[str] = Field(min_length=1)
+    features: list[str] | None = Field(default=None, min_length=1)
+    """Numeric columns, one model input each; or, for text, `text`."""
+    text: str | None = None
+    """A column of text (one string per row), tokenized by `tokenizer` into `max_length` token
+    ids per row; the models are then Hugging Face sequence classifiers (`arch: hf`)."""
+    tokenizer: str | None = None
+    """Directory of a saved Hugging Face (fast) tokenizer; omitted, the teacher's own
+    (`teacher.model.path`). Teacher and student share it."""
+    max_length: int = Field(default=128, ge=4, le=8192)
+    """Token ids per text row, special tokens included: longer texts are truncated (and
+    counted), shorter ones padded."""
     label: str
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     val_fraction: float = Field(default=0.1, gt=0, lt=1)
@@ -58,14 +69,28 @@ class TableData(Strict):
     Without one, a row is keyed by its content (features and label): identical rows share a
     split, so a duplicate is never in train and test at once."""
     on_invalid: Literal["error", "drop"] = "error"
-    """A row with a NaN or infinite feature: `error` names the column and the row; `drop`
-    leaves it out (labelled and transfer rows alike) and says how many were dropped."""
+    """A row with a NaN or infinite feature, or a null or blank text: `error` names the column
+    and the row; `drop` leaves it out (labelled and transfer rows alike) and says how many
+    were dropped."""
     sample_rows: int = Field(default=100_000, ge=10)
     """At most this many rows of each split are held in one process: validation during
     training, the export metrics, evaluation and the drift reference use them. A larger split
     is sampled by a fixed hash of each row's key, the same rows on every run. Training and
     teacher inference always stream every row."""
     transfer: TableTransfer | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TableData:
+        if (self.features is None) == (self.text is None):
+            raise ValueError("give either features (numeric columns) or text (a text column)")
+        if self.tokenizer is not None and self.text is None:
+            raise ValueError("tokenizer: only for text data (data.text)")
+        return self
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns the models read: the features, or the text column."""
+        return self.features if self.text is None else [self.text]
 
 
 DataSpec = Annotated[Mnist1dData | TableData, Field(discriminator="source")]

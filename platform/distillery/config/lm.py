@@ -12,13 +12,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from distillery.config.base import NAME_PATTERN, SpecError, Strict
+from distillery.config.models import check_hf_config
 from distillery.config.training import InferenceSpec, TrainSpec
 
 LM_SOURCES = ("text", "python_stdlib")
 """`data.source` values that make a spec a language-model spec."""
-MAX_LAYERS = 256
-"""A config mapping's model is built on the meta device to check its shapes, layer by layer:
-a layer count beyond any model distilled here is refused before that, not built for minutes."""
 
 
 class TokenizerTrainSpec(Strict):
@@ -60,36 +58,12 @@ class TextDataSpec(Strict):
 
 
 def _check_hf(value: str | dict) -> str | dict:
-    """A directory, or a config mapping from which transformers builds a causal LM (built on
-    the meta device here: no memory, but every shape checked before Ray starts)."""
+    """A directory, or a config mapping from which transformers builds a causal LM."""
     if isinstance(value, str):
         if not value:
             raise ValueError("give a directory holding a saved model, or a config mapping")
         return value
-    import torch
-    from transformers import CONFIG_MAPPING, AutoModelForCausalLM
-
-    config = dict(value)
-    model_type = config.pop("model_type", None)
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-        raise ValueError(f"model_type: {model_type!r} is not a model type transformers knows "
-                         "(e.g. gpt2, llama)")
-    known = CONFIG_MAPPING[model_type]().to_dict()
-    unknown = sorted(k for k in config if k not in known)
-    if unknown:
-        # transformers keeps unknown keys as attributes: a typo would be ignored silently
-        raise ValueError(f"{unknown[0]}: not a {model_type} config key")
-    try:
-        built = CONFIG_MAPPING[model_type](**config)
-        layers = built.num_hidden_layers
-        if isinstance(layers, int) and layers > MAX_LAYERS:
-            raise ValueError(f"{layers} layers; at most {MAX_LAYERS}")
-        with torch.device("meta"):
-            AutoModelForCausalLM.from_config(built)
-    except Exception as err:  # noqa: BLE001 - any failure on user input is that input's fault
-        raise ValueError(f"cannot build a {model_type} causal LM from this config: "
-                         f"{' '.join(str(err).split())[:300]}") from None
-    return value
+    return check_hf_config(value, "causal_lm")
 
 
 class LMTeacherSpec(Strict):

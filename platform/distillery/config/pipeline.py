@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from distillery.config.base import NAME_PATTERN, SpecError, Strict
@@ -24,7 +26,10 @@ from distillery.config.evaluation import (
 )
 from distillery.config.lm import LM_SOURCES, LMPipelineSpec, check_lm_inputs
 from distillery.config.models import (
+    CNN1DSpec,
+    HFSpec,
     ImportSpec,
+    MLPSpec,
     TorchScriptSpec,
 )
 from distillery.config.monitoring import MonitorSpec
@@ -80,6 +85,38 @@ class PipelineSpec(Strict):
                                  "the name of another teacher; each needs its own")
             seen.add(teacher.name)
         return distill
+
+    @model_validator(mode="after")
+    def _models_fit_inputs(self) -> PipelineSpec:
+        """Text rows are token ids: Hugging Face classifiers (or your own models) take them,
+        the numeric architectures do not; and numeric rows are not token ids."""
+        text = isinstance(self.data, TableData) and self.data.text is not None
+        for role, model in self._models():
+            if text and isinstance(model, MLPSpec | CNN1DSpec):
+                raise ValueError(f"{role}.model.arch: {model.arch} takes numeric features; "
+                                 "text data (data.text) takes arch: hf")
+            if not text and isinstance(model, HFSpec):
+                raise ValueError(f"{role}.model.arch: hf takes text (data.text names a text "
+                                 "column), not numeric features")
+        if text and self.evaluate.shifts:
+            raise ValueError(f"evaluate.shifts.0.kind: {self.evaluate.shifts[0].kind} perturbs "
+                             "numeric features; text data takes no shifts (evaluate.shifts: [])")
+        if text and self.data.tokenizer is None:
+            model = self.teacher.model
+            if not isinstance(model, HFSpec) or model.path is None:
+                raise ValueError("data.tokenizer: required unless the teacher is a saved "
+                                 "Hugging Face model (teacher.model.path), whose tokenizer "
+                                 "it then is")
+            self.data.tokenizer = model.path
+        return self
+
+    def _models(self) -> list[tuple[str, object]]:
+        """(spec field of the model, its spec) of every model the pipeline builds."""
+        models = [("teacher", self.teacher.model), ("student", self.student.model)]
+        if self.distill.multi_teacher:
+            models += [(f"distill.multi_teacher.teachers.{i}", t.model)
+                       for i, t in enumerate(self.distill.multi_teacher.teachers)]
+        return models
 
     def spec_hash(self) -> str:
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
@@ -154,11 +191,9 @@ def check_inputs(spec: PipelineSpec) -> None:
         candidates.append(("data.path", spec.data.path))
         if spec.data.transfer:
             candidates.append(("data.transfer.path", spec.data.transfer.path))
-    models = [("teacher", spec.teacher.model), ("student", spec.student.model)]
-    if spec.distill.multi_teacher:
-        models += [(f"distill.multi_teacher.teachers.{i}", t.model)
-                   for i, t in enumerate(spec.distill.multi_teacher.teachers)]
-    for role, model in models:
+    for role, model in spec._models():
+        if isinstance(model, HFSpec) and model.path is not None:
+            check_hf_dir(model.path, f"{role}.model.path", "config.json", "model")
         if isinstance(model, TorchScriptSpec):
             candidates.append((f"{role}.model.path", model.path))
         if isinstance(model, ImportSpec):
@@ -168,6 +203,44 @@ def check_inputs(spec: PipelineSpec) -> None:
     for field, location in candidates:
         if not is_remote(location) and not path_exists(location):
             raise SpecError(f"{field}: file not found: {location}")
+    if isinstance(spec.data, TableData) and spec.data.text is not None:
+        fill_from_tokenizer(spec)
+
+
+def check_hf_dir(path: str, field: str, marker: str, what: str) -> None:
+    """A local directory holding `marker`: transformers would take any other path for a hub
+    repo id, and nothing is downloaded here."""
+    if not Path(path).is_dir() or not (Path(path) / marker).is_file():
+        raise SpecError(f"{field}: no {marker} in a directory {path} (give the local directory "
+                        f"a Hugging Face {what} was saved to; nothing is downloaded)")
+
+
+def fill_from_tokenizer(spec: PipelineSpec) -> None:
+    """Text models built from a config mapping get the tokenizer's vocabulary size and padding
+    id unless the mapping sets them, and must have room for data.max_length positions."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    check_hf_dir(spec.data.tokenizer, "data.tokenizer", "tokenizer.json", "fast tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(spec.data.tokenizer, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        raise SpecError(f"data.tokenizer: the tokenizer in {spec.data.tokenizer} has no padding "
+                        "token; rows of text are padded to data.max_length")
+    for role, model in spec._models():
+        if not isinstance(model, HFSpec):
+            continue
+        if model.config is not None:
+            model.config.setdefault("vocab_size", len(tokenizer))
+            model.config.setdefault("pad_token_id", tokenizer.pad_token_id)
+            config = AutoConfig.for_model(**model.config)
+        else:
+            config = AutoConfig.from_pretrained(model.path, local_files_only=True)
+        if config.vocab_size < len(tokenizer):
+            raise SpecError(f"{role}.model: vocab_size {config.vocab_size} is smaller than the "
+                            f"tokenizer's {len(tokenizer)} tokens (data.tokenizer)")
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and positions < spec.data.max_length:
+            raise SpecError(f"data.max_length: {spec.data.max_length} is more than {role}'s "
+                            f"max_position_embeddings {positions}")
 
 
 def _check_factory(field: str, factory: str) -> None:
@@ -204,6 +277,8 @@ def _describe(raw: Any, error: dict) -> str:
     if error["type"] not in ("missing", "extra_forbidden") and not isinstance(error["input"],
                                                                                dict):
         reason += f", got {json.dumps(error['input'], default=str)}"
+    if not path and re.match(r"^[\w.]+: ", reason):  # a whole-spec check names its own field
+        return reason
     return f"{path or '<spec>'}: {reason}"
 
 

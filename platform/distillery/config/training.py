@@ -11,6 +11,7 @@ from pydantic import (
 
 from distillery.config.base import NAME_PATTERN, Strict
 from distillery.config.models import (
+    HFSpec,
     ImportSpec,
     ModelSpec,
     TorchScriptSpec,
@@ -86,16 +87,26 @@ class TeacherSpec(Strict):
     name: str = Field(default="teacher", pattern=NAME_PATTERN)
     model: ModelSpec
     train: TrainSpec | None = None
-    """How train-teacher trains it; omit for a pretrained (TorchScript or weights) teacher."""
+    """How train-teacher trains it; omit for a pretrained teacher (TorchScript, import with
+    weights, or a saved Hugging Face classifier). With `arch: hf, path: DIR`, it fine-tunes."""
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
 
     @property
     def pretrained(self) -> bool:
+        """Taken as trained: TorchScript, imported weights, or a saved Hugging Face classifier
+        with no `train` (with one, train-teacher fine-tunes it)."""
+        if isinstance(self.model, HFSpec):
+            return self.model.path is not None and self.train is None
         return isinstance(self.model, TorchScriptSpec) or (
             isinstance(self.model, ImportSpec) and self.model.weights is not None)
 
     @model_validator(mode="after")
     def _trainable(self) -> TeacherSpec:
+        if isinstance(self.model, HFSpec):
+            if self.train is None and not self.pretrained:
+                raise ValueError("train is required for a model built from a config (arch: hf "
+                                 "with config)")
+            return self
         if self.train is None and not self.pretrained:
             raise ValueError("train is required unless the model is pretrained "
                              "(arch: torchscript, or arch: import with weights)")

@@ -100,8 +100,8 @@ def open_source(spec: DataSpec, store: Store, transfer: bool = True) -> Source:
 def data_fingerprint(spec: DataSpec) -> str:
     """What identifies the rows a spec reads, without reading them: the spec's data fields,
     plus for a table the path, size and modification time of each of its files (the transfer
-    set's too), and for MNIST-1D the version of the package that generates it. Caches and
-    cards are keyed by it.
+    set's and the tokenizer's too), and for MNIST-1D the version of the package that generates
+    it. Caches and cards are keyed by it.
 
     The trade-off against hashing every row: no pass over data that may not fit in one
     process, but a file rewritten with its size and modification time unchanged (a tool that
@@ -109,7 +109,8 @@ def data_fingerprint(spec: DataSpec) -> str:
     file copied or touched without a change gets a new one, so the cache is rebuilt once."""
     h = hashlib.sha256(spec.model_dump_json().encode())
     if isinstance(spec, TableData):
-        locations = [spec.path] + ([spec.transfer.path] if spec.transfer else [])
+        locations = [spec.path] + ([spec.transfer.path] if spec.transfer else []) + (
+            [spec.tokenizer] if spec.tokenizer else [])
         for location in locations:
             h.update(repr(file_listing(location)).encode())
     else:

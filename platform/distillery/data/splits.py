@@ -15,7 +15,7 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class Splits:
-    x_train: np.ndarray  # (N, D) float32
+    x_train: np.ndarray  # (N, D) float32 features, or int32 token ids (text)
     y_train: np.ndarray  # (N,) int64
     x_val: np.ndarray
     y_val: np.ndarray
@@ -50,11 +50,13 @@ class Splits:
 def to_table(x: np.ndarray, y: np.ndarray | None, first_id: int = 0,
              ids: np.ndarray | None = None) -> pa.Table:
     """Rows as Arrow: `id` int64 (`ids`, else counting from `first_id`), `x`
-    fixed_size_list<float32>, `label` int64 (null = unlabeled)."""
+    fixed_size_list<float32> (features) or <int32> (token ids), `label` int64 (null =
+    unlabeled)."""
     n, d = x.shape
     if ids is None:
         ids = np.arange(first_id, first_id + n, dtype=np.int64)
-    flat = pa.array(np.ascontiguousarray(x, dtype=np.float32).reshape(-1))
+    dtype = np.int32 if np.issubdtype(x.dtype, np.integer) else np.float32
+    flat = pa.array(np.ascontiguousarray(x, dtype=dtype).reshape(-1))
     label = pa.nulls(n, pa.int64()) if y is None else pa.array(y.astype(np.int64))
     return pa.table({
         "id": pa.array(ids),

@@ -40,7 +40,8 @@ class TableSource:
 
     @property
     def num_features(self) -> int:
-        return len(self.spec.features)
+        """Inputs per row: the features, or the token ids of a text."""
+        return self.spec.max_length if self.spec.text is not None else len(self.spec.features)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -84,7 +85,7 @@ class TableSource:
 
     def _columns(self, labelled: bool) -> list[str]:
         spec = self.spec
-        wanted = [*spec.features, *([spec.label, spec.key] if labelled else [])]
+        wanted = [*spec.input_columns, *([spec.label, spec.key] if labelled else [])]
         return list(dict.fromkeys(c for c in wanted if c is not None))
 
     def _read(self, location: str, labelled: bool, paths: bool = False) -> ray.data.Dataset:
@@ -94,8 +95,9 @@ class TableSource:
         spec = self.spec
         fs, path = filesystem(location)
         schema = pads.dataset(path, filesystem=fs, format=spec.source).schema
-        check_columns(schema, spec, labelled=labelled,
-                      where="data.features" if labelled else "data.transfer.path")
+        where = ("data.transfer.path" if not labelled else
+                 "data.text" if spec.text is not None else "data.features")
+        check_columns(schema, spec, labelled=labelled, where=where)
         columns = self._columns(labelled)
         if spec.source == "csv":  # CSV's reader projects by its own option
             return ray.data.read_csv(path, filesystem=fs, include_paths=paths,
@@ -171,20 +173,26 @@ def to_splits(sample: pa.Table, class_names: list[str]) -> Splits:
 def combine(blocks: list[dict], spec: TableData, location: str, labelled: bool) -> dict:
     """The table's statistics from its blocks' summaries (tables.summarize), or the error
     that the spec's data has: empty labels, labels outside data.classes, a NaN or infinite
-    feature (unless data.on_invalid is drop: then counted and said), a split left empty."""
+    feature or a null or blank text (unless data.on_invalid is drop: then counted and said),
+    a split left empty. Texts truncated to data.max_length are counted and said."""
     rows = sum(b["rows"] for b in blocks)
     invalid = sum(b["invalid"] for b in blocks)
+    problem = "a NaN or infinite feature" if spec.text is None else "a null or blank text"
+    truncated = sum(b.get("truncated", 0) for b in blocks)
+    if truncated:
+        print(f"data: {truncated} of {rows} texts of {location} are longer than "
+              f"data.max_length ({spec.max_length} tokens) and were truncated", flush=True)
     if invalid and spec.on_invalid == "error":
         first = min((b["first_invalid"] for b in blocks if b["invalid"]),
                     key=lambda f: (f["file"] or "", f["key"] or ""))
         where = first["file"] or location
         row = f"the row with {spec.key} {first['key']}" if first["key"] else "a row"
         raise ValueError(f"{where}: column {first['column']!r} is {first['value']} in {row} "
-                         f"({invalid} rows have a NaN or infinite feature; "
+                         f"({invalid} rows have {problem}; "
                          "data.on_invalid=drop leaves them out)")
     if invalid:
-        print(f"data: dropped {invalid} of {rows} rows of {location} with a NaN or infinite "
-              "feature (data.on_invalid=drop)", flush=True)
+        print(f"data: dropped {invalid} of {rows} rows of {location} with {problem} "
+              "(data.on_invalid=drop)", flush=True)
     if not labelled:
         return {"counts": {"transfer": rows - invalid}}
     empty = sum(b["empty_labels"] for b in blocks)
@@ -207,4 +215,4 @@ def combine(blocks: list[dict], spec: TableData, location: str, labelled: bool) 
         found = np.unique(np.array([label for b in blocks for label in b["labels"]]))
         class_names = pa.array(found.tolist()).cast(pa.string()).to_pylist()
     return {"counts": dict(zip(SPLITS, splits, strict=True)), "class_names": class_names,
-            "rows": rows, "dropped": invalid}
+            "rows": rows, "dropped": invalid, "truncated": truncated}

@@ -1,6 +1,6 @@
-"""User data as Parquet, CSV or JSON Lines, local or s3://, with feature and label columns
-named in the spec: the functions Ray Data maps over each block of it (data/table_source.py
-reads it).
+"""User data as Parquet, CSV or JSON Lines, local or s3://, with feature (or text) and label
+columns named in the spec: the functions Ray Data maps over each block of it
+(data/table_source.py reads it).
 
 A row's split (train, val or test) is a function of a stable key and the spec's seed, not of a
 shuffle of the whole table: the same row lands in the same split on every run, whatever the
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from distillery.config import TableData
 from distillery.data.splits import to_table
+from distillery.data.text import blank, tokenize
 
 SPLITS = ("train", "val", "test")
 """Split codes 0, 1, 2, as `assign_splits` gives them."""
@@ -83,17 +84,22 @@ def _unit(h: np.ndarray) -> np.ndarray:
 
 
 def check_columns(schema: pa.Schema, spec: TableData, *, labelled: bool, where: str) -> None:
-    """The spec's columns are in the table and its features numeric; else the spec field
-    that names them, and what the table has."""
+    """The spec's columns are in the table, its features numeric and its text column text;
+    else the spec field that names them, and what the table has."""
     names = schema.names
-    missing = [c for c in spec.features if c not in names]
+    missing = [c for c in spec.input_columns if c not in names]
     if missing:
         raise ValueError(f"{where}: columns {missing} not in {names}")
-    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
-    other = {c: str(schema.field(c).type) for c in spec.features
-             if not any(is_type(schema.field(c).type) for is_type in numeric)}
-    if other:
-        raise ValueError(f"{where}: columns {list(other)} are not numeric ({other})")
+    if spec.text is not None:
+        kind = schema.field(spec.text).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise ValueError(f"{where}: column {spec.text!r} is {kind}, not text")
+    else:
+        numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+        other = {c: str(schema.field(c).type) for c in spec.features
+                 if not any(is_type(schema.field(c).type) for is_type in numeric)}
+        if other:
+            raise ValueError(f"{where}: columns {list(other)} are not numeric ({other})")
     if not labelled:
         return
     if spec.label not in names:
@@ -108,36 +114,54 @@ def features(batch: pa.Table, columns: list[str]) -> np.ndarray:
                      for c in columns], axis=1).astype(np.float32)
 
 
+def inputs(batch: pa.Table, spec: TableData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The block as model inputs: (N, D) float32 features or (N, max_length) int32 token ids;
+    whether each row is valid (finite features, a text neither null nor blank); and whether
+    each text was truncated (none for features)."""
+    if spec.text is None:
+        x = features(batch, spec.features)
+        return x, np.isfinite(x).all(axis=1), np.zeros(len(x), dtype=bool)
+    ids, truncated = tokenize(batch[spec.text], spec.tokenizer, spec.max_length)
+    return ids, ~blank(batch[spec.text]), truncated
+
+
 def label_text(labels: pa.ChunkedArray | pa.Array) -> pa.Array:
     """Labels as the text classes are named by ("3", "cat", "true")."""
     return pc.cast(labels, pa.string())
 
 
 def row_keys(batch: pa.Table, x: np.ndarray, spec: TableData, labelled: bool) -> np.ndarray:
-    """`data.key`'s value for a labelled row when the spec names one, else the row's content;
-    a transfer row is keyed by its features alone."""
-    if not labelled:
-        return content_keys(x, np.zeros(len(x), dtype=np.uint64))
-    if spec.key is not None:
+    """`data.key`'s value for a labelled row when the spec names one, else the row's content
+    (its features, or its whole text: two texts truncated alike stay apart); a transfer row is
+    keyed by its content alone."""
+    if labelled and spec.key is not None:
         return column_keys(batch[spec.key])
-    return content_keys(x, column_keys(batch[spec.label]))
+    label_keys = (column_keys(batch[spec.label]) if labelled
+                  else np.zeros(len(x), dtype=np.uint64))
+    if spec.text is not None:
+        return mix64(mix64(column_keys(batch[spec.text])) ^ label_keys)
+    return content_keys(x, label_keys)
 
 
 def summarize(batch: pa.Table, spec: TableData, labelled: bool, path_column: str | None
               ) -> pa.Table:
     """One block's statistics, as one JSON row (blocks of a file read lazily may differ in
-    types, JSON never does): rows, rows with a NaN or infinite feature and the first of them,
-    and for labelled rows the empty labels, distinct labels, labels outside `data.classes`
-    and valid rows per split."""
-    x = features(batch, spec.features)
-    finite = np.isfinite(x)
-    valid = finite.all(axis=1)
-    out: dict = {"rows": len(x), "invalid": int((~valid).sum())}
+    types, JSON never does): rows, invalid rows (a NaN or infinite feature, a null or blank
+    text) and the first of them, truncated texts, and for labelled rows the empty labels,
+    distinct labels, labels outside `data.classes` and valid rows per split."""
+    x, valid, truncated = inputs(batch, spec)
+    out: dict = {"rows": len(x), "invalid": int((~valid).sum()),
+                 "truncated": int(truncated[valid].sum())}
     if out["invalid"]:
         row = int(np.argmin(valid))
+        if spec.text is None:
+            column = int(np.argmin(np.isfinite(x[row])))
+            where = {"column": spec.features[column], "value": str(x[row, column])}
+        else:
+            text = batch[spec.text][row].as_py()
+            where = {"column": spec.text, "value": "null" if text is None else "blank"}
         out["first_invalid"] = {
-            "column": spec.features[int(np.argmin(finite[row]))],
-            "value": str(x[row, int(np.argmin(finite[row]))]),
+            **where,
             "file": batch[path_column][row].as_py() if path_column else None,
             "key": (str(batch[spec.key][row].as_py())
                     if labelled and spec.key is not None else None)}
@@ -175,12 +199,11 @@ def class_index(labels: pa.ChunkedArray | pa.Array, class_names: tuple[str, ...]
 def encode(batch: pa.Table, spec: TableData, class_names: tuple[str, ...], labelled: bool,
            rates: tuple[float, float, float]) -> pa.Table:
     """A block of the table as the pipeline's rows (`id`, `x`, `label`; splits.to_table),
-    keeping only the rows with finite features, and of a labelled row's split (0 train,
+    keeping only the valid rows (`inputs`), and of a labelled row's split (0 train,
     1 val, 2 test) a `sample_draws` share of `rates[split]`; a labelled block also gets a
     `split` column. Unlabeled rows are all kept. A row's id is its key."""
-    x = features(batch, spec.features)
+    x, keep, _ = inputs(batch, spec)
     keys = row_keys(batch, x, spec, labelled)
-    keep = np.isfinite(x).all(axis=1)
     if labelled:
         split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)
         keep &= sample_draws(keys, spec.seed) < np.asarray(rates)[split]

@@ -16,8 +16,8 @@ from typing import Any
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from distillery.lm.hf_loaders import load_causal_lm, load_tokenizer
 from distillery.models.artifacts import library_versions
+from distillery.models.hf_loaders import load_causal_lm, load_tokenizer
 from distillery.storage import Store, is_remote
 from distillery.store_layout import CARD, read_card
 

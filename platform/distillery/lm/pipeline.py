@@ -28,9 +28,9 @@ from distillery.lm.artifacts import HF_DIR, lm_card, load_lm, local_hf_dir, save
 from distillery.lm.bpe import train_byte_level_bpe
 from distillery.lm.cache import build_topk_cache, read_topk_cache
 from distillery.lm.evaluation import compare_lms, render_lm_report
-from distillery.lm.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
 from distillery.lm.text_data import document_split, packed_blocks, read_documents
 from distillery.lm.train import LMTrainJob, build_lm, fit_lm, load_lm_weights
+from distillery.models.hf_loaders import check_same_vocabulary, load_causal_lm, load_tokenizer
 from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 from distillery.store_layout import (

@@ -91,7 +91,7 @@ class TokenizeAndPack:
 
     def __init__(self, tokenizer_dir: str, block_size: int, split: str, val_fraction: float):
         from distillery.lm.artifacts import local_hf_dir
-        from distillery.lm.hf_loaders import load_tokenizer
+        from distillery.models.hf_loaders import load_tokenizer
 
         self.tokenizer = load_tokenizer(local_hf_dir(tokenizer_dir))
         if self.tokenizer.eos_token_id is None:

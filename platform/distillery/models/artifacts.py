@@ -14,6 +14,7 @@ from torch import nn
 import distillery
 from distillery.config import ImportSpec, ModelSpec, TorchScriptSpec, parse_model_spec
 from distillery.models.registry import build_model, count_params
+from distillery.models.text_classifier import TextClassifier, stored_spec
 from distillery.storage import Store
 from distillery.store_layout import CARD, read_card
 
@@ -27,6 +28,10 @@ def library_versions() -> dict[str, str]:
 
 def model_card(model: nn.Module, model_spec: ModelSpec, *, num_features: int, num_classes: int,
                **extra: Any) -> dict:
+    """The card of a model; its `architecture` rebuilds it without the files the spec may
+    have named (a Hugging Face model is stored by its config)."""
+    if isinstance(model, TextClassifier):
+        model_spec = stored_spec(model)
     return {
         "architecture": model_spec.model_dump(),
         "num_features": num_features,
@@ -45,7 +50,9 @@ def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dic
     torch.save(model.state_dict(), weights)
     store.write_bytes(weights.getvalue(), *parts, "model.pt")
     scripted = io.BytesIO()
-    torch.jit.save(torch.jit.script(model), scripted)
+    exported = (model.traced(card["num_features"]) if isinstance(model, TextClassifier)
+                else torch.jit.script(model))
+    torch.jit.save(exported, scripted)
     store.write_bytes(scripted.getvalue(), *parts, "model.ts")
     card = {**card, "size_bytes": {"model.pt": weights.getbuffer().nbytes,
                                    "model.ts": scripted.getbuffer().nbytes}}

@@ -1,7 +1,8 @@
 """Architectures a spec can name (`model.arch`), and bring-your-own models.
 
-`mlp` and `cnn1d` take (B, D) float vectors and return (B, C) logits. `import` calls a user
-factory (`package.module:function`); `torchscript` loads a scripted model as it is.
+`mlp` and `cnn1d` take (B, D) float vectors and return (B, C) logits; `hf` takes (B, L) token
+ids (text data). `import` calls a user factory (`package.module:function`); `torchscript` loads a
+scripted model as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import io
 import torch
 from torch import nn
 
-from distillery.config import CNN1DSpec, ImportSpec, MLPSpec, ModelSpec, TorchScriptSpec
+from distillery.config import (
+    CNN1DSpec,
+    HFSpec,
+    ImportSpec,
+    MLPSpec,
+    ModelSpec,
+    TorchScriptSpec,
+)
 from distillery.storage import read_location
 
 
@@ -70,6 +78,10 @@ def build_model(spec: ModelSpec, num_features: int, num_classes: int) -> nn.Modu
         return model
     if isinstance(spec, TorchScriptSpec):
         return torch.jit.load(io.BytesIO(read_location(spec.path)), map_location="cpu")
+    if isinstance(spec, HFSpec):
+        from distillery.models.text_classifier import build_text_classifier
+
+        return build_text_classifier(spec, num_classes)
     raise TypeError(f"unsupported model spec {type(spec).__name__}")
 
 

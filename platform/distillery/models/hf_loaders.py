@@ -87,3 +87,26 @@ def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> dict[str, tuple[str, 
     return {role: (token, tokenizer.convert_tokens_to_ids(token))
             for role, token in tokenizer.special_tokens_map.items()
             if isinstance(token, str) and role != "pad_token"}
+
+
+def load_sequence_classifier(path: str, num_labels: int, where: str = "model") -> PreTrainedModel:
+    """AutoModelForSequenceClassification from a directory written by save_pretrained, with a
+    head of `num_labels`: a saved classifier's own head when its size matches, else a new one
+    (an encoder checkpoint has none; training fits it)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    _require_files(path, ("config.json",), where, "model")
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # "newly initialized" head weights: expected here
+    hf_logging.disable_progress_bar()  # a bar per load, in every inference actor
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, local_files_only=True, dtype=torch.float32,
+            ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: cannot load the model in {path}: {_one_line(e)}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,74 @@
+"""Hugging Face sequence classifiers as the pipeline's models: (B, L) token ids in, (B, C)
+logits out, so that the cache, the trainer, evaluation and serving treat them as any model.
+
+A model built from a saved directory is stored by its config (`stored_spec`): the store's
+card and weights rebuild it where that directory does not exist (a serving node).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from distillery.config import HFSpec
+
+# config keys that describe the checkpoint rather than the architecture, or that the pipeline
+# sets itself (num_labels: the data's classes)
+_NOT_ARCHITECTURE = ("architectures", "transformers_version", "_name_or_path", "id2label",
+                     "label2id", "num_labels", "dtype", "torch_dtype", "problem_type")
+
+
+class TextClassifier(nn.Module):
+    """`model` (a transformers sequence classifier) on token ids; the attention mask is where
+    the ids are not padding."""
+
+    def __init__(self, model: nn.Module, pad_token_id: int):
+        super().__init__()
+        self.model = model
+        self.pad_token_id = pad_token_id
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L) ids -> (B, C)
+        ids = x.long()
+        return self.model(input_ids=ids, attention_mask=(ids != self.pad_token_id).long()
+                          ).logits
+
+    def traced(self, length: int) -> torch.jit.ScriptModule:
+        """TorchScript by tracing (transformers' models do not script), on padded ids of
+        `length`: the graph holds for any batch size and length (the mask is computed inside)."""
+        from transformers.utils import logging as hf_logging
+
+        example = torch.full((2, length), self.pad_token_id, dtype=torch.int32)
+        example[:, :2] = 1
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its note that the config names no loss type
+        try:
+            with warnings.catch_warnings():  # the tracer's notes on transformers' shape checks
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                return torch.jit.trace(self, example, strict=False)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+
+
+def build_text_classifier(spec: HFSpec, num_classes: int) -> TextClassifier:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from distillery.models.hf_loaders import load_sequence_classifier
+
+    if spec.config is not None:
+        config = AutoConfig.for_model(**spec.config, num_labels=num_classes)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = load_sequence_classifier(spec.path, num_classes, "model.path")
+    return TextClassifier(model, model.config.pad_token_id or 0)
+
+
+def stored_spec(model: TextClassifier) -> HFSpec:
+    """The spec that rebuilds `model`'s architecture from its config alone."""
+    config = model.model.config
+    known = type(config)().to_dict()  # a checkpoint's config may carry keys of older versions
+    config = {k: v for k, v in config.to_diff_dict().items()
+              if k in known and k not in _NOT_ARCHITECTURE}
+    config["model_type"] = model.model.config.model_type
+    return HFSpec(arch="hf", config=config)

@@ -1,0 +1,174 @@
+"""Text classification through the classifier pipeline: a text column tokenized block by block
+into token ids keyed by the whole text, label names kept, bad text named; Hugging Face
+classifiers as the models (a tiny BERT built from a config through every stage, and the real
+MiniLM encoder where its package is installed)."""
+
+import io
+import json
+
+import pyarrow as pa
+import pytest
+import torch
+
+from distillery.config import HFSpec, SpecError, TableData, load_spec
+from distillery.data.splits import fixed_list_to_numpy
+from distillery.data.table_source import combine
+from distillery.data.tables import check_columns, class_index, encode, summarize
+from distillery.models import build_model, count_params
+from distillery.models.text_classifier import stored_spec
+
+from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, text_task
+
+
+def text_spec(tmp_path, **changes) -> TableData:
+    return TableData(**{**text_task(tmp_path, rows=60, transfer_rows=10), **changes})
+
+
+def test_text_rows_are_the_tokenizers_ids_keyed_by_the_whole_text(tmp_path):
+    from transformers import AutoTokenizer
+
+    spec = text_spec(tmp_path, max_length=8)
+    long = "cat dog horse bird fish cow sheep rain snow"  # 9 words + [CLS], [SEP] > 8
+    texts = ["the cat sat", long, long + " wind", "the cat sat"]
+    batch = pa.table({"text": texts, "topic": ["animals", "animals", "weather", "animals"]})
+    names = tuple(sorted(TOPICS))
+    rows = encode(batch, spec, names, labelled=True, rates=(1.0, 1.0, 1.0))
+    x = fixed_list_to_numpy(rows["x"])
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
+    expected = tokenizer(texts, max_length=8, truncation=True, padding="max_length")["input_ids"]
+    assert rows.schema.field("x").type.value_type == pa.int32()
+    assert x.tolist() == expected
+    # the two long texts share their first 8 ids but not their key; equal rows share one
+    ids = rows["id"].to_pylist()
+    assert (x[1] == x[2]).all() and ids[1] != ids[2] and ids[0] == ids[3]
+    # label names kept: class index -> name round trip
+    assert [names[i] for i in rows["label"].to_pylist()] == batch["topic"].to_pylist()
+    assert class_index(batch["topic"], names).tolist() == [0, 0, 2, 0]
+    summary = json.loads(summarize(batch, spec, True, None)["summary"][0].as_py())
+    assert summary["truncated"] == 2 and summary["invalid"] == 0
+
+
+def test_bad_text_is_named_dropped_or_counted(tmp_path, capsys):
+    spec = text_spec(tmp_path)
+    with pytest.raises(ValueError, match=r"^data.text: columns \['text'\] not in \['body', "):
+        check_columns(pa.schema([("body", pa.string()), ("topic", pa.string())]), spec,
+                      labelled=True, where="data.text")
+    with pytest.raises(ValueError, match="^data.text: column 'text' is int64, not text"):
+        check_columns(pa.schema([("text", pa.int64()), ("topic", pa.string())]), spec,
+                      labelled=True, where="data.text")
+    batch = pa.table({"text": ["rain today", None, "   ", "cheese"],
+                      "topic": ["weather", "food", "food", "food"]})
+    summary = json.loads(summarize(batch, spec, True, None)["summary"][0].as_py())
+    assert summary["invalid"] == 2
+    assert summary["first_invalid"]["column"] == "text"
+    assert summary["first_invalid"]["value"] == "null"
+    with pytest.raises(ValueError, match="column 'text' is null in a row .2 rows have a null or "
+                                         "blank text; data.on_invalid=drop"):
+        combine([summary], spec, spec.path, labelled=True)
+    dropped = combine([summary], spec.model_copy(update={"on_invalid": "drop"}), spec.path,
+                      labelled=False)
+    assert dropped["counts"]["transfer"] == 2
+    assert "dropped 2 of 4 rows" in capsys.readouterr().out
+    rows = encode(batch, spec, tuple(sorted(TOPICS)), labelled=False, rates=(1.0, 1.0, 1.0))
+    assert rows.num_rows == 2  # the null and the blank text are not rows
+
+
+def spec_overrides(tmp_path, *extra: str, rows: int = 60, transfer_rows: int = 10) -> list[str]:
+    data = text_task(tmp_path, rows=rows, transfer_rows=transfer_rows)
+    return [f"data={json.dumps(data)}", f"store={tmp_path}/store", *TINY_TEXT, *extra]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("student.model={arch: mlp, hidden: [8]}",
+     "student.model.arch: mlp takes numeric features; text data (data.text) takes arch: hf"),
+    ("evaluate.shifts=[{kind: gaussian_noise, severities: [0.1]}]",
+     "evaluate.shifts.0.kind: gaussian_noise perturbs numeric features"),
+    ("data.tokenizer=null", "data.tokenizer: required unless the teacher is a saved"),
+    ("data.max_length=64", "data.max_length: 64 is more than teacher's max_position_embeddings 32"),
+    ("data.features=[a]", "data: give either features (numeric columns) or text"),
+    ("student.model.config.hidden_size=15", "student.model.config: cannot build a bert sequence "
+     "classifier from this config: The hidden size (15) is not a multiple"),
+])
+def test_a_text_spec_that_cannot_work_is_one_line_naming_the_field(tmp_path, override, message):
+    with pytest.raises(SpecError) as err:
+        load_spec(REFERENCE_SPEC, spec_overrides(tmp_path, override))
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_hf_models_take_the_tokenizers_vocabulary_and_numeric_data_refuses_them(tmp_path):
+    spec = load_spec(REFERENCE_SPEC, spec_overrides(tmp_path))
+    words = sum(len(t.split()) for t in TOPICS.values()) + 10 + 4  # topics, filler, specials
+    assert spec.student.model.config["vocab_size"] == words
+    assert spec.student.model.config["pad_token_id"] == 0
+    with pytest.raises(SpecError, match="^teacher.model.arch: hf takes text"):
+        load_spec(REFERENCE_SPEC, [f"store={tmp_path}/store", *TINY_TEXT[:2]])
+
+
+def test_the_minilm_encoder_loads_trains_a_step_and_exports(tmp_path):
+    """The real pre-trained encoder (22.7M parameters) as a teacher's starting point: a new
+    3-class head, one optimizer step, and the stored form (config + weights) and the traced
+    TorchScript give the same logits."""
+    minilm = pytest.importorskip(
+        "all_minilm_l6_v2", reason="the text extra (pip install -e '.[text]') is not installed")
+    from distillery.data.text import tokenize
+
+    path = str(minilm.extract_model(str(tmp_path)))
+    model = build_model(HFSpec(arch="hf", path=path), 32, 3)
+    assert 22_000_000 < count_params(model) < 23_000_000
+    ids, truncated = tokenize(pa.array(["Return the sum of a and b.", "Open a socket."]), path,
+                              32)
+    assert ids[0, 0] == 101 and not truncated.any()  # [CLS] of the uncased BERT vocabulary
+    x = torch.from_numpy(ids)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    model.eval()
+    rebuilt = build_model(stored_spec(model), 32, 3)
+    rebuilt.load_state_dict(model.state_dict())
+    buffer = io.BytesIO()
+    torch.jit.save(model.traced(32), buffer)
+    traced = torch.jit.load(io.BytesIO(buffer.getvalue()))
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(rebuilt.eval()(x), expected, atol=1e-5)
+        assert torch.allclose(traced(x), expected, atol=1e-5)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_tiny_bert_is_fine_tuned_cached_distilled_evaluated_and_exported(tmp_path):
+    from distillery.evaluation.report import evaluate
+    from distillery.evaluation.selection import select_models
+    from distillery.stages import Pipeline
+    from distillery.storage import Store
+    from distillery.store_layout import read_card
+
+    spec = load_spec(REFERENCE_SPEC, spec_overrides(tmp_path, "name=text", rows=600,
+                                                    transfer_rows=1000))
+    pipeline = Pipeline(spec)
+    teacher = pipeline.train_teacher()
+    assert teacher["class_names"] == sorted(TOPICS) and teacher["num_features"] == 24
+    assert teacher["architecture"]["config"]["num_hidden_layers"] == 2
+    manifest = pipeline.teacher_infer()
+    assert manifest["rows"] == pipeline.source.count("train") + 1000
+    student = pipeline.distill()
+    assert student["params"] < teacher["params"] / 4
+    assert student["metrics"]["test_accuracy"] > 0.45  # 3 classes: chance is 1/3
+    report = evaluate(pipeline, select_models(pipeline, ["student"]))
+    assert report["data"]["num_features"] == 24
+    assert report["efficiency"]["models"]["student"]["vs_teacher"]["params"] > 4
+    assert report["fidelity"]["student"]["agreement"] > 0.45
+    # the store's card and weights rebuild the student without any directory of the spec, and
+    # its TorchScript (traced) answers as it does
+    store = Store(spec.store)
+    parts = ("students", student["run_id"])
+    card = read_card(store, parts)
+    model = build_model(HFSpec(**card["architecture"]), card["num_features"], 3)
+    model.load_state_dict(torch.load(io.BytesIO(store.read_bytes(*parts, "model.pt")),
+                                     weights_only=True))
+    scripted = torch.jit.load(io.BytesIO(store.read_bytes(*parts, "model.ts")))
+    x = torch.from_numpy(pipeline.splits.x_test[:5])
+    assert x.dtype == torch.int32
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model.eval()(x), atol=1e-5)
