@@ -14,25 +14,27 @@ from distillery.config import HFSpec, SpecError, TableData, load_spec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.data.table_source import combine
 from distillery.data.tables import check_columns, class_index, encode, summarize
+from distillery.data.text import TextEncoding, text_encoding, tokenize
 from distillery.models import build_model, count_params
 from distillery.models.text_classifier import stored_spec
 
 from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, text_task
 
 
-def text_spec(tmp_path, **changes) -> TableData:
-    return TableData(**{**text_task(tmp_path, rows=60, transfer_rows=10), **changes})
+def text_spec(tmp_path, **changes) -> tuple[TableData, TextEncoding]:
+    spec = TableData(**{**text_task(tmp_path, rows=60, transfer_rows=10), **changes})
+    return spec, text_encoding(spec.tokenizer, spec.max_length)
 
 
 def test_text_rows_are_the_tokenizers_ids_keyed_by_the_whole_text(tmp_path):
     from transformers import AutoTokenizer
 
-    spec = text_spec(tmp_path, max_length=8)
+    spec, text = text_spec(tmp_path, max_length=8)
     long = "cat dog horse bird fish cow sheep rain snow"  # 9 words + [CLS], [SEP] > 8
     texts = ["the cat sat", long, long + " wind", "the cat sat"]
     batch = pa.table({"text": texts, "topic": ["animals", "animals", "weather", "animals"]})
     names = tuple(sorted(TOPICS))
-    rows = encode(batch, spec, names, labelled=True, rates=(1.0, 1.0, 1.0))
+    rows = encode(batch, spec, names, labelled=True, rates=(1.0, 1.0, 1.0), text=text)
     x = fixed_list_to_numpy(rows["x"])
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
     expected = tokenizer(texts, max_length=8, truncation=True, padding="max_length")["input_ids"]
@@ -44,12 +46,12 @@ def test_text_rows_are_the_tokenizers_ids_keyed_by_the_whole_text(tmp_path):
     # label names kept: class index -> name round trip
     assert [names[i] for i in rows["label"].to_pylist()] == batch["topic"].to_pylist()
     assert class_index(batch["topic"], names).tolist() == [0, 0, 2, 0]
-    summary = json.loads(summarize(batch, spec, True, None)["summary"][0].as_py())
+    summary = json.loads(summarize(batch, spec, True, None, text)["summary"][0].as_py())
     assert summary["truncated"] == 2 and summary["invalid"] == 0
 
 
 def test_bad_text_is_named_dropped_or_counted(tmp_path, capsys):
-    spec = text_spec(tmp_path)
+    spec, text = text_spec(tmp_path)
     with pytest.raises(ValueError, match=r"^data.text: columns \['text'\] not in \['body', "):
         check_columns(pa.schema([("body", pa.string()), ("topic", pa.string())]), spec,
                       labelled=True, where="data.text")
@@ -58,7 +60,7 @@ def test_bad_text_is_named_dropped_or_counted(tmp_path, capsys):
                       labelled=True, where="data.text")
     batch = pa.table({"text": ["rain today", None, "   ", "cheese"],
                       "topic": ["weather", "food", "food", "food"]})
-    summary = json.loads(summarize(batch, spec, True, None)["summary"][0].as_py())
+    summary = json.loads(summarize(batch, spec, True, None, text)["summary"][0].as_py())
     assert summary["invalid"] == 2
     assert summary["first_invalid"]["column"] == "text"
     assert summary["first_invalid"]["value"] == "null"
@@ -69,7 +71,8 @@ def test_bad_text_is_named_dropped_or_counted(tmp_path, capsys):
                       labelled=False)
     assert dropped["counts"]["transfer"] == 2
     assert "dropped 2 of 4 rows" in capsys.readouterr().out
-    rows = encode(batch, spec, tuple(sorted(TOPICS)), labelled=False, rates=(1.0, 1.0, 1.0))
+    rows = encode(batch, spec, tuple(sorted(TOPICS)), labelled=False, rates=(1.0, 1.0, 1.0),
+                  text=text)
     assert rows.num_rows == 2  # the null and the blank text are not rows
 
 
@@ -110,13 +113,11 @@ def test_the_minilm_encoder_loads_trains_a_step_and_exports(tmp_path):
     TorchScript give the same logits."""
     minilm = pytest.importorskip(
         "all_minilm_l6_v2", reason="the text extra (pip install -e '.[text]') is not installed")
-    from distillery.data.text import tokenize
-
     path = str(minilm.extract_model(str(tmp_path)))
     model = build_model(HFSpec(arch="hf", path=path), 32, 3)
     assert 22_000_000 < count_params(model) < 23_000_000
-    ids, truncated = tokenize(pa.array(["Return the sum of a and b.", "Open a socket."]), path,
-                              32)
+    ids, truncated = tokenize(pa.array(["Return the sum of a and b.", "Open a socket."]),
+                              text_encoding(path, 32))
     assert ids[0, 0] == 101 and not truncated.any()  # [CLS] of the uncased BERT vocabulary
     x = torch.from_numpy(ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -137,15 +138,27 @@ def test_the_minilm_encoder_loads_trains_a_step_and_exports(tmp_path):
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_a_tiny_bert_is_fine_tuned_cached_distilled_evaluated_and_exported(tmp_path):
+def test_a_tiny_encoder_is_fine_tuned_cached_distilled_evaluated_and_exported(tmp_path):
+    """As the reference pipeline's MiniLM: an encoder saved with its tokenizer (no head), the
+    teacher's directory and the tokenizer the spec's only mention of it; its weights reach the
+    training workers through the store."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     from distillery.evaluation.report import evaluate
     from distillery.evaluation.selection import select_models
     from distillery.stages import Pipeline
     from distillery.storage import Store
     from distillery.store_layout import read_card
 
-    spec = load_spec(REFERENCE_SPEC, spec_overrides(tmp_path, "name=text", rows=600,
-                                                    transfer_rows=1000))
+    overrides = spec_overrides(tmp_path, "name=text", rows=600, transfer_rows=1000)
+    encoder = tmp_path / "encoder"
+    config = load_spec(REFERENCE_SPEC, overrides).teacher.model.config
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.for_model(**config)).save_pretrained(encoder)
+    AutoTokenizer.from_pretrained(tmp_path / "tokenizer").save_pretrained(encoder)
+    spec = load_spec(REFERENCE_SPEC, [*overrides, "data.tokenizer=null",
+                                      f"teacher.model={{arch: hf, path: {encoder}}}"])
+    assert spec.data.tokenizer == str(encoder)
     pipeline = Pipeline(spec)
     teacher = pipeline.train_teacher()
     assert teacher["class_names"] == sorted(TOPICS) and teacher["num_features"] == 24
@@ -172,3 +185,26 @@ def test_a_tiny_bert_is_fine_tuned_cached_distilled_evaluated_and_exported(tmp_p
     assert x.dtype == torch.int32
     with torch.no_grad():
         assert torch.allclose(scripted(x), model.eval()(x), atol=1e-5)
+
+
+def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_path):
+    from distillery.data import docstrings
+
+    package = tmp_path / "pkg"
+    (package / "tests").mkdir(parents=True)
+    (package / "__init__.py").write_text('"""The pkg package, for people."""\n')
+    (package / "events.py").write_text(
+        '"""Events."""\n\nclass Loop:\n    """Run callbacks until stopped."""\n\n'
+        '    def stop(self):\n        """Stop the loop soon,\n        after this turn."""\n')
+    (package / "tests" / "test_x.py").write_text('"""Tests are not the package\'s text."""\n')
+    found = [(module, *row) for path, module in docstrings.module_files(tmp_path, "pkg")
+             for row in docstrings.docstrings(path, module)]
+    # "Events." is under MIN_WORDS; nested names are qualified, whitespace folded
+    assert found == [("pkg", "pkg", "The pkg package, for people."),
+                     ("pkg.events", "pkg.events.Loop", "Run callbacks until stopped."),
+                     ("pkg.events", "pkg.events.Loop.stop", "Stop the loop soon, after this turn.")]
+    table = docstrings.labelled_rows()
+    assert set(table["package"].to_pylist()) == set(docstrings.PACKAGES)
+    # the text is the docstring alone: no qualified name gives the package away
+    assert not any(text.startswith(key) for text, key in
+                   zip(table["text"].to_pylist(), table["key"].to_pylist(), strict=True))

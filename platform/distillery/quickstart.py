@@ -35,6 +35,7 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
         "baseline": {"params": baseline["params"],
                      "accuracy": baseline["metrics"]["test_accuracy"],
                      "run_id": baseline["run_id"]},
+        "ratios": ratios(report),
         "stages": timed.seconds,
         "wall_seconds": round(time.perf_counter() - started, 2),
         "store": pipeline.store.root,
@@ -44,6 +45,23 @@ def quickstart(pipeline: Pipeline, output_dir: str) -> dict:
     write_summary(summary, output_dir, format_table(summary))
     print(f"report: {summary['report']['html']}")
     return summary
+
+
+def ratios(report: dict) -> dict[str, float]:
+    """The student against the teacher and the baseline, from the evaluation report:
+    accuracy kept, points over the label-only baseline, and throughput at batch 1 (when
+    timed) and at the largest batch timed."""
+    quality = report["quality"]
+    efficiency = report["efficiency"]
+    throughput = efficiency["models"]["student"]["vs_teacher"]["throughput"]
+    out = {"student_vs_teacher_accuracy": quality["student"]["accuracy"]
+           / quality["teacher"]["accuracy"],
+           "student_minus_baseline_accuracy": quality["student"]["accuracy"]
+           - quality["baseline"]["accuracy"]}
+    if "1" in throughput:
+        out["student_vs_teacher_throughput_b1"] = throughput["1"]
+    out["student_vs_teacher_throughput_bmax"] = throughput[efficiency["largest_batch"]]
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 class StageTimer:

@@ -8,6 +8,7 @@ and `export_student`.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -17,11 +18,19 @@ import torch
 from torch import nn
 
 from distillery.cache import build_cache, read_cache
-from distillery.config import InferenceSpec, PipelineSpec, TeacherSpec, TrainSpec
+from distillery.config import (
+    HFSpec,
+    InferenceSpec,
+    ModelSpec,
+    PipelineSpec,
+    TeacherSpec,
+    TrainSpec,
+)
 from distillery.data import Splits
 from distillery.data.sources import Source, data_fingerprint, distill_row_count, open_source
 from distillery.data.splits import to_table
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
+from distillery.models.text_classifier import stored_spec
 from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 from distillery.store_layout import (
@@ -203,8 +212,9 @@ class Pipeline:
         splits = self.splits
         rows = num_rows if num_rows is not None else train_rows.count()
         train_ds, train_spec = ingest_rows(train_rows, train_spec, rows)
+        model_spec, init_weights = self._shipped(model_spec, run_dir)
         job = TrainJob(
-            model=model_spec.model_dump(),
+            model=model_spec.model_dump(), init_weights=init_weights,
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
             num_features=splits.num_features, num_classes=splits.num_classes,
             rows=rows, strategy=strategy, strategy_params=params, label=label,
@@ -213,6 +223,18 @@ class Pipeline:
         print(f"{label}: training on {job.rows} rows with {train_spec.num_workers} workers "
               f"({train_spec.ingest}) -> {run_dir}", flush=True)
         return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
+
+    def _shipped(self, model_spec, run_dir: str) -> tuple[ModelSpec, str | None]:
+        """The spec and starting weights that reach the training workers: a model read from a
+        directory here (a pre-trained Hugging Face encoder) goes by its config, its weights
+        by the store (run_dir/init/), since the workers may run where the directory is not."""
+        if not (isinstance(model_spec, HFSpec) and model_spec.path):
+            return model_spec, None
+        model = build_model(model_spec, self.splits.num_features, self.splits.num_classes)
+        weights = io.BytesIO()
+        torch.save(model.state_dict(), weights)
+        Store(run_dir).write_bytes(weights.getvalue(), "init", "model.pt")
+        return stored_spec(model), Store(run_dir).uri("init", "model.pt")
 
     def export_student(self, run_id: str, state: dict, role: str, model_spec,
                        teacher_parts: tuple[str, ...] | None,

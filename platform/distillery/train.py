@@ -12,6 +12,7 @@ causal LMs is built from them too.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ from distillery.data.splits import fixed_list_to_numpy
 from distillery.losses import weighted_sum
 from distillery.models import build_model
 from distillery.runtime import train_log_level
-from distillery.storage import filesystem
+from distillery.storage import filesystem, read_location
 from distillery.strategies import build_strategy
 from distillery.strategies.curriculum import curriculum_weight
 
@@ -63,6 +64,7 @@ class TrainJob:
     strategy_params: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # for log lines: "teacher", "student", "baseline"
     curriculum: dict | None = None  # {"score": ..., "thresholds": [one per epoch]}
+    init_weights: str | None = None  # URI of a state_dict to start from (pre-trained weights)
 
 
 def lr_factor(step: int, total: int, schedule: str) -> float:
@@ -249,6 +251,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     torch.manual_seed(spec.seed)  # identical init on every rank
     student = build_model(parse_model_spec(job.model), job.num_features, job.num_classes)
+    if job.init_weights:
+        student.load_state_dict(torch.load(io.BytesIO(read_location(job.init_weights)),
+                                           weights_only=True))
     strategy = build_strategy(job.strategy, **job.strategy_params)
     model = strategy.wrap(student)
     engine, scheduler, micro, dtype = start_engine(model, spec, job.rows, world, device)

@@ -24,6 +24,7 @@ import ray
 from distillery.config import TableData
 from distillery.data.splits import Splits, fixed_list_to_numpy
 from distillery.data.tables import SPLITS, check_columns, encode, repeat_rows, summarize
+from distillery.data.text import TextEncoding, text_encoding
 from distillery.storage import Store, filesystem
 from distillery.store_layout import MANIFEST, table_data_dir
 
@@ -42,6 +43,13 @@ class TableSource:
     def num_features(self) -> int:
         """Inputs per row: the features, or the token ids of a text."""
         return self.spec.max_length if self.spec.text is not None else len(self.spec.features)
+
+    @cached_property
+    def text(self) -> TextEncoding | None:
+        """The tokenizer of text data, read here and sent to the tasks that tokenize."""
+        if self.spec.text is None:
+            return None
+        return text_encoding(self.spec.tokenizer, self.spec.max_length)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -70,7 +78,8 @@ class TableSource:
         if self.spec.transfer is not None:
             rows = rows.union(self._read(self.spec.transfer.path, labelled=False).map_batches(
                 encode, fn_kwargs={"spec": self.spec, "class_names": self.class_names,
-                                   "labelled": False, "rates": (1.0, 1.0, 1.0)},
+                                   "labelled": False, "rates": (1.0, 1.0, 1.0),
+                                   "text": self.text},
                 batch_format="pyarrow"))
         return rows
 
@@ -113,7 +122,7 @@ class TableSource:
                  class_names: tuple[str, ...]) -> ray.data.Dataset:
         return self._read(self.spec.path, labelled=True).map_batches(
             encode, fn_kwargs={"spec": self.spec, "class_names": class_names,
-                               "labelled": True, "rates": rates},
+                               "labelled": True, "rates": rates, "text": self.text},
             batch_format="pyarrow")
 
     def _summarize(self, location: str, labelled: bool) -> dict:
@@ -122,7 +131,8 @@ class TableSource:
         ds = self._read(location, labelled, paths=paths)
         path_column = PATH_COLUMN if paths else None
         blocks = ds.map_batches(summarize, fn_kwargs={"spec": self.spec, "labelled": labelled,
-                                                      "path_column": path_column},
+                                                      "path_column": path_column,
+                                                      "text": self.text},
                                 batch_format="pyarrow").take_all()
         return combine([json.loads(b["summary"]) for b in blocks], self.spec, location,
                        labelled)

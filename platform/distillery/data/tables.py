@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from distillery.config import TableData
 from distillery.data.splits import to_table
-from distillery.data.text import blank, tokenize
+from distillery.data.text import TextEncoding, blank, tokenize
 
 SPLITS = ("train", "val", "test")
 """Split codes 0, 1, 2, as `assign_splits` gives them."""
@@ -114,14 +114,15 @@ def features(batch: pa.Table, columns: list[str]) -> np.ndarray:
                      for c in columns], axis=1).astype(np.float32)
 
 
-def inputs(batch: pa.Table, spec: TableData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The block as model inputs: (N, D) float32 features or (N, max_length) int32 token ids;
-    whether each row is valid (finite features, a text neither null nor blank); and whether
-    each text was truncated (none for features)."""
+def inputs(batch: pa.Table, spec: TableData, text: TextEncoding | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The block as model inputs: (N, D) float32 features or (N, max_length) int32 token ids
+    of the text column by `text`; whether each row is valid (finite features, a text neither
+    null nor blank); and whether each text was truncated (none for features)."""
     if spec.text is None:
         x = features(batch, spec.features)
         return x, np.isfinite(x).all(axis=1), np.zeros(len(x), dtype=bool)
-    ids, truncated = tokenize(batch[spec.text], spec.tokenizer, spec.max_length)
+    ids, truncated = tokenize(batch[spec.text], text)
     return ids, ~blank(batch[spec.text]), truncated
 
 
@@ -143,13 +144,13 @@ def row_keys(batch: pa.Table, x: np.ndarray, spec: TableData, labelled: bool) ->
     return content_keys(x, label_keys)
 
 
-def summarize(batch: pa.Table, spec: TableData, labelled: bool, path_column: str | None
-              ) -> pa.Table:
+def summarize(batch: pa.Table, spec: TableData, labelled: bool, path_column: str | None,
+              text: TextEncoding | None = None) -> pa.Table:
     """One block's statistics, as one JSON row (blocks of a file read lazily may differ in
     types, JSON never does): rows, invalid rows (a NaN or infinite feature, a null or blank
     text) and the first of them, truncated texts, and for labelled rows the empty labels,
     distinct labels, labels outside `data.classes` and valid rows per split."""
-    x, valid, truncated = inputs(batch, spec)
+    x, valid, truncated = inputs(batch, spec, text)
     out: dict = {"rows": len(x), "invalid": int((~valid).sum()),
                  "truncated": int(truncated[valid].sum())}
     if out["invalid"]:
@@ -197,12 +198,13 @@ def class_index(labels: pa.ChunkedArray | pa.Array, class_names: tuple[str, ...]
 
 
 def encode(batch: pa.Table, spec: TableData, class_names: tuple[str, ...], labelled: bool,
-           rates: tuple[float, float, float]) -> pa.Table:
+           rates: tuple[float, float, float], text: TextEncoding | None = None) -> pa.Table:
     """A block of the table as the pipeline's rows (`id`, `x`, `label`; splits.to_table),
     keeping only the valid rows (`inputs`), and of a labelled row's split (0 train,
     1 val, 2 test) a `sample_draws` share of `rates[split]`; a labelled block also gets a
-    `split` column. Unlabeled rows are all kept. A row's id is its key."""
-    x, keep, _ = inputs(batch, spec)
+    `split` column. Unlabeled rows are all kept. A row's id is its key. `text`: the
+    tokenizer of text data."""
+    x, keep, _ = inputs(batch, spec, text)
     keys = row_keys(batch, x, spec, labelled)
     if labelled:
         split = assign_splits(keys, spec.seed, spec.test_fraction, spec.val_fraction)

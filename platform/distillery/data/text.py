@@ -3,11 +3,13 @@ tokenizer, block by block inside Ray Data's tasks (data/tables.py calls `tokeniz
 
 Each row becomes `max_length` ids, special tokens included, padded with the tokenizer's padding
 id; the models' attention mask is where the ids are not padding (models/text_classifier.py).
+The driver reads the tokenizer's directory once; its rules travel to the tasks with them
+(`TextEncoding`), so no node but the driver's needs the directory.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -16,15 +18,32 @@ import pyarrow as pa
 from distillery.models.hf_loaders import load_tokenizer
 
 
-@lru_cache(maxsize=4)
-def encoder(path: str, max_length: int):
-    """The tokenizer's Rust backend set to truncate and pad to `max_length` (loaded once per
-    worker process: a tokenizer.json of a BERT vocabulary takes ~0.1 s to parse)."""
+@dataclass(frozen=True)
+class TextEncoding:
+    """A fast tokenizer's serialized rules (its tokenizer.json) and the row length."""
+
+    rules: str
+    pad_id: int
+    pad_token: str
+    max_length: int
+
+
+def text_encoding(path: str, max_length: int) -> TextEncoding:
     tokenizer = load_tokenizer(path, "data.tokenizer")
-    backend = copy.deepcopy(tokenizer.backend_tokenizer)
-    backend.enable_truncation(max_length)
-    backend.enable_padding(length=max_length, pad_id=tokenizer.pad_token_id,
-                           pad_token=tokenizer.pad_token)
+    return TextEncoding(tokenizer.backend_tokenizer.to_str(), tokenizer.pad_token_id,
+                        tokenizer.pad_token, max_length)
+
+
+@lru_cache(maxsize=4)
+def encoder(encoding: TextEncoding):
+    """The Rust tokenizer set to truncate and pad to `max_length`, built once per worker
+    process (a BERT vocabulary's rules take ~0.1 s to parse)."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(encoding.rules)
+    backend.enable_truncation(encoding.max_length)
+    backend.enable_padding(length=encoding.max_length, pad_id=encoding.pad_id,
+                           pad_token=encoding.pad_token)
     return backend
 
 
@@ -34,12 +53,13 @@ def blank(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
                     dtype=bool)
 
 
-def tokenize(texts: pa.Array | pa.ChunkedArray, path: str, max_length: int
+def tokenize(texts: pa.Array | pa.ChunkedArray, encoding: TextEncoding
              ) -> tuple[np.ndarray, np.ndarray]:
     """(N, max_length) int32 ids of each text (a null one as the empty text), and whether each
     was truncated to fit."""
     values = [t if isinstance(t, str) else "" for t in texts.to_pylist()]
-    encodings = encoder(path, max_length).encode_batch(values)
-    ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(len(values), max_length)
+    encodings = encoder(encoding).encode_batch(values)
+    ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(
+        len(values), encoding.max_length)
     truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
     return ids, truncated

@@ -44,8 +44,11 @@ class TextClassifier(nn.Module):
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # its note that the config names no loss type
         try:
-            with warnings.catch_warnings():  # the tracer's notes on transformers' shape checks
+            # the tracer's notes on transformers' shape checks, and transformers' on the
+            # deprecated properties the tracer reads
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.trace(self, example, strict=False)
         finally:
             hf_logging.set_verbosity(verbosity)
