@@ -9,8 +9,9 @@ writes text-task/docstrings.parquet (`text`, `package`, `key`), text-task/transf
 text-task/all-MiniLM-L6-v2/. A row's text is the docstring alone: the function's or module's
 name (`asyncio.base_events...`) would give most labels away, and a label-only student would
 match the teacher on it. From the prose alone the pre-trained teacher's knowledge of English
-counts, and so does the transfer set it labels. The files depend on the interpreter's version and the installed packages, and
-the data fingerprint on the files, so a new interpreter means a new cache.
+counts, and so does the transfer set it labels. The files depend on the interpreter's version
+and the installed packages, and the data fingerprint on the files, so a new interpreter means a
+new cache.
 """
 
 from __future__ import annotations
