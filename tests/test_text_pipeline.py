@@ -18,7 +18,7 @@ from distillery.data.text import TextEncoding, text_encoding, tokenize
 from distillery.models import build_model, count_params
 from distillery.models.text_classifier import stored_spec
 
-from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, text_task
+from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, sets, text_task
 
 
 def text_spec(tmp_path, **changes) -> tuple[TableData, TextEncoding]:
@@ -208,3 +208,12 @@ def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_p
     # the text is the docstring alone: no qualified name gives the package away
     assert not any(text.startswith(key) for text, key in
                    zip(table["text"].to_pylist(), table["key"].to_pylist(), strict=True))
+
+
+def test_serving_a_text_spec_is_refused_in_one_line(tmp_path, cli_inprocess):
+    result = cli_inprocess("serve", "--config", str(REFERENCE_SPEC),
+                           *sets(spec_overrides(tmp_path)))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: serve: requests carry numeric rows; text models (data.text) are not served "
+        "yet (`distillery evaluate` measures them offline)"]
