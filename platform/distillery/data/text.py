@@ -15,8 +15,6 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from distillery.models.hf_loaders import load_tokenizer
-
 
 @dataclass(frozen=True)
 class TextEncoding:
@@ -29,6 +27,10 @@ class TextEncoding:
 
 
 def text_encoding(path: str, max_length: int) -> TextEncoding:
+    # imported here: every process that reads a table imports this module, and transformers
+    # costs each of them ~0.5-1 s (a Ray Data worker per task) where no text is read
+    from distillery.models.hf_loaders import load_tokenizer
+
     tokenizer = load_tokenizer(path, "data.tokenizer")
     return TextEncoding(tokenizer.backend_tokenizer.to_str(), tokenizer.pad_token_id,
                         tokenizer.pad_token, max_length)
