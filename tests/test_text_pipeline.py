@@ -116,7 +116,7 @@ def test_the_minilm_encoder_loads_trains_a_step_and_exports(tmp_path):
     path = str(minilm.extract_model(str(tmp_path)))
     model = build_model(HFSpec(arch="hf", path=path), 32, 3)
     assert 22_000_000 < count_params(model) < 23_000_000
-    ids, truncated = tokenize(pa.array(["Return the sum of a and b.", "Open a socket."]),
+    ids, truncated = tokenize(["Return the sum of a and b.", "Open a socket."],
                               text_encoding(path, 32))
     assert ids[0, 0] == 101 and not truncated.any()  # [CLS] of the uncased BERT vocabulary
     x = torch.from_numpy(ids)

@@ -102,14 +102,10 @@ class TeacherSpec(Strict):
 
     @model_validator(mode="after")
     def _trainable(self) -> TeacherSpec:
-        if isinstance(self.model, HFSpec):
-            if self.train is None and not self.pretrained:
-                raise ValueError("train is required for a model built from a config (arch: hf "
-                                 "with config)")
-            return self
         if self.train is None and not self.pretrained:
             raise ValueError("train is required unless the model is pretrained "
-                             "(arch: torchscript, or arch: import with weights)")
+                             "(arch: torchscript, arch: import with weights, or arch: hf with "
+                             "path)")
         if self.train is not None and self.pretrained:
             raise ValueError("train must be omitted for a pretrained model: it would be ignored")
         return self

@@ -122,8 +122,9 @@ def inputs(batch: pa.Table, spec: TableData, text: TextEncoding | None
     if spec.text is None:
         x = features(batch, spec.features)
         return x, np.isfinite(x).all(axis=1), np.zeros(len(x), dtype=bool)
-    ids, truncated = tokenize(batch[spec.text], text)
-    return ids, ~blank(batch[spec.text]), truncated
+    texts = batch[spec.text].to_pylist()  # once: both passes below read Python strings
+    ids, truncated = tokenize(texts, text)
+    return ids, ~blank(texts), truncated
 
 
 def label_text(labels: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -49,19 +48,16 @@ def encoder(encoding: TextEncoding):
     return backend
 
 
-def blank(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def blank(texts: list[str | None]) -> np.ndarray:
     """Rows whose text is null or only whitespace: nothing for a model to read."""
-    return np.array([not (isinstance(t, str) and t.strip()) for t in texts.to_pylist()],
-                    dtype=bool)
+    return np.array([not (isinstance(t, str) and t.strip()) for t in texts], dtype=bool)
 
 
-def tokenize(texts: pa.Array | pa.ChunkedArray, encoding: TextEncoding
-             ) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(texts: list[str | None], encoding: TextEncoding) -> tuple[np.ndarray, np.ndarray]:
     """(N, max_length) int32 ids of each text (a null one as the empty text), and whether each
     was truncated to fit."""
-    values = [t if isinstance(t, str) else "" for t in texts.to_pylist()]
-    encodings = encoder(encoding).encode_batch(values)
+    encodings = encoder(encoding).encode_batch([t if isinstance(t, str) else "" for t in texts])
     ids = np.array([e.ids for e in encodings], dtype=np.int32).reshape(
-        len(values), encoding.max_length)
+        len(texts), encoding.max_length)
     truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
     return ids, truncated

@@ -1,4 +1,5 @@
-"""Hugging Face causal LMs and tokenizers from local directories, never from a hub.
+"""Hugging Face causal LMs, sequence classifiers and tokenizers from local directories, never
+from a hub.
 
 Token-level distillation compares the teacher's and the student's distributions id by id, so
 both must share one vocabulary: check_same_vocabulary says what differs and what to do.
@@ -6,11 +7,19 @@ both must share one vocabulary: check_same_vocabulary says what differs and what
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 
 def load_causal_lm(path: str, where: str = "model") -> PreTrainedModel:
@@ -93,19 +102,27 @@ def load_sequence_classifier(path: str, num_labels: int, where: str = "model") -
     """AutoModelForSequenceClassification from a directory written by save_pretrained, with a
     head of `num_labels`: a saved classifier's own head when its size matches, else a new one
     (an encoder checkpoint has none; training fits it)."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
     _require_files(path, ("config.json",), where, "model")
+    # quiet: "newly initialized" head weights are expected here, and a progress bar per load
+    # would print in every inference actor
+    with quiet_transformers():
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, local_files_only=True, dtype=torch.float32,
+                ignore_mismatched_sizes=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{where}: cannot load the model in {path}: {_one_line(e)}"
+                             ) from None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off for the block, as they were after it."""
     verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # "newly initialized" head weights: expected here
-    hf_logging.disable_progress_bar()  # a bar per load, in every inference actor
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, local_files_only=True, dtype=torch.float32,
-            ignore_mismatched_sizes=True)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{where}: cannot load the model in {path}: {_one_line(e)}") from None
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bar:

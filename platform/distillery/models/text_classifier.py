@@ -37,21 +37,16 @@ class TextClassifier(nn.Module):
     def traced(self, length: int) -> torch.jit.ScriptModule:
         """TorchScript by tracing (transformers' models do not script), on padded ids of
         `length`: the graph holds for any batch size and length (the mask is computed inside)."""
-        from transformers.utils import logging as hf_logging
+        from distillery.models.hf_loaders import quiet_transformers
 
         example = torch.full((2, length), self.pad_token_id, dtype=torch.int32)
         example[:, :2] = 1
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # its note that the config names no loss type
-        try:
-            # the tracer's notes on transformers' shape checks, and transformers' on the
-            # deprecated properties the tracer reads
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                return torch.jit.trace(self, example, strict=False)
-        finally:
-            hf_logging.set_verbosity(verbosity)
+        # quiet: transformers' note that the config names no loss type, the tracer's notes on
+        # transformers' shape checks, and transformers' on the deprecated properties it reads
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.trace(self, example, strict=False)
 
 
 def build_text_classifier(spec: HFSpec, num_classes: int) -> TextClassifier:
