@@ -168,9 +168,11 @@ def test_markdown_table_ranks_completed_then_stopped_then_failed():
 # ------------------------------------------------------------------ searches
 
 def recorded(run: Path) -> dict[str, str]:
-    """Trial id -> status, as Tune's last saved experiment state has them."""
+    """Trial id -> status, as Tune's last saved experiment state has them, once the searcher's
+    state is saved beside it (Tune uploads the files of one save in no fixed order)."""
     states = sorted(run.glob("experiment_state-*.json"))
-    if not states:
+    searcher = [*run.glob("searcher-state-*.pkl"), *run.glob("search_gen_state-*.json")]
+    if not states or len(searcher) < 2:
         return {}
     try:
         data = json.loads(states[-1].read_text())

@@ -160,8 +160,11 @@ def run_search(pipeline: Pipeline, run_id: str | None = None) -> dict:
     if tune.Tuner.can_restore(experiment, storage_filesystem=fs):
         print(f"tune: resuming {store.uri(*tune_dir(run_id))}; finished trials are kept",
               flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True,
-                                   restart_errored=True, storage_filesystem=fs)
+        # The space again: Tune keeps it out of its saved tuner, and a run killed before its
+        # searcher's first saved state would otherwise resume with a searcher without one.
+        tuner = tune.Tuner.restore(experiment, trainable, param_space=param_space(t),
+                                   resume_unfinished=True, restart_errored=True,
+                                   storage_filesystem=fs)
     else:
         print(f"tune: {t.num_samples} trials, {t.max_concurrent} at a time, "
               f"{base['distill']['epochs']} epochs each -> {store.uri(*tune_dir(run_id))}",
