@@ -14,7 +14,9 @@ from distillery.serving.schema import (
     Limits,
     RequestError,
     parse_v1,
+    parse_v1_text,
     parse_v2,
+    parse_v2_text,
     v1_error,
     v1_prediction,
     v2_error,
@@ -129,3 +131,49 @@ def test_responses_name_each_predicted_class_when_the_card_has_names():
     assert out["outputs"][2] == {"name": "labels", "shape": [2], "datatype": "BYTES",
                                  "data": ["dog", "cat"]}
     jsonschema.validate(out, V2_PREDICTION)
+
+
+# ---------------------------------------------------------------- a text model's requests
+
+BAD_TEXT = [  # (parse, body, status, code, message)
+    (parse_v1_text, v1({"instances": "one text"}), 400, "wrong_type",
+     "instances must be a list of texts, got str"),
+    (parse_v1_text, v1({"instances": []}), 400, "empty", "instances is empty; send at least one "
+                                                         "text"),
+    (parse_v1_text, v1({"instances": ["a", 3]}), 400, "wrong_type",
+     "instances[1] must be a string, got int"),
+    (parse_v1_text, v1({"instances": [[0.5, 1.0, 2.0]]}), 400, "wrong_type",
+     "instances[0] must be a string, got list"),
+    (parse_v1_text, v1({"instances": ["ok", " \n"]}), 400, "empty_text",
+     "instances[1] is blank; send text to classify"),
+    (parse_v1_text, v1({"instances": ["t"] * 5}), 413, "too_many_instances",
+     "5 texts exceed the limit of 4"),
+    (parse_v1_text, v1({"texts": ["t"]}), 400, "missing_key",
+     'body needs "instances": a list of texts'),
+    (parse_v2_text, v2([1, 3], [1.0, 2.0, 3.0]), 400, "unsupported_datatype",
+     "datatype 'FP32': this model reads text; use BYTES"),
+    (parse_v2_text, v2([2, 2], ["a", "b", "c", "d"], "BYTES"), 400, "wrong_shape",
+     "shape must be [batch] (or [batch, 1]), got [2, 2]"),
+    (parse_v2_text, v2([3], ["a", "b"], "BYTES"), 400, "shape_mismatch",
+     "shape [3] needs 3 texts, data has 2"),
+    (parse_v2_text, v2([1], [None], "BYTES"), 400, "wrong_type",
+     "data[0] must be a string, got NoneType"),
+]
+
+
+@pytest.mark.parametrize("parse, body, status, code, message", BAD_TEXT)
+def test_bad_text_requests_are_4xx_naming_the_instance(parse, body, status, code, message):
+    with pytest.raises(RequestError) as caught:
+        parse(body, LIMITS)
+    assert (caught.value.status, caught.value.code, caught.value.message) == (status, code,
+                                                                              message)
+
+
+def test_good_text_requests_give_the_texts_unchanged():
+    texts, user = parse_v1_text(v1({"instances": ["Return a list.", "é" * 5000],
+                                    "user_id": 7}), Limits(3, 4, 40_000))
+    assert texts.dtype == object and texts.tolist() == ["Return a list.", "é" * 5000]
+    assert user == "7"  # a text longer than the model reads is the replica's to truncate
+    for shape in ([2], [2, 1]):
+        texts, request_id = parse_v2_text(v2(shape, ["a b", "c"], "BYTES", id="r-1"), LIMITS)
+        assert texts.tolist() == ["a b", "c"] and request_id == "r-1"

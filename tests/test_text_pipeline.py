@@ -5,7 +5,9 @@ MiniLM encoder where its package is installed)."""
 
 import io
 import json
+from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
@@ -18,7 +20,7 @@ from distillery.data.text import TextEncoding, text_encoding, tokenize
 from distillery.models import build_model, count_params
 from distillery.models.text_classifier import stored_spec
 
-from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, sets, text_task
+from helpers import REFERENCE_SPEC, TINY_TEXT, TOPICS, deploy_app, free_port, text_task
 
 
 def text_spec(tmp_path, **changes) -> tuple[TableData, TextEncoding]:
@@ -185,6 +187,53 @@ def test_a_tiny_encoder_is_fine_tuned_cached_distilled_evaluated_and_exported(tm
     assert x.dtype == torch.int32
     with torch.no_grad():
         assert torch.allclose(scripted(x), model.eval()(x), atol=1e-5)
+    served_text(spec, model.eval(), card)
+
+
+def served_text(spec, student, card) -> None:
+    """The text spec's Serve app: strings in (V1 and V2 BYTES), tokenized in the replica with
+    the tokenizer stored beside the model, answers as the model gives them, texts logged."""
+    import httpx
+    from ray import serve
+
+    from distillery.monitoring.request_log import read_requests
+    from distillery.storage import Store
+
+    store = Store(spec.store)
+    parts = ("students", card["run_id"])
+    encoding = TextEncoding.from_card(card["tokenizer"],
+                                      store.read_bytes(*parts, "tokenizer.json").decode())
+    assert encoding == text_encoding(spec.data.tokenizer, spec.data.max_length)
+    texts = [TOPICS["food"], "word " * 500]  # the second is truncated to max_length
+    spec = spec.model_copy(update={"monitor": spec.monitor.model_copy(update={
+        "check_interval_s": None, "request_log": spec.monitor.request_log.model_copy(
+            update={"flush_seconds": 0.2})})})
+    port = free_port()
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        deploy_app(spec, port, "text-token")
+        answer = http.post("/v1/models/student:predict", json={"instances": texts}).json()
+        with torch.no_grad():
+            expected = torch.softmax(student(torch.from_numpy(tokenize(texts, encoding)[0])), 1)
+        assert np.allclose(answer["probabilities"], expected.numpy(), atol=1e-5)
+        assert answer["labels"] == [card["class_names"][i] for i in answer["predictions"]]
+        v2 = http.post("/v2/models/teacher/infer", json={"id": "r-7", "inputs": [
+            {"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}]}).json()
+        assert v2["id"] == "r-7" and v2["outputs"][0]["shape"] == [2, 3]
+        assert http.post(f"/v1/models/{spec.name}:predict",
+                         json={"instances": texts[:1]}).status_code == 200
+        bad = http.post("/v1/models/student:predict", json={"instances": [[1.0, 2.0]]})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "wrong_type"
+        metadata = http.get("/v2/models/student").json()
+        assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    finally:
+        serve.shutdown()
+    logged = read_requests(store, datetime(2026, 1, 1, tzinfo=timezone.utc),
+                           datetime.now(timezone.utc) + timedelta(minutes=1))
+    assert logged.num_rows == 5
+    assert set(logged.column("text").to_pylist()) == set(texts)
+    assert logged.column("inputs").null_count == 5
+    assert sorted(set(logged.column("text_length").to_pylist())) == sorted(map(len, texts))
 
 
 def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_path):
@@ -210,10 +259,11 @@ def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_p
                    zip(table["text"].to_pylist(), table["key"].to_pylist(), strict=True))
 
 
-def test_serving_a_text_spec_is_refused_in_one_line(tmp_path, cli_inprocess):
-    result = cli_inprocess("serve", "--config", str(REFERENCE_SPEC),
-                           *sets(spec_overrides(tmp_path)))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: serve: requests carry numeric rows; text models (data.text) are not served "
-        "yet (`distillery evaluate` measures them offline)"]
+def test_drift_of_text_traffic_is_refused_in_one_line_naming_what_works(tmp_path):
+    from distillery.monitoring.check import run_check
+
+    spec = load_spec(REFERENCE_SPEC, spec_overrides(tmp_path))
+    now = datetime.now(timezone.utc)
+    with pytest.raises(SpecError, match=r"^drift: text traffic has no drift report yet .*"
+                                        r"`distillery monitor` charts the answers$"):
+        run_check(spec, now - timedelta(hours=1), now)

@@ -29,6 +29,7 @@ from distillery.config import (
 from distillery.data import Splits
 from distillery.data.sources import Source, data_fingerprint, distill_row_count, open_source
 from distillery.data.splits import to_table
+from distillery.data.text import TOKENIZER_FILE
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
 from distillery.models.text_classifier import stored_spec
 from distillery.runtime import new_run_id, unfinished_runs
@@ -113,7 +114,7 @@ class Pipeline:
                           class_names=list(splits.class_names), role="teacher", fingerprint=fp,
                           data_fingerprint=self.data_fingerprint, metrics=metrics,
                           spec=self.spec.model_dump())
-        card = save_model(self.store, teacher_dir(spec.name, fp), model, card)
+        card = self._save(teacher_dir(spec.name, fp), model, card)
         record_teacher(self.store, spec.name, fp)
         print(f"train-teacher: {spec.name}: {card['params']} params, test accuracy "
               f"{metrics['test_accuracy']:.4f} -> {self.store.uri(*teacher_dir(spec.name, fp))}",
@@ -260,10 +261,18 @@ class Pipeline:
                           fingerprint=fingerprint(model_spec, model),
                           teacher_fingerprint=teacher_fp, data_fingerprint=self.data_fingerprint,
                           metrics=metrics, spec=spec.model_dump())
-        card = save_model(self.store, parts, model, card)
+        card = self._save(parts, model, card)
         print(f"{role}: {card['params']} params, test accuracy {metrics['test_accuracy']:.4f} "
               f"-> {self.store.uri(*parts)}", flush=True)
         return card
+
+    def _save(self, parts: tuple[str, ...], model: nn.Module, card: dict) -> dict:
+        """save_model, with a text model's tokenizer beside it (what its Serve replica reads)."""
+        text = self.source.text
+        if text is None:
+            return save_model(self.store, parts, model, card)
+        return save_model(self.store, parts, model, {**card, "tokenizer": text.card_entry()},
+                          {TOKENIZER_FILE: text.rules.encode()})
 
 
 def join_teacher(rows: ray.data.Dataset, other: ray.data.Dataset,

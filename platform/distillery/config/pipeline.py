@@ -86,11 +86,16 @@ class PipelineSpec(Strict):
             seen.add(teacher.name)
         return distill
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether the rows are texts (data.text), read by the models as token ids."""
+        return isinstance(self.data, TableData) and self.data.text is not None
+
     @model_validator(mode="after")
     def _models_fit_inputs(self) -> PipelineSpec:
         """Text rows are token ids: Hugging Face classifiers (or your own models) take them,
         the numeric architectures do not; and numeric rows are not token ids."""
-        text = isinstance(self.data, TableData) and self.data.text is not None
+        text = self.reads_text
         for role, model in self._models():
             if text and isinstance(model, MLPSpec | CNN1DSpec):
                 raise ValueError(f"{role}.model.arch: {model.arch} takes numeric features; "
@@ -203,7 +208,7 @@ def check_inputs(spec: PipelineSpec) -> None:
     for field, location in candidates:
         if not is_remote(location) and not path_exists(location):
             raise SpecError(f"{field}: file not found: {location}")
-    if isinstance(spec.data, TableData) and spec.data.text is not None:
+    if spec.reads_text:
         fill_from_tokenizer(spec)
 
 

@@ -20,12 +20,14 @@ from distillery.config import DataSpec, TableData
 from distillery.data.mnist1d import load_mnist1d
 from distillery.data.splits import Splits, to_table
 from distillery.data.table_source import TableSource
+from distillery.data.text import TextEncoding
 from distillery.storage import Store, file_listing
 
 
 class Source(Protocol):
     num_features: int
     class_names: tuple[str, ...]
+    text: TextEncoding | None  # the tokenizer of text rows; None: numeric rows
 
     def count(self, part: str) -> int:
         """Rows of "train", "val", "test" or "transfer"."""
@@ -46,6 +48,8 @@ class Source(Protocol):
 
 class InMemorySource:
     """A source whose splits are arrays in this process (MNIST-1D, generated here)."""
+
+    text = None
 
     def __init__(self, splits: Splits):
         self.splits = splits

@@ -4,7 +4,9 @@ tokenizer, block by block inside Ray Data's tasks (data/tables.py calls `tokeniz
 Each row becomes `max_length` ids, special tokens included, padded with the tokenizer's padding
 id; the models' attention mask is where the ids are not padding (models/text_classifier.py).
 The driver reads the tokenizer's directory once; its rules travel to the tasks with them
-(`TextEncoding`), so no node but the driver's needs the directory.
+(`TextEncoding`), so no node but the driver's needs the directory. An exported text model keeps
+them beside its weights (`TOKENIZER_FILE`, the card's `tokenizer`), so the Serve replica that
+loads it tokenizes its requests with exactly the rules it was trained on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ class TextEncoding:
     pad_id: int
     pad_token: str
     max_length: int
+
+    def card_entry(self) -> dict:
+        """The card's `tokenizer`: everything but the rules, which are in TOKENIZER_FILE."""
+        return {"file": TOKENIZER_FILE, "max_length": self.max_length, "pad_id": self.pad_id,
+                "pad_token": self.pad_token}
+
+    @classmethod
+    def from_card(cls, entry: dict, rules: str) -> TextEncoding:
+        return cls(rules, entry["pad_id"], entry["pad_token"], entry["max_length"])
+
+
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def text_encoding(path: str, max_length: int) -> TextEncoding:

@@ -43,8 +43,12 @@ def model_card(model: nn.Module, model_spec: ModelSpec, *, num_features: int, nu
     }
 
 
-def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dict) -> dict:
-    """Write model.pt (state_dict), model.ts (TorchScript) and then card.json into parts."""
+def save_model(store: Store, parts: tuple[str, ...], model: nn.Module, card: dict,
+               files: dict[str, bytes] | None = None) -> dict:
+    """Write model.pt (state_dict), model.ts (TorchScript), any other `files` (a text model's
+    tokenizer) and then card.json into parts."""
+    for name, data in (files or {}).items():
+        store.write_bytes(data, *parts, name)
     model = model.cpu().eval()
     weights = io.BytesIO()
     torch.save(model.state_dict(), weights)

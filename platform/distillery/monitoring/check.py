@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from distillery.config import PipelineSpec
+from distillery.config import PipelineSpec, SpecError
 from distillery.data.sources import open_source
 from distillery.models import load_model
 from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
@@ -76,6 +76,9 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
     off), chart the signals, evaluate the alert rules and (with `send_alerts`) send what fires
     to the configured sinks; the webhook skips the (rule, signal) pairs in `already_sent` (the
     scheduled check passes those of its previous check)."""
+    if drift and spec.reads_text:
+        raise SpecError("drift: text traffic has no drift report yet (the request log keeps "
+                        "each text and its length); `distillery monitor` charts the answers")
     monitor, store = spec.monitor, Store(spec.store)
     label = window_label(start, end)
     table = read_requests(store, start, end)

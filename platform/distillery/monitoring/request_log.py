@@ -8,7 +8,9 @@ fails, the rows go back into the buffer for the next flush; past `max_buffer_row
 dropped and counted instead, so logging never blocks or fails a request.
 
 Columns: time (timestamp[us, UTC]), request_id, row (index in the request), endpoint (the name
-called), model + model_version (who answered), inputs (list<float32>), prediction, confidence
+called), model + model_version (who answered), inputs (list<float32>; null for a text model's
+rows), text and text_length (a text model's request and its length in characters; null for
+numeric rows), prediction, confidence
 (top-1 probability), entropy (nats), latency_ms (the answering model's call), teacher_prediction
 (the teacher's top-1 when the teacher ran on the row, as the answer or as a shadow) and agrees
 (student and teacher top-1 agree; only when both ran).
@@ -40,6 +42,8 @@ SCHEMA = pa.schema([
     ("model", pa.string()),
     ("model_version", pa.string()),
     ("inputs", pa.list_(pa.float32())),
+    ("text", pa.string()),
+    ("text_length", pa.int32()),
     ("prediction", pa.int64()),
     ("confidence", pa.float32()),
     ("entropy", pa.float32()),
@@ -58,7 +62,7 @@ class Entry:
     endpoint: str
     model: str
     model_version: str
-    inputs: np.ndarray  # (B, D) float32
+    inputs: np.ndarray  # (B, D) float32, or (B,) the texts of a text model
     probs: np.ndarray  # (B, C) the answer
     latency_ms: float
     shadow_probs: np.ndarray | None = None  # (B, C) the other model's, when it was mirrored
@@ -87,7 +91,6 @@ def to_table(entries: list[Entry]) -> pa.Table:
     def repeat(values: list) -> np.ndarray:  # one value per request -> one per row
         return np.repeat(np.asarray(values), sizes)
 
-    inputs = np.concatenate([e.inputs for e in entries]).astype(np.float32)  # (N, D)
     columns = {
         "time": pa.array(repeat([int(e.time * 1e6) for e in entries]), pa.int64()).cast(
             SCHEMA.field("time").type),
@@ -96,8 +99,7 @@ def to_table(entries: list[Entry]) -> pa.Table:
         "endpoint": repeat([e.endpoint for e in entries]),
         "model": repeat([e.model for e in entries]),
         "model_version": repeat([e.model_version for e in entries]),
-        "inputs": pa.FixedSizeListArray.from_arrays(inputs.reshape(-1), inputs.shape[1]).cast(
-            SCHEMA.field("inputs").type),
+        **_input_columns(np.concatenate([e.inputs for e in entries])),
         "prediction": prediction.astype(np.int64),
         "confidence": probs.max(1),
         "entropy": entropy.astype(np.float32),
@@ -107,6 +109,20 @@ def to_table(entries: list[Entry]) -> pa.Table:
     }
     return pa.table({name: pa.array(columns[name]) if isinstance(columns[name], np.ndarray)
                      else columns[name] for name in SCHEMA.names}, schema=SCHEMA)
+
+
+def _input_columns(inputs: np.ndarray) -> dict[str, pa.Array]:
+    """inputs, text and text_length of (N, D) numeric rows or (N,) texts (a buffer holds one
+    app's requests: all rows or all texts)."""
+    n = len(inputs)
+    if inputs.dtype == object:
+        text = pa.array(inputs.tolist(), pa.string())
+        return {"inputs": pa.nulls(n, SCHEMA.field("inputs").type), "text": text,
+                "text_length": pc.utf8_length(text).cast(pa.int32())}
+    rows = inputs.astype(np.float32)
+    return {"inputs": pa.FixedSizeListArray.from_arrays(rows.reshape(-1), rows.shape[1]).cast(
+                SCHEMA.field("inputs").type),
+            "text": pa.nulls(n, pa.string()), "text_length": pa.nulls(n, pa.int32())}
 
 
 class RequestLog:

@@ -19,7 +19,6 @@ from distillery.config import (
     PipelineSpec,
     ServeSpec,
     SpecError,
-    TableData,
     load_spec,
     section_override,
 )
@@ -33,9 +32,6 @@ APP_NAME = "distillery"
 
 
 def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
-    if isinstance(spec.data, TableData) and spec.data.text is not None:
-        raise SpecError("serve: requests carry numeric rows; text models (data.text) are not "
-                        "served yet (`distillery evaluate` measures them offline)")
     serving = spec.serve or ServeSpec()
     store = Store(spec.store)
     parts, cards = served_models(spec)

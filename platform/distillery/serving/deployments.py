@@ -2,7 +2,9 @@
 
 Loading goes through `load_model` (state_dict with weights_only=True, or TorchScript): nothing
 from the store is unpickled as code. Requests of up to `max_batch_size` callers are merged into
-one forward pass; the batch limits come from the spec and are set in `__init__`.
+one forward pass; the batch limits come from the spec and are set in `__init__`. A text model's
+replica tokenizes its requests with the tokenizer stored beside the model (data/text.py), so the
+router passes strings and never needs the tokenizer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 from ray import serve
 
+from distillery.data.text import TextEncoding, tokenize
 from distillery.models import load_model
 from distillery.storage import Store
 
@@ -21,14 +24,22 @@ class ModelServer:
                  batch_wait_timeout_s: float):
         # a replica owns a fraction of a CPU; more threads would only contend
         torch.set_num_threads(1)
-        self.model, self.card = load_model(Store(store_root), tuple(parts))
+        store = Store(store_root)
+        self.model, self.card = load_model(store, tuple(parts))
+        entry = self.card.get("tokenizer")
+        self.text = None if entry is None else TextEncoding.from_card(
+            entry, store.read_bytes(*parts, entry["file"]).decode())
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     @serve.batch
     async def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Each caller's (B_i, D) float32 rows -> its (B_i, C) class probabilities."""
+        """Each caller's (B_i, D) float32 rows, or (B_i,) texts of a text model -> its (B_i, C)
+        class probabilities. A text longer than the model's max_length is truncated to it."""
         sizes = np.cumsum([len(x) for x in inputs])[:-1]
+        x = np.concatenate(inputs)
+        if self.text is not None:
+            x, _ = tokenize(x.tolist(), self.text)
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(np.concatenate(inputs)))  # (sum B_i, C)
+            logits = self.model(torch.from_numpy(x))  # (sum B_i, C)
         return np.split(torch.softmax(logits.float(), dim=1).numpy(), sizes)

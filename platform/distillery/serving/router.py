@@ -53,7 +53,9 @@ from distillery.serving.schema import (
     openapi_body,
     openapi_responses,
     parse_v1,
+    parse_v1_text,
     parse_v2,
+    parse_v2_text,
     v1_error,
     v1_metadata,
     v1_prediction,
@@ -91,6 +93,9 @@ class Protocol:
 
 V1 = Protocol(parse_v1, v1_prediction, v1_error, id_is_request_id=False)
 V2 = Protocol(parse_v2, v2_prediction, v2_error, id_is_request_id=True)
+# a text model's requests carry strings; its replicas tokenize them
+V1_TEXT = dataclasses.replace(V1, parse=parse_v1_text)
+V2_TEXT = dataclasses.replace(V2, parse=parse_v2_text)
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -106,6 +111,7 @@ class Router:
         self.fallback_to_teacher = spec.fallback_to_teacher
         self.limits = Limits(cards["teacher"]["num_features"], spec.max_instances,
                              spec.max_body_bytes)
+        self.v1, self.v2 = (V1_TEXT, V2_TEXT) if "tokenizer" in cards["teacher"] else (V1, V2)
         store = Store(pipeline.store)
         self.monitor = RequestMonitor(pipeline, store)
         self.feedback = Feedback()  # request ids, and the A/B outcomes posted for them
@@ -172,12 +178,12 @@ class Router:
     @api.post("/v1/models/{name}:predict", openapi_extra=openapi_body(V1_REQUEST),
               responses=openapi_responses(V1_PREDICTION, V1_ERROR, INFER_ERRORS))
     async def v1_predict(self, name: str, request: Request) -> JSONResponse:
-        return await self._infer(name, request, V1)
+        return await self._infer(name, request, self.v1)
 
     @api.post("/v2/models/{name}/infer", openapi_extra=openapi_body(V2_REQUEST),
               responses=openapi_responses(V2_PREDICTION, V2_ERROR, INFER_ERRORS))
     async def v2_infer(self, name: str, request: Request) -> JSONResponse:
-        return await self._infer(name, request, V2)
+        return await self._infer(name, request, self.v2)
 
     async def _infer(self, name: str, request: Request, protocol: Protocol) -> JSONResponse:
         try:

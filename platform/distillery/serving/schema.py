@@ -34,36 +34,42 @@ class Limits:
 
 def parse_v1(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     """`{"instances": [[f, ...], ...], "user_id"?: str|int}` -> ((B, D) float32, user key)."""
+    payload = _v1_payload(body, limits, "rows")
+    return _matrix(payload["instances"], limits, "instances"), _user_key(payload)
+
+
+def parse_v1_text(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+    """`{"instances": ["text", ...], "user_id"?: str|int}` -> ((B,) texts, user key)."""
+    payload = _v1_payload(body, limits, "texts")
+    return _texts(payload["instances"], limits, "instances"), _user_key(payload)
+
+
+def _v1_payload(body: bytes, limits: Limits, items: str) -> dict:
     payload = json_object(body, limits.max_body_bytes)
     if "instances" not in payload:
-        raise RequestError(400, "missing_key", 'body needs "instances": a list of rows')
-    x = _matrix(payload["instances"], limits, "instances")
+        raise RequestError(400, "missing_key", f'body needs "instances": a list of {items}')
+    return payload
+
+
+def _user_key(payload: dict) -> str | None:
     user = payload.get("user_id")
     if user is not None and (isinstance(user, bool) or not isinstance(user, str | int)):
         raise RequestError(400, "wrong_type", f"user_id must be a string or integer, got "
                                               f"{type(user).__name__}")
-    return x, None if user is None else str(user)
+    return None if user is None else str(user)
 
 
 def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     """`{"inputs": [{"name", "shape": [B, D], "datatype", "data"}], "id"?}` -> ((B, D) float32,
     the request id)."""
     payload = json_object(body, limits.max_body_bytes)
-    inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise RequestError(400, "missing_key", '"inputs" must be a list of exactly one tensor '
-                                               '{"name", "shape", "datatype", "data"}')
-    tensor = inputs[0]
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
-    if missing:
-        raise RequestError(400, "missing_key", f"input tensor lacks {missing}")
+    tensor = _v2_tensor(payload)
     datatype, shape = tensor["datatype"], tensor["shape"]
     if not isinstance(datatype, str) or datatype not in V2_FLOAT_TYPES | V2_INT_TYPES:
         raise RequestError(400, "unsupported_datatype",
                            f"datatype {datatype!r} is not numeric; use FP32 (or another FP*/INT* "
                            "type)")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)):
+    if not _integers(shape, 2):
         raise RequestError(400, "wrong_shape", f"shape must be [batch, {limits.num_features}], "
                                                f"got {shape!r}")
     if shape[0] > limits.max_instances:
@@ -76,8 +82,48 @@ def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     if flat.size != shape[0] * shape[1]:
         raise RequestError(400, "shape_mismatch", f"shape {shape} needs {shape[0] * shape[1]} "
                                                   f"values, data has {flat.size}")
+    return _finite(flat.reshape(shape), "data"), _request_id(payload)
+
+
+def parse_v2_text(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+    """`{"inputs": [{"name", "shape": [B] or [B, 1], "datatype": "BYTES", "data": ["text",
+    ...]}], "id"?}` -> ((B,) texts, the request id)."""
+    payload = json_object(body, limits.max_body_bytes)
+    tensor = _v2_tensor(payload)
+    datatype, shape = tensor["datatype"], tensor["shape"]
+    if datatype != "BYTES":
+        raise RequestError(400, "unsupported_datatype", f"datatype {datatype!r}: this model "
+                                                        "reads text; use BYTES")
+    if not (_integers(shape, 1) or _integers(shape, 2) and shape[1] == 1):
+        raise RequestError(400, "wrong_shape", f"shape must be [batch] (or [batch, 1]), got "
+                                               f"{shape!r}")
+    texts = _texts(tensor["data"], limits, "data")
+    if len(texts) != shape[0]:
+        raise RequestError(400, "shape_mismatch", f"shape {shape} needs {shape[0]} texts, data "
+                                                  f"has {len(texts)}")
+    return texts, _request_id(payload)
+
+
+def _v2_tensor(payload: dict) -> dict:
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestError(400, "missing_key", '"inputs" must be a list of exactly one tensor '
+                                               '{"name", "shape", "datatype", "data"}')
+    tensor = inputs[0]
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    if missing:
+        raise RequestError(400, "missing_key", f"input tensor lacks {missing}")
+    return tensor
+
+
+def _integers(shape: object, dims: int) -> bool:
+    return (isinstance(shape, list) and len(shape) == dims
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in shape))
+
+
+def _request_id(payload: dict) -> str | None:
     request_id = payload.get("id")
-    return _finite(flat.reshape(shape), "data"), None if request_id is None else str(request_id)
+    return None if request_id is None else str(request_id)
 
 
 def check_body_size(size: int | str | None, max_body_bytes: int) -> None:
@@ -123,6 +169,27 @@ def _matrix(rows: object, limits: Limits, field: str) -> np.ndarray:
     return _finite(x, field)
 
 
+def _texts(values: object, limits: Limits, field: str) -> np.ndarray:
+    """A list of non-blank strings as a (B,) object array; a text longer than the model reads
+    is not an error (the replica truncates it to max_length tokens, as training did)."""
+    if not isinstance(values, list):
+        raise RequestError(400, "wrong_type", f"{field} must be a list of texts, got "
+                                              f"{type(values).__name__}")
+    if not values:
+        raise RequestError(400, "empty", f"{field} is empty; send at least one text")
+    if len(values) > limits.max_instances:
+        raise RequestError(413, "too_many_instances", f"{len(values)} texts exceed the limit of "
+                                                      f"{limits.max_instances}")
+    for i, text in enumerate(values):
+        if not isinstance(text, str):
+            raise RequestError(400, "wrong_type", f"{field}[{i}] must be a string, got "
+                                                  f"{type(text).__name__}")
+        if not text.strip():
+            raise RequestError(400, "empty_text", f"{field}[{i}] is blank; send text to "
+                                                  "classify")
+    return np.array(values, dtype=object)
+
+
 def _numbers(values: object, field: str, *, integers: bool) -> np.ndarray:
     """A rectangular nested list of JSON numbers as float64; bools and strings are refused,
     not coerced (numpy would read "1.5" and true as numbers)."""
@@ -164,10 +231,13 @@ def _finite(x: np.ndarray, field: str) -> np.ndarray:
 # served models and the spec, so they are documented as 400 and 413 responses, not here.
 
 NUMBERS = {"type": "array", "items": {"type": "number"}}
+TEXT = {"type": "string", "minLength": 1}
 V1_REQUEST = {
     "type": "object", "required": ["instances"],
-    "properties": {"instances": {"type": "array", "minItems": 1, "items": NUMBERS,
-                                 "description": "rows of num_features numbers"},
+    "properties": {"instances": {"type": "array", "minItems": 1,
+                                 "items": {"anyOf": [NUMBERS, TEXT]},
+                                 "description": "rows of num_features numbers, or the texts "
+                                                "of a text model"},
                    "user_id": {"type": ["string", "integer"],
                                "description": "sticky key of the routed endpoint"}}}
 V2_REQUEST = {
@@ -177,11 +247,15 @@ V2_REQUEST = {
                        "type": "object", "required": ["name", "shape", "datatype", "data"],
                        "properties": {
                            "name": {"type": "string"},
-                           "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                           "shape": {"type": "array", "minItems": 1, "maxItems": 2,
                                      "items": {"type": "integer", "minimum": 1}},
-                           "datatype": {"enum": sorted(V2_FLOAT_TYPES | V2_INT_TYPES)},
-                           "data": {**NUMBERS, "description": "batch * num_features values, "
-                                                              "row-major"}}}}}}
+                           "datatype": {"enum": sorted(V2_FLOAT_TYPES | V2_INT_TYPES
+                                                       | {"BYTES"})},
+                           "data": {"type": "array", "items": {"anyOf": [{"type": "number"},
+                                                                         TEXT]},
+                                    "description": "batch * num_features values, row-major; "
+                                                   "or a text model's batch of texts (BYTES, "
+                                                   "shape [batch])"}}}}}}
 FEEDBACK_REQUEST = {
     "type": "object", "required": ["request_id", "success"],
     "properties": {"request_id": {"type": "string"}, "success": {"type": "boolean"}}}
@@ -270,14 +344,14 @@ def v2_error(err: RequestError) -> dict:
 
 def v1_metadata(name: str, card: dict, version: str) -> dict:
     keys = ("role", "architecture", "params", "num_features", "num_classes", "class_names",
-            "created", "metrics", "fingerprint", "run_id")
+            "tokenizer", "created", "metrics", "fingerprint", "run_id")
     return {"name": name, "model_version": version, **{k: card[k] for k in keys if k in card}}
 
 
 def v2_metadata(name: str, card: dict, version: str) -> dict:
-    return {"name": name, "versions": [version], "platform": "pytorch",
-            "inputs": [{"name": "input", "datatype": "FP32",
-                        "shape": [-1, card["num_features"]]}],
+    inputs = ({"name": "text", "datatype": "BYTES", "shape": [-1]} if "tokenizer" in card
+              else {"name": "input", "datatype": "FP32", "shape": [-1, card["num_features"]]})
+    return {"name": name, "versions": [version], "platform": "pytorch", "inputs": [inputs],
             "outputs": [{"name": "probabilities", "datatype": "FP32",
                          "shape": [-1, card["num_classes"]]},
                         {"name": "predictions", "datatype": "INT64", "shape": [-1]}]}
