@@ -4,7 +4,8 @@
 
 What a team would write without Ray Serve: the model loaded with `distillery.models.load_model`,
 the router's own V1 parsing and response (`distillery.serving.schema`), one forward pass per
-request on the event loop (no batching), one torch thread, no access log.
+request on the event loop (no batching), one torch thread, no access log. A text model's
+requests are strings, tokenized as its Serve replica does (data/text.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
+from distillery.data.text import stored_encoding, tokenize  # noqa: E402
 from distillery.models import load_model  # noqa: E402
 from distillery.serving.schema import (  # noqa: E402
     Limits,
     RequestError,
     parse_v1,
+    parse_v1_text,
     v1_error,
     v1_prediction,
 )
@@ -36,6 +39,7 @@ def build_app(store: str, parts: tuple[str, ...]) -> FastAPI:
     torch.set_num_threads(1)  # as a Serve replica runs it
     model, card = load_model(Store(store), parts)
     limits = Limits(card["num_features"], max_instances=1024, max_body_bytes=1_000_000)
+    text = stored_encoding(Store(store), parts, card)
     version = parts[-1]
     app = FastAPI(title="student (bare FastAPI)")
 
@@ -46,7 +50,10 @@ def build_app(store: str, parts: tuple[str, ...]) -> FastAPI:
     @app.post("/v1/models/student:predict")
     async def predict(request: Request) -> JSONResponse:
         try:
-            x, _ = parse_v1(await request.body(), limits)  # (B, D) float32
+            if text is None:
+                x, _ = parse_v1(await request.body(), limits)  # (B, D) float32
+            else:
+                x = tokenize(parse_v1_text(await request.body(), limits)[0].tolist(), text)[0]
         except RequestError as err:
             return JSONResponse(v1_error(err), err.status)
         with torch.inference_mode():

@@ -5,10 +5,14 @@ section of BENCHMARKS.md.
 
     .venv/bin/python bench/serve.py [--store ./runs] [--requests 300] [--concurrency 1,8,32]
         [--repetitions 3] [--output bench/results/serve.json] [--fast-dataplane] [--smoke]
+        [--config jobs/configs/text.yaml]
 
 Models: the teacher and the newest student of the quickstart pipeline in `--store` (what `make
 demo` writes). Nothing is written there: the app serves copies of the two models from a scratch
 store, so rollout state and request-log rows of synthetic traffic never reach the user's store.
+`--config jobs/configs/text.yaml`: the text pipeline's models (`make demo-text`), requests of
+one text each (the test split's token ids decoded by the tokenizer, so the replicas tokenize
+them again), results in serve-text.json and their own section.
 
 Load: closed-loop clients (bench/load.py), one row of the test split per request, the same
 bodies for every target. Each point (target, c, repetition) opens its connections with a
@@ -56,6 +60,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,6 +76,7 @@ from load import (  # noqa: E402
 
 from distillery.config import PipelineSpec, load_spec  # noqa: E402
 from distillery.data.sources import open_source  # noqa: E402
+from distillery.data.text import TOKENIZER_FILE  # noqa: E402
 from distillery.models.artifacts import library_versions  # noqa: E402
 from distillery.storage import Store  # noqa: E402
 from distillery.store_layout import CARD, record_teacher, served_models  # noqa: E402
@@ -86,17 +92,18 @@ SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
 # run: a promotion mid-run would change its mix. The scheduled drift check (Evidently, every
 # 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
 PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
+TEXT_THROUGHPUT_TARGET = 3.0  # student/teacher throughput of the text models at the largest c
 FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
 # The log comparison's two apps together take what the main app takes
 LOG_SIZING = ["serve.router_cpus=0.25", "serve.teacher_deployment.replicas=1",
               "serve.teacher_deployment.cpus_per_replica=0.25",
               "serve.student_deployment.replicas=1",
               "serve.student_deployment.cpus_per_replica=0.25"]
-ROUTED = "/v1/models/mnist1d:predict"
-TARGETS = {  # name -> (server, path)
+ROUTED = "/v1/models/mnist1d:predict"  # the reference pipeline's (bench/soak*.py)
+TARGETS = {  # name -> (server, path); the routed path names the spec's endpoint
     "serve-student": ("serve", "/v1/models/student:predict"),
     "serve-teacher": ("serve", "/v1/models/teacher:predict"),
-    "serve-routed": ("serve", ROUTED),
+    "serve-routed": ("serve", "/v1/models/{endpoint}:predict"),
     "fastapi-student": ("fastapi", "/v1/models/student:predict"),
 }
 LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, teacher",
@@ -149,7 +156,7 @@ def measure(urls: dict[str, str], bodies: list[bytes], concurrency: list[int], r
     return runs
 
 
-def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
+def measure_log(base: str, routed: str, deploy: Callable[[bool], None], bodies: list[bytes],
                 concurrency: list[int], requests: int, repetitions: int) -> list[dict]:
     """The routed endpoint of two apps at once, `/a` and `/b`, requests interleaved at random;
     `deploy(a_logs)` (re)deploys both, the request log on in `/a` when `a_logs`, else in `/b`.
@@ -163,7 +170,7 @@ def measure_log(base: str, deploy: Callable[[bool], None], bodies: list[bytes],
                 deploy(arrangement)
                 deployed = arrangement
             for c in concurrency:
-                a, b = asyncio.run(drive([f"{base}/a{ROUTED}", f"{base}/b{ROUTED}"], bodies, c,
+                a, b = asyncio.run(drive([f"{base}/a{routed}", f"{base}/b{routed}"], bodies, c,
                                          timed_requests(c, requests), warmup=max(20, 4 * c),
                                          seed=repetition * 1000 + c))
                 on, off = (a, b) if arrangement else (b, a)
@@ -294,7 +301,8 @@ def format_markdown(result: dict) -> str:
         "",
         *lines,
         "",
-        f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x; "
+        f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x"
+        f"{text_target(r[f'student_vs_teacher_throughput_c{c}']) if inputs.get('text') else ''}; "
         f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x.",
         "",
         f"Request log (crossover, see the script's docstring): two apps of a router, a teacher "
@@ -310,6 +318,12 @@ def format_markdown(result: dict) -> str:
     ])
 
 
+def text_target(ratio: float) -> str:
+    """Issue 22's target for the text models: the student at >= 3x the teacher's throughput."""
+    verdict = "met" if ratio >= TEXT_THROUGHPUT_TARGET else "**missed**"
+    return f" (target >= {TEXT_THROUGHPUT_TARGET:g}x: {verdict})"
+
+
 def write_result(result: dict, output: Path) -> None:
     """Atomically: a reader never sees half a file. (distillery.compare has the same four lines,
     but importing it pulls in Ray Train and SciPy, which would slow the smoke test.)"""
@@ -321,11 +335,24 @@ def write_result(result: dict, output: Path) -> None:
 
 # ---------------------------------------------------------------- servers
 
-def bench_spec(store: str, student: str | None = None, log: bool = True,
+def bench_spec(config: Path, store: str, student: str | None = None, log: bool = True,
                sizing: list[str] = SIZING) -> PipelineSpec:
     extra = [] if student is None else [f"serve.student={student}"]
-    return load_spec(SPEC, [f"store={store}", *sizing, *PINNED, *extra,
-                            f"monitor.request_log.enabled={str(log).lower()}"])
+    return load_spec(config, [f"store={store}", *sizing, *PINNED, *extra,
+                              f"monitor.request_log.enabled={str(log).lower()}"])
+
+
+def request_rows(spec: PipelineSpec) -> np.ndarray:
+    """The test split's rows (N, D); of a text pipeline, its texts (N,), decoded from their ids
+    by the tokenizer (lower-cased and without what truncation cut, as the models read them)."""
+    rows = open_source(spec.data, Store(spec.store), transfer=False).sample().x_test
+    if not spec.reads_text:
+        return rows
+    from distillery.models.hf_loaders import load_tokenizer
+
+    tokenizer = load_tokenizer(spec.data.tokenizer, "data.tokenizer")
+    return np.array(tokenizer.batch_decode(rows.tolist(), skip_special_tokens=True),
+                    dtype=object)
 
 
 def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ...]]) -> str:
@@ -333,7 +360,7 @@ def scratch_store(spec: PipelineSpec, root: Path, parts: dict[str, tuple[str, ..
     reads), with the teacher's `latest.json`; its root."""
     src, dst = Store(spec.store), Store(str(root))
     for where in parts.values():
-        for name in (CARD, "model.pt", "model.ts"):
+        for name in (CARD, "model.pt", "model.ts", TOKENIZER_FILE):
             if src.exists(*where, name):
                 dst.write_bytes(src.read_bytes(*where, name), *where, name)
     record_teacher(dst, spec.teacher.name, parts["teacher"][-1])
@@ -366,6 +393,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                        "--fast-dataplane (under smoke/ "
                                                        "with --smoke)")
     parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--config", default=str(SPEC.relative_to(ROOT)),
+                        help="the pipeline whose models are served (jobs/configs/text.yaml: "
+                             "the text models, results in serve-text.json)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -376,32 +406,35 @@ def main(argv: list[str] | None = None) -> dict:
     if max(concurrency) not in log_concurrency:
         parser.error(f"--log-concurrency {args.log_concurrency} must include the largest "
                      f"--concurrency, {max(concurrency)}")
-    name = "serve-fast-dataplane" if args.fast_dataplane else "serve"
+    config = ROOT / args.config
+    spec = bench_spec(config, args.store)
+    name = "serve-text" if spec.reads_text else "serve"
+    name += "-fast-dataplane" if args.fast_dataplane else ""
     output = results_path(name, args.output, args.smoke)
     dataplane = use_dataplane(args.fast_dataplane, parser)
 
-    spec = bench_spec(args.store)
     parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
-    rows = open_source(spec.data, Store(spec.store), transfer=False).sample().x_test  # N x D
-    bodies = request_bodies(rows)
+    bodies = request_bodies(request_rows(spec))
+    paths = {t: path.format(endpoint=spec.name) for t, (_, path) in TARGETS.items()}
 
     from distillery.runtime import ensure_ray
 
     with tempfile.TemporaryDirectory() as scratch:
         store = scratch_store(spec, Path(scratch), parts)
         student = parts["student"][-1]
-        main_spec = bench_spec(store, student)
-        log_specs = {log: bench_spec(store, student, log, LOG_SIZING) for log in (True, False)}
+        main_spec = bench_spec(config, store, student)
+        log_specs = {log: bench_spec(config, store, student, log, LOG_SIZING)
+                     for log in (True, False)}
         with fastapi_server(store, parts["student"]) as (bare, bare_ready):
             ensure_ray()
             with serve_apps() as (base, deploy):
                 deploy({"/": main_spec})
                 bare_ready()
-                urls = {target: (base if server == "serve" else bare) + path
-                        for target, (server, path) in TARGETS.items()}
+                urls = {target: (base if server == "serve" else bare) + paths[target]
+                        for target, (server, _) in TARGETS.items()}
                 runs = measure(urls, bodies, concurrency, args.requests, args.repetitions)
                 log_runs = measure_log(
-                    base, lambda a_logs: deploy({"/a": log_specs[a_logs],
+                    base, paths["serve-routed"], lambda a_logs: deploy({"/a": log_specs[a_logs],
                                                  "/b": log_specs[not a_logs]}),
                     bodies, log_concurrency, args.requests, args.repetitions)
 
@@ -412,13 +445,14 @@ def main(argv: list[str] | None = None) -> dict:
         "bench": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(), "versions": library_versions(),
         "inputs": {
-            "store": args.store, "spec": str(SPEC.relative_to(ROOT)),
+            "store": args.store, "spec": args.config,
             "overrides": [*SIZING, *PINNED], "log_overrides": [*LOG_SIZING, *PINNED],
             "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
                        for arm in parts},
             "dataplane": dataplane,
             "client": f"aiohttp {aiohttp.__version__}",
             "data": f"{len(bodies)} request bodies from the test split of {spec.data.source}",
+            "text": spec.reads_text,
             "rows_per_request": ROWS_PER_REQUEST,
             "requests": {str(c): timed_requests(c, args.requests) for c in concurrency},
             "log_requests": {str(c): timed_requests(c, args.requests) for c in log_concurrency},
@@ -428,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_wait_ms": serving.student_deployment.batch_wait_timeout_s * 1000,
             "routed_student_weight": serving.rollout.steps[0],
             "shadow_fraction": serving.rollout.shadow_fraction,
-            "targets": {t: path for t, (_, path) in TARGETS.items()},
+            "targets": paths,
         },
         "runs": runs, "log_runs": log_runs, "summary": summary,
         "ratios": ratios(summary, overhead, max(concurrency)),
@@ -437,7 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
     write_result(result, output)
     markdown = format_markdown(result)
     if not args.smoke:
-        update_section(name, serving_title("Serving", "serve", args.fast_dataplane) + markdown)
+        title = "Serving text (`--config jobs/configs/text.yaml`)" if spec.reads_text else "Serving"
+        update_section(name, serving_title(title, "serve", args.fast_dataplane) + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result

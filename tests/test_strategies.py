@@ -109,7 +109,8 @@ def test_adapter_refuses_maps_of_different_rank():
 
 
 def feature_strategy():
-    pairs = [{"student": "features.3", "teacher": "features.3", "loss": "mse", "weight": 2.0}]
+    pairs = [{"student": "features.3", "teacher": "features.3", "loss": "mse", "weight": 2.0,
+              "attention": False}]
     return build_strategy("feature", temperature=2.0, alpha=0.5, kl="forward", pairs=pairs,
                           student_shapes={"features.3": [16, 19]},
                           teacher_shapes={"features.3": [64, 19]})

@@ -16,7 +16,13 @@ from distillery.config import HFSpec, SpecError, TableData, load_spec
 from distillery.data.splits import fixed_list_to_numpy
 from distillery.data.table_source import combine
 from distillery.data.tables import check_columns, class_index, encode, summarize
-from distillery.data.text import TextEncoding, text_encoding, tokenize
+from distillery.data.text import (
+    TextEncoding,
+    descriptors,
+    stored_encoding,
+    text_encoding,
+    tokenize,
+)
 from distillery.models import build_model, count_params
 from distillery.models.text_classifier import stored_spec
 
@@ -187,7 +193,22 @@ def test_a_tiny_encoder_is_fine_tuned_cached_distilled_evaluated_and_exported(tm
     assert x.dtype == torch.int32
     with torch.no_grad():
         assert torch.allclose(scripted(x), model.eval()(x), atol=1e-5)
-    served_text(spec, model.eval(), card)
+    served_text(load_spec(REFERENCE_SPEC, [
+        *overrides, "data.tokenizer=null", f"teacher.model={{arch: hf, path: {encoder}}}",
+        f"serve.student={student['run_id']}", "monitor.check_interval_s=null",
+        "monitor.request_log.flush_seconds=0.2", "monitor.drift.min_rows=2"]), model.eval(), card)
+    # feature KD, TinyBERT-style: hidden states through an adapter and attention maps, from the
+    # teacher run live in the training worker
+    layer = "model.bert.encoder.layer.{}"
+    feature = Pipeline(load_spec(REFERENCE_SPEC, [
+        *overrides, "data.tokenizer=null", f"teacher.model={{arch: hf, path: {encoder}}}",
+        "distill.strategy=feature", "distill.epochs=2", "distill.feature={cache: false, pairs: ["
+        f"{{student: '{layer.format(0)}', teacher: '{layer.format(1)}'}}, "
+        f"{{student: '{layer.format(0)}.attention.self', teacher: "
+        f"'{layer.format(1)}.attention.self', attention: true, loss: cosine}}]}}"]))
+    featured = feature.distill()
+    assert featured["strategy"] == "feature" and featured["params"] == student["params"]
+    assert featured["metrics"]["test_accuracy"] > 0.45
 
 
 def served_text(spec, student, card) -> None:
@@ -196,18 +217,16 @@ def served_text(spec, student, card) -> None:
     import httpx
     from ray import serve
 
+    from distillery.monitoring.check import run_check
     from distillery.monitoring.request_log import read_requests
     from distillery.storage import Store
+    from distillery.store_layout import MONITOR_REPORTS
 
     store = Store(spec.store)
     parts = ("students", card["run_id"])
-    encoding = TextEncoding.from_card(card["tokenizer"],
-                                      store.read_bytes(*parts, "tokenizer.json").decode())
+    encoding = stored_encoding(store, parts, card)
     assert encoding == text_encoding(spec.data.tokenizer, spec.data.max_length)
     texts = [TOPICS["food"], "word " * 500]  # the second is truncated to max_length
-    spec = spec.model_copy(update={"monitor": spec.monitor.model_copy(update={
-        "check_interval_s": None, "request_log": spec.monitor.request_log.model_copy(
-            update={"flush_seconds": 0.2})})})
     port = free_port()
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
@@ -234,6 +253,21 @@ def served_text(spec, student, card) -> None:
     assert set(logged.column("text").to_pylist()) == set(texts)
     assert logged.column("inputs").null_count == 5
     assert sorted(set(logged.column("text_length").to_pylist())) == sorted(map(len, texts))
+    # drift compares the logged texts' descriptors (tokenized again) with the held-out rows'
+    check = run_check(spec, datetime(2026, 1, 1, tzinfo=timezone.utc),
+                      datetime.now(timezone.utc) + timedelta(minutes=1), send_alerts=False)
+    assert check.drift["rows"]["current"] == 2  # the rows the student answered
+    assert check.drift["number_of_columns"] == 5  # tokens, unknown_share and the 3 outputs
+    # every reference text is in the vocabulary; "word" (500 times) is not
+    assert "unknown_share" in [c["column"] for c in check.drift["drifted_columns"]]
+    assert store.exists(*MONITOR_REPORTS, check.window, "report.html")
+
+
+def test_text_descriptors_count_tokens_and_the_words_the_vocabulary_lacks(tmp_path):
+    _, encoding = text_spec(tmp_path)  # word-level vocabulary of the topic words, max_length 24
+    ids, truncated = tokenize(["cat dog", "cat zebra yak", "cat " * 30], encoding)
+    assert truncated.tolist() == [False, False, True]
+    assert descriptors(ids, encoding).tolist() == [[4, 0], [5, np.float32(0.4)], [24, 0]]
 
 
 def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_path):
@@ -259,11 +293,49 @@ def test_the_reference_task_labels_docstrings_by_package_without_naming_it(tmp_p
                    zip(table["text"].to_pylist(), table["key"].to_pylist(), strict=True))
 
 
-def test_drift_of_text_traffic_is_refused_in_one_line_naming_what_works(tmp_path):
-    from distillery.monitoring.check import run_check
+def tiny_bert(hidden: int, layers: int):
+    config = {"model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers,
+              "num_attention_heads": 2, "intermediate_size": 2 * hidden,
+              "max_position_embeddings": 32, "vocab_size": 40, "pad_token_id": 0}
+    return build_model(HFSpec(arch="hf", config=config), 12, 3)
 
-    spec = load_spec(REFERENCE_SPEC, spec_overrides(tmp_path))
-    now = datetime.now(timezone.utc)
-    with pytest.raises(SpecError, match=r"^drift: text traffic has no drift report yet .*"
-                                        r"`distillery monitor` charts the answers$"):
-        run_check(spec, now - timedelta(hours=1), now)
+
+def test_text_feature_pairs_project_hidden_states_and_compare_attention_maps():
+    """TinyBERT-style pairs: a student layer's (L, H) hidden states projected on H onto the
+    teacher layer's, and the self-attention probabilities (heads averaged, (L, L)) as they
+    are; the teacher's live maps are taken in eager attention and are distributions."""
+    from distillery.strategies.feature import FeatureDistiller, map_key, output_shapes
+
+    torch.manual_seed(0)
+    student, teacher = tiny_bert(16, 1), tiny_bert(32, 2)
+    layer, attention = "model.bert.encoder.layer.{}", "model.bert.encoder.layer.{}.attention.self"
+    pairs = [{"student": layer.format(0), "teacher": layer.format(1), "loss": "mse",
+              "weight": 1.0, "attention": False},
+             {"student": attention.format(0), "teacher": attention.format(1), "loss": "cosine",
+              "weight": 1.0, "attention": True}]
+    student_shapes = output_shapes(student, [layer.format(0)], 12, [attention.format(0)])
+    teacher_shapes = output_shapes(teacher, [layer.format(1)], 12, [attention.format(1)])
+    assert student_shapes == {layer.format(0): [12, 16], map_key(attention.format(0), True):
+                              [12, 12]}
+    assert teacher_shapes[layer.format(1)] == [12, 32]
+    distiller = FeatureDistiller(student, pairs, student_shapes, teacher_shapes, sequence=True)
+    ids = torch.randint(4, 40, (3, 12))
+    ids[:, 9:] = 0  # padding
+    logits, (hidden, maps) = distiller.eval()(ids)
+    assert logits.shape == (3, 3) and hidden.shape == (3, 12, 32) and maps.shape == (3, 12, 12)
+    assert torch.allclose(maps.sum(-1), torch.ones(3, 12), atol=1e-5)
+    assert (maps[:, :, 9:] == 0).all()  # nothing attends to padding
+
+
+def test_an_attention_pair_on_a_module_without_weights_is_named(tmp_path):
+    from distillery.strategies.feature import output_shapes
+
+    with pytest.raises(ValueError, match="model.bert.encoder.layer.0 returned no attention "
+                                         "weights: pair an attention module"):
+        output_shapes(tiny_bert(16, 1), [], 12, ["model.bert.encoder.layer.0"])
+    with pytest.raises(SpecError, match=r"^distill.feature: pairs \[0\] compare attention maps, "
+                                        "which only a live teacher gives; set "
+                                        "distill.feature.cache: false$"):
+        load_spec(REFERENCE_SPEC, spec_overrides(
+            tmp_path, "distill.strategy=feature",
+            "distill.feature={pairs: [{student: a, teacher: b, attention: true}]}"))

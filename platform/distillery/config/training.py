@@ -122,16 +122,31 @@ class FeaturePair(Strict):
     """Module name in the teacher whose output the student's should match."""
     loss: Literal["mse", "cosine"] = "mse"
     weight: float = Field(default=1.0, gt=0)
+    attention: bool = False
+    """Compare the two attention modules' attention probabilities, averaged over heads ((L, L)
+    per row, no adapter), rather than their outputs (TinyBERT-style attention transfer). Both
+    must be modules that return their attention weights (a Hugging Face model's self-attention,
+    e.g. `model.bert.encoder.layer.0.attention.self`, which switches the model to eager
+    attention); `cosine` suits them (probabilities are small, so their mse is too)."""
 
 
 class FeatureSpec(Strict):
     pairs: list[FeaturePair] = Field(min_length=1)
     """Student layer -> teacher layer; a learned adapter per pair (1x1 conv for channel maps,
-    linear for vectors) projects the student's width onto the teacher's. Adapters are trained
-    with the student and dropped at export."""
+    linear for vectors and for a text model's (L, H) hidden states) projects the student's width
+    onto the teacher's. Adapters are trained with the student and dropped at export."""
     cache: bool = True
     """True: teacher-infer writes the mapped teacher layers into the cache; False: every
-    training worker runs the teacher forward live for them (no cache growth)."""
+    training worker runs the teacher forward live for them (no cache growth). A text model's
+    maps are (L, H) per row (128 x 384 floats for MiniLM): live is the practical choice."""
+
+    @model_validator(mode="after")
+    def _attention_is_live(self) -> FeatureSpec:
+        attention = [i for i, p in enumerate(self.pairs) if p.attention]
+        if attention and self.cache:
+            raise ValueError(f"pairs {attention} compare attention maps, which only a live "
+                             "teacher gives; set distill.feature.cache: false")
+        return self
 
 
 class CurriculumSpec(Strict):

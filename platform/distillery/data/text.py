@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from distillery.storage import Store
+
 
 @dataclass(frozen=True)
 class TextEncoding:
@@ -37,6 +39,15 @@ class TextEncoding:
 
 
 TOKENIZER_FILE = "tokenizer.json"
+
+
+def stored_encoding(store: Store, parts: tuple[str, ...], card: dict) -> TextEncoding | None:
+    """The tokenizer exported with the model at `parts` (whose card is `card`); None for a
+    model of numeric rows."""
+    entry = card.get("tokenizer")
+    if entry is None:
+        return None
+    return TextEncoding.from_card(entry, store.read_bytes(*parts, entry["file"]).decode())
 
 
 def text_encoding(path: str, max_length: int) -> TextEncoding:
@@ -75,3 +86,22 @@ def tokenize(texts: list[str | None], encoding: TextEncoding) -> tuple[np.ndarra
         len(texts), encoding.max_length)
     truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
     return ids, truncated
+
+
+DESCRIPTORS = ("tokens", "unknown_share")
+"""What drift monitoring compares of a text (monitoring/drift.py), from its ids alone, so that
+the reference (held-out rows, stored as ids) and the live window (logged texts, tokenized again)
+are described alike."""
+
+
+def descriptors(ids: np.ndarray, encoding: TextEncoding) -> np.ndarray:
+    """(N, 2) float32 of (N, max_length) ids: each text's tokens (ids other than padding,
+    special tokens included: max_length when it was truncated) and the share of them the
+    vocabulary did not know (the tokenizer's unknown token; 0 for a tokenizer without one)."""
+    real = ids != encoding.pad_id
+    tokens = real.sum(axis=1)
+    model = encoder(encoding).model
+    unk_token = getattr(model, "unk_token", None)
+    unk_id = None if unk_token is None else encoder(encoding).token_to_id(unk_token)
+    unknown = np.zeros(len(ids)) if unk_id is None else ((ids == unk_id) & real).sum(axis=1)
+    return np.stack([tokens, unknown / np.maximum(tokens, 1)], axis=1).astype(np.float32)

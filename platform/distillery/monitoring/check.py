@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from distillery.config import PipelineSpec, SpecError
+from distillery.config import PipelineSpec
 from distillery.data.sources import open_source
+from distillery.data.text import DESCRIPTORS, descriptors, stored_encoding
 from distillery.models import load_model
 from distillery.monitoring.alerts import Alert, dispatch, evaluate_rules
 from distillery.monitoring.control_charts import Chart, bucket_signals, chart, plot_control_chart
@@ -76,22 +77,21 @@ def run_check(spec: PipelineSpec, start: datetime, end: datetime, *, drift: bool
     off), chart the signals, evaluate the alert rules and (with `send_alerts`) send what fires
     to the configured sinks; the webhook skips the (rule, signal) pairs in `already_sent` (the
     scheduled check passes those of its previous check)."""
-    if drift and spec.reads_text:
-        raise SpecError("drift: text traffic has no drift report yet (the request log keeps "
-                        "each text and its length); `distillery monitor` charts the answers")
     monitor, store = spec.monitor, Store(spec.store)
     label = window_label(start, end)
     table = read_requests(store, start, end)
+    parts, cards = served_models(spec)
     files, summary = {}, None
     if drift and table.num_rows >= monitor.drift.min_rows:
-        result = drift_report(reference(spec), window_frame(student_rows(table)),
+        text = stored_encoding(store, parts["student"], cards["student"])
+        result = drift_report(reference(spec), window_frame(student_rows(table), text),
                               monitor.drift)
         files |= save_report(store, label, result)
         summary = result.summary
     elif drift:
         logger.info("drift: %d rows in %s, fewer than drift.min_rows=%d; not compared",
                     table.num_rows, label, monitor.drift.min_rows)
-    num_classes = served_models(spec)[1]["teacher"]["num_classes"]
+    num_classes = cards["teacher"]["num_classes"]
     series = bucket_signals(table, monitor.control.bucket_seconds,
                             monitor.control.min_bucket_rows, num_classes)
     charts = {}
@@ -149,9 +149,13 @@ def _build_reference(spec: PipelineSpec, parts: dict[str, tuple[str, ...]]):
     # a seeded sample, not the first rows: a split may be ordered (by time, by class)
     pick = np.sort(np.random.default_rng(0).choice(len(held_out), rows, replace=False))
     x = torch.from_numpy(held_out[pick])
-    logits = {}
+    logits, cards = {}, {}
     for arm, where in parts.items():
-        model, _ = load_model(store, where)
+        model, cards[arm] = load_model(store, where)
         with torch.inference_mode():
             logits[arm] = model(x).float().numpy()  # (rows, C)
-    return reference_frame(x.numpy(), logits["student"], logits["teacher"])
+    text = stored_encoding(store, parts["student"], cards["student"])
+    if text is None:
+        return reference_frame(x.numpy(), logits["student"], logits["teacher"])
+    return reference_frame(descriptors(x.numpy(), text), logits["student"], logits["teacher"],
+                           DESCRIPTORS)

@@ -1,7 +1,8 @@
 """Data-drift reports: a live window of the request log against a reference, with Evidently.
 
 Both sides are frames with the same columns, one row per instance:
-`x0..x{D-1}` (the inputs), `prediction` (top-1 class), `confidence` (top-1 probability),
+`x0..x{D-1}` (the inputs; of a text model, its texts' descriptors: `tokens` and
+`unknown_share`, data/text.py), `prediction` (top-1 class), `confidence` (top-1 probability),
 `entropy` (nats, -sum_c p_c ln p_c) and, when known, `agrees` (student and teacher top-1 agree).
 The reference is the training split with the served student's outputs on it, the live window
 the rows the student answered in the request log. Each column is compared on its own
@@ -32,6 +33,7 @@ from evidently.legacy.core import ColumnType
 from evidently.presets import DataDriftPreset
 
 from distillery.config import DriftSpec
+from distillery.data.text import DESCRIPTORS, TextEncoding, descriptors, tokenize
 from distillery.evaluation.metrics import log_softmax
 from distillery.storage import Store
 from distillery.store_layout import MONITOR_REPORTS
@@ -61,9 +63,11 @@ class DriftResult:
 
 
 def frame(inputs: np.ndarray, prediction: np.ndarray, confidence: np.ndarray,
-          entropy: np.ndarray, agrees: np.ndarray | None = None) -> pd.DataFrame:
-    """One row per instance: inputs (N, D) -> x0..x{D-1}; prediction, confidence, entropy (N,);
-    agrees (N,) bool or 0/1 with NaN/None where unknown, stored as pandas' nullable boolean."""
+          entropy: np.ndarray, agrees: np.ndarray | None = None,
+          input_names: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per instance: inputs (N, D) -> x0..x{D-1} (or `input_names`); prediction,
+    confidence, entropy (N,); agrees (N,) bool or 0/1 with NaN/None where unknown, stored as
+    pandas' nullable boolean."""
     inputs = np.asarray(inputs)
     if inputs.ndim != 2:
         raise ValueError(f"inputs: expected shape (N, D), got {inputs.shape}")
@@ -75,7 +79,8 @@ def frame(inputs: np.ndarray, prediction: np.ndarray, confidence: np.ndarray,
         if np.shape(values) != (n,):
             raise ValueError(f"{name}: expected shape ({n},) to match inputs {inputs.shape}, "
                              f"got {np.shape(values)}")
-    df = pd.DataFrame(inputs, columns=[f"x{i}" for i in range(inputs.shape[1])])
+    df = pd.DataFrame(inputs, columns=list(input_names or (f"x{i}" for i in
+                                                           range(inputs.shape[1]))))
     df["prediction"] = np.asarray(prediction, dtype=np.int64)
     df["confidence"] = np.asarray(confidence, dtype=np.float32)
     df["entropy"] = np.asarray(entropy, dtype=np.float32)
@@ -93,7 +98,8 @@ def _nullable_bool(values: np.ndarray) -> pd.arrays.BooleanArray:
 
 
 def reference_frame(inputs: np.ndarray, logits: np.ndarray,
-                    teacher_logits: np.ndarray | None = None) -> pd.DataFrame:
+                    teacher_logits: np.ndarray | None = None,
+                    input_names: tuple[str, ...] | None = None) -> pd.DataFrame:
     """The reference from the monitored model's logits (N, C) on `inputs` (N, D):
     p = softmax(logits), prediction = argmax p, confidence = max p, entropy = -sum_c p_c ln p_c;
     agrees = argmax p == argmax teacher_logits when the teacher's logits on the same rows are
@@ -104,21 +110,30 @@ def reference_frame(inputs: np.ndarray, logits: np.ndarray,
     agrees = None
     if teacher_logits is not None:
         agrees = np.argmax(teacher_logits, axis=1) == p.argmax(axis=1)
-    return frame(inputs, p.argmax(axis=1), p.max(axis=1), -(p * logp).sum(axis=1), agrees)
+    return frame(inputs, p.argmax(axis=1), p.max(axis=1), -(p * logp).sum(axis=1), agrees,
+                 input_names)
 
 
-def window_frame(table: pa.Table) -> pd.DataFrame:
-    """The live window from request-log rows (`distillery.monitoring.request_log.SCHEMA`)."""
+def window_frame(table: pa.Table, text: TextEncoding | None = None) -> pd.DataFrame:
+    """The live window from request-log rows (`distillery.monitoring.request_log.SCHEMA`); of a
+    text model (`text`, its tokenizer), the logged texts' descriptors in place of inputs."""
     n = table.num_rows
+    agrees = table.column("agrees").to_numpy(zero_copy_only=False)  # object with None if nulls
+    outputs = (table.column("prediction").to_numpy(), table.column("confidence").to_numpy(),
+               table.column("entropy").to_numpy(), agrees)
+    if text is not None:
+        texts = table.column("text").to_pylist()
+        if None in texts:
+            raise ValueError("request log: rows without a text in a text model's window")
+        ids = tokenize(texts, text)[0].reshape(n, text.max_length)
+        return frame(descriptors(ids, text), *outputs, input_names=DESCRIPTORS)
     inputs = table.column("inputs").combine_chunks()
     low, high = (v.as_py() for v in pc.min_max(pc.list_value_length(inputs)).values())
     if inputs.null_count or low != high:
         raise ValueError(f"request log: inputs have {low} to {high} features "
                          f"({inputs.null_count} missing); a window must hold one model's inputs")
     x = inputs.flatten().to_numpy().reshape(n, low or 0)  # low is None for an empty window
-    agrees = table.column("agrees").to_numpy(zero_copy_only=False)  # object with None if nulls
-    return frame(x, table.column("prediction").to_numpy(), table.column("confidence").to_numpy(),
-                 table.column("entropy").to_numpy(), agrees)
+    return frame(x, *outputs)
 
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, spec: DriftSpec) -> DriftResult:

@@ -35,6 +35,10 @@ def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
     serving = spec.serve or ServeSpec()
     store = Store(spec.store)
     parts, cards = served_models(spec)
+    for arm, card in cards.items():
+        if spec.reads_text and "tokenizer" not in card:
+            raise SpecError(f"serve: {'/'.join(parts[arm])} has no tokenizer stored beside it "
+                            f"(exported before text serving); train or distill the {arm} again")
     versions = {"teacher": parts["teacher"][-1], "student": parts["student"][-1]}
     handles = {arm: ModelServer.options(**_options(arm, getattr(serving, f"{arm}_deployment")))
                .bind(store.root, parts[arm], getattr(serving, f"{arm}_deployment").max_batch_size,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ray import serve
 
-from distillery.data.text import TextEncoding, tokenize
+from distillery.data.text import stored_encoding, tokenize
 from distillery.models import load_model
 from distillery.storage import Store
 
@@ -26,9 +26,7 @@ class ModelServer:
         torch.set_num_threads(1)
         store = Store(store_root)
         self.model, self.card = load_model(store, tuple(parts))
-        entry = self.card.get("tokenizer")
-        self.text = None if entry is None else TextEncoding.from_card(
-            entry, store.read_bytes(*parts, entry["file"]).decode())
+        self.text = stored_encoding(store, tuple(parts), self.card)
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 

@@ -94,9 +94,7 @@ class RequestMonitor:
             start = end - timedelta(seconds=self.spec.window_s)
             try:
                 await self.flush()  # the check reads what is in the store
-                # text traffic: the answers' charts and alerts, without a drift report yet
                 result = await asyncio.to_thread(self.run_check, self.pipeline, start, end,
-                                                 drift=not self.pipeline.reads_text,
                                                  already_sent=self.sent)
             except Exception:  # one failed check must not end the schedule
                 logger.exception("monitoring check failed")

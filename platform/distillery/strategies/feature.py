@@ -2,7 +2,10 @@
 teacher's, through a learned projection adapter per pair, on top of the response loss.
 
 Forward hooks capture the mapped layers. The teacher's maps come from the cache (columns
-`features.<teacher layer>`, flattened) or from a live teacher forward in each worker.
+`features.<teacher layer>`, flattened) or from a live teacher forward in each worker. Text
+models (Hugging Face encoders) pair hidden states, (L, H) per row, projected on H, and
+attention maps (TinyBERT, Jiao et al. 2020): a pair with `attention` compares the two
+self-attention modules' probabilities averaged over heads, (L, L) per row, taken live.
 """
 
 from __future__ import annotations
@@ -25,27 +28,57 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-class Capture:
-    """Forward hooks that keep the latest output of the named modules of `model`."""
+def map_key(layer: str, attention: bool) -> str:
+    """What a pair reads of a layer: its output (the layer's name) or its attention maps."""
+    return f"{layer}:attention" if attention else layer
 
-    def __init__(self, model: nn.Module, names: list[str]):
+
+class Capture:
+    """Forward hooks that keep the latest output of the named modules of `model` (the first
+    element of a tuple output, as a transformer layer's hidden states), and of the modules in
+    `attention`, their attention probabilities averaged over heads under `map_key(name,
+    True)`."""
+
+    def __init__(self, model: nn.Module, names: list[str], attention: list[str] = ()):
         modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
         for name in names:
-            modules[name].register_forward_hook(self._keep(name))
+            modules[name].register_forward_hook(self._keep(name, False))
+        for name in attention:
+            modules[name].register_forward_hook(self._keep(name, True))
+        if attention:
+            eager_attention(model)
 
-    def _keep(self, name: str):
+    def _keep(self, name: str, attention: bool):
         def hook(_module, _inputs, output):
-            self.outputs[name] = output
+            if attention:
+                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if weights is None:
+                    raise ValueError(f"{name} returned no attention weights: pair an attention "
+                                     "module (one that returns them)")
+                self.outputs[map_key(name, True)] = weights.mean(dim=1)  # (B, L, L)
+            else:
+                self.outputs[name] = output[0] if isinstance(output, tuple) else output
         return hook
 
 
-def output_shapes(model: nn.Module, names: list[str], num_features: int) -> dict[str, list]:
-    """Per-row output shape of each named module, by one forward of a zero row."""
-    probe = Capture(model, names)
+def eager_attention(model: nn.Module) -> None:
+    """A Hugging Face model computes attention with fused kernels (sdpa), which give no
+    weights; the eager implementation gives the same outputs and its weights."""
+    for module in model.modules():
+        if hasattr(module, "set_attn_implementation"):
+            module.set_attn_implementation("eager")
+            return
+
+
+def output_shapes(model: nn.Module, names: list[str], num_features: int,
+                  attention: list[str] = ()) -> dict[str, list]:
+    """Per-row shape of each named module's output (and of the attention maps of the modules
+    in `attention`, under map_key), by one forward of a zero row."""
+    probe = Capture(model, names, attention)
     with torch.no_grad():
         model(torch.zeros(1, num_features))
-    return {name: list(probe.outputs[name].shape[1:]) for name in names}
+    return {key: list(value.shape[1:]) for key, value in probe.outputs.items()}
 
 
 def cache_column(teacher_layer: str) -> str:
@@ -55,10 +88,19 @@ def cache_column(teacher_layer: str) -> str:
 class Adapter(nn.Module):
     """Projects a student map onto the teacher's shape: linear for vectors (D,), a 1x1 conv
     for channel maps (C, L) or (C, H, W), then adaptive average pooling when the lengths
-    differ."""
+    differ. A `sequence` map is a text model's (L, H), projected on its last dimension."""
 
-    def __init__(self, student_shape: list[int], teacher_shape: list[int]):
+    def __init__(self, student_shape: list[int], teacher_shape: list[int],
+                 sequence: bool = False):
         super().__init__()
+        self.size: tuple[int, ...] = ()
+        if sequence:
+            if (len(student_shape), len(teacher_shape)) != (2, 2) or (
+                    student_shape[0] != teacher_shape[0]):
+                raise ValueError(f"cannot project a {tuple(student_shape)} map onto "
+                                 f"{tuple(teacher_shape)}: both must be (L, H) of one length L")
+            self.proj = nn.Linear(student_shape[1], teacher_shape[1])
+            return
         if len(student_shape) != len(teacher_shape) or len(student_shape) not in (1, 2, 3):
             raise ValueError(f"cannot project a {tuple(student_shape)} map onto "
                              f"{tuple(teacher_shape)}: both must be (D,), (C, L) or (C, H, W)")
@@ -69,39 +111,60 @@ class Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.proj(x)
-        if y.shape[2:] != self.size:
+        if self.size and y.shape[2:] != self.size:
             pool = F.adaptive_avg_pool1d if len(self.size) == 1 else F.adaptive_avg_pool2d
             y = pool(y, self.size)
         return y
+
+
+def adapter(pair: dict, student_shapes: dict, teacher_shapes: dict,
+            sequence: bool) -> nn.Module:
+    """The pair's projection; attention maps are compared as they are, when of one shape."""
+    student = student_shapes[map_key(pair["student"], pair["attention"])]
+    teacher = teacher_shapes[map_key(pair["teacher"], pair["attention"])]
+    if not pair["attention"]:
+        return Adapter(student, teacher, sequence)
+    if student != teacher:
+        raise ValueError(f"attention maps {tuple(student)} and {tuple(teacher)} differ: both "
+                         "models must read rows of one length")
+    return nn.Identity()
+
+
+def layers_of(pairs: list[dict], role: str) -> tuple[list[str], list[str]]:
+    """(layers whose outputs, layers whose attention maps) the pairs read of `role`."""
+    return (sorted({p[role] for p in pairs if not p["attention"]}),
+            sorted({p[role] for p in pairs if p["attention"]}))
 
 
 class FeatureDistiller(nn.Module):
     """The student plus one adapter per pair; forward gives (logits, projected maps)."""
 
     def __init__(self, student: nn.Module, pairs: list[dict], student_shapes: dict,
-                 teacher_shapes: dict):
+                 teacher_shapes: dict, sequence: bool):
         super().__init__()
         self.student = student
         self.pairs = pairs
         self.adapters = nn.ModuleList(
-            [Adapter(student_shapes[p["student"]], teacher_shapes[p["teacher"]]) for p in pairs])
-        self.capture = Capture(student, sorted({p["student"] for p in pairs}))
+            [adapter(p, student_shapes, teacher_shapes, sequence) for p in pairs])
+        self.capture = Capture(student, *layers_of(pairs, "student"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         logits = self.student(x)
         captured = self.capture.outputs
-        maps = [adapter(captured[pair["student"]])
-                for pair, adapter in zip(self.pairs, self.adapters, strict=True)]
+        maps = [project(captured[map_key(pair["student"], pair["attention"])])
+                for pair, project in zip(self.pairs, self.adapters, strict=True)]
         return logits, maps
 
 
 @dataclass(frozen=True, kw_only=True)
 class FeatureParams(KDParams):
     pairs: tuple[dict, ...]
-    """FeaturePair fields of each pair: student, teacher, loss, weight."""
+    """FeaturePair fields of each pair: student, teacher, loss, weight, attention."""
     student_shapes: dict[str, list[int]]
     teacher_shapes: dict[str, list[int]]
-    """Per-row output shape of each paired layer."""
+    """Per-row shape of each paired map, by map_key."""
+    sequence: bool = False
+    """Text models: their output maps are (L, H) hidden states."""
     live_teacher: tuple[str, tuple[str, ...]] | None = None
     """(store root, teacher parts) to run the teacher in the worker; None reads the teacher's
     maps from the cache."""
@@ -114,7 +177,7 @@ class FeatureParams(KDParams):
         student_shapes, teacher_shapes = pair_shapes(spec, pipeline)
         return cls(**kd_fields(spec), pairs=tuple(p.model_dump() for p in f.pairs),
                    student_shapes=student_shapes, teacher_shapes=teacher_shapes,
-                   live_teacher=None if f.cache else (pipeline.store.root,
+                   sequence=spec.reads_text, live_teacher=None if f.cache else (pipeline.store.root,
                                                       pipeline.teacher_parts()))
 
 
@@ -133,9 +196,13 @@ def pair_shapes(spec: PipelineSpec, pipeline) -> tuple[dict, dict]:
             if layer not in names:
                 raise SpecError(f"distill.feature.pairs.{i}.{role}: no layer {layer!r} in "
                                 f"the {role}; valid: {names}")
-            shapes[role].update(output_shapes(model, [layer], splits.num_features))
+            read = ([], [layer]) if pair.attention else ([layer], [])
+            try:
+                shapes[role].update(output_shapes(model, read[0], splits.num_features, read[1]))
+            except ValueError as err:  # an attention pair on a module without weights
+                raise SpecError(f"distill.feature.pairs.{i}.{role}: {err}") from None
         try:
-            Adapter(shapes["student"][pair.student], shapes["teacher"][pair.teacher])
+            adapter(pair.model_dump(), shapes["student"], shapes["teacher"], spec.reads_text)
         except ValueError as err:
             raise SpecError(f"distill.feature.pairs.{i}: {err}") from None
     return shapes["student"], shapes["teacher"]
@@ -151,7 +218,7 @@ class FeatureStrategy(Strategy):
 
     def __init__(self, params: FeatureParams):
         super().__init__(params)
-        self.teacher_layers = sorted({p["teacher"] for p in params.pairs})
+        self.teacher_layers = layers_of(list(params.pairs), "teacher")[0]  # cached: no attention
         self.needs = ("logits",) if params.live_teacher else (
             "logits", *(cache_column(layer) for layer in self.teacher_layers))
         self.live = None
@@ -159,7 +226,7 @@ class FeatureStrategy(Strategy):
             root, parts = params.live_teacher
             self.live, _ = load_model(Store(root), tuple(parts))
             self.live.eval().requires_grad_(False)
-            self.live_capture = Capture(self.live, self.teacher_layers)
+            self.live_capture = Capture(self.live, *layers_of(list(params.pairs), "teacher"))
         self.weights = {"kd": params.alpha, "task": 1.0 - params.alpha,
                         **{self.term(i): p["weight"] for i, p in enumerate(params.pairs)}}
 
@@ -169,7 +236,8 @@ class FeatureStrategy(Strategy):
 
     def wrap(self, student: nn.Module) -> nn.Module:
         p = self.params
-        return FeatureDistiller(student, list(p.pairs), p.student_shapes, p.teacher_shapes)
+        return FeatureDistiller(student, list(p.pairs), p.student_shapes, p.teacher_shapes,
+                                p.sequence)
 
     def teacher_maps(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.live is None:
@@ -189,8 +257,8 @@ class FeatureStrategy(Strategy):
             "task": task_loss(logits, batch["label"], w),
         }
         for i, (pair, projected) in enumerate(zip(p.pairs, maps, strict=True)):
-            terms[self.term(i)] = feature_loss(projected, teacher[pair["teacher"]],
-                                               pair["loss"], w)
+            terms[self.term(i)] = feature_loss(
+                projected, teacher[map_key(pair["teacher"], pair["attention"])], pair["loss"], w)
         return terms
 
     def predictions(self, outputs) -> list[torch.Tensor]:
