@@ -5,6 +5,7 @@ MiniLM encoder where its package is installed)."""
 
 import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -198,16 +199,22 @@ def test_a_tiny_encoder_is_fine_tuned_cached_distilled_evaluated_and_exported(tm
         f"serve.student={student['run_id']}", "monitor.check_interval_s=null",
         "monitor.request_log.flush_seconds=0.2", "monitor.drift.min_rows=2"]), model.eval(), card)
     # feature KD, TinyBERT-style: hidden states through an adapter and attention maps, from the
-    # teacher run live in the training worker
+    # teacher run live in the training worker; the student, of the teacher's width, starts from
+    # its embeddings, head and second layer
     layer = "model.bert.encoder.layer.{}"
     feature = Pipeline(load_spec(REFERENCE_SPEC, [
         *overrides, "data.tokenizer=null", f"teacher.model={{arch: hf, path: {encoder}}}",
+        "student.model.config={model_type: bert, hidden_size: 32, num_hidden_layers: 1, "
+        "num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 32}",
+        "student.init_from_teacher={layers: [1]}",
         "distill.strategy=feature", "distill.epochs=2", "distill.feature={cache: false, pairs: ["
         f"{{student: '{layer.format(0)}', teacher: '{layer.format(1)}'}}, "
         f"{{student: '{layer.format(0)}.attention.self', teacher: "
         f"'{layer.format(1)}.attention.self', attention: true, loss: cosine}}]}}"]))
     featured = feature.distill()
-    assert featured["strategy"] == "feature" and featured["params"] == student["params"]
+    assert featured["strategy"] == "feature"
+    assert featured["init_from_teacher"] == {"teacher_fingerprint": teacher["fingerprint"],
+                                             "layers": [1]}
     assert featured["metrics"]["test_accuracy"] > 0.45
 
 
@@ -339,3 +346,43 @@ def test_an_attention_pair_on_a_module_without_weights_is_named(tmp_path):
         load_spec(REFERENCE_SPEC, spec_overrides(
             tmp_path, "distill.strategy=feature",
             "distill.feature={pairs: [{student: a, teacher: b, attention: true}]}"))
+
+
+def test_a_student_starts_from_the_teachers_embeddings_chosen_layers_and_head():
+    from distillery.models.text_classifier import init_from_teacher, teacher_layers
+
+    assert teacher_layers(3, 6, None) == [0, 2, 4]  # DistilBERT: every other layer
+    assert teacher_layers(2, 5, None) == [0, 2]
+    assert teacher_layers(2, 6, [5, 1]) == [5, 1]
+    with pytest.raises(ValueError, match=r"layers \[0, 6\]: one teacher layer \(0 to 5\)"):
+        teacher_layers(2, 6, [0, 6])
+    with pytest.raises(ValueError, match="the student has 3 layers, the teacher 2"):
+        teacher_layers(3, 2, None)
+    torch.manual_seed(0)
+    teacher, student = tiny_bert(32, 2), tiny_bert(32, 1)
+    assert init_from_teacher(student, teacher, [1]) == [1]
+    s, t = student.state_dict(), teacher.state_dict()
+    for key in ("model.bert.embeddings.word_embeddings.weight", "model.classifier.weight",
+                "model.bert.pooler.dense.weight"):
+        assert torch.equal(s[key], t[key])
+    layer = "model.bert.encoder.layer.{}.attention.self.query.weight"
+    assert torch.equal(s[layer.format(0)], t[layer.format(1)])
+    with pytest.raises(ValueError, match=r"differs from the teacher's in hidden_size 16 vs 32, "
+                                         r"intermediate_size 32 vs 64; .* fewer "
+                                         "num_hidden_layers"):
+        init_from_teacher(tiny_bert(16, 1), teacher, None)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("student.model={arch: mlp, hidden: [8]}",
+     "student.init_from_teacher: the teacher's layers start a student when both models are "
+     "arch: hf"),
+    ("distill={strategy: online, online: {peers: [{arch: hf, config: {model_type: bert}}]}}",
+     "student.init_from_teacher: distill.strategy online trains other models than the "
+     "student from the teacher; use response, feature or multi_teacher"),
+])
+def test_starting_a_student_from_the_teacher_is_refused_where_it_cannot_apply(tmp_path, override,
+                                                                              message):
+    with pytest.raises(SpecError, match=f"^{re.escape(message)}"):
+        load_spec(REFERENCE_SPEC, spec_overrides(tmp_path, "student.init_from_teacher={}",
+                                                 override))

@@ -23,6 +23,8 @@ from distillery.config import (
     InferenceSpec,
     ModelSpec,
     PipelineSpec,
+    SpecError,
+    TeacherInit,
     TeacherSpec,
     TrainSpec,
 )
@@ -31,7 +33,7 @@ from distillery.data.sources import Source, data_fingerprint, distill_row_count,
 from distillery.data.splits import to_table
 from distillery.data.text import TOKENIZER_FILE
 from distillery.models import build_model, fingerprint, load_model, model_card, save_model
-from distillery.models.text_classifier import stored_spec
+from distillery.models.text_classifier import init_from_teacher, stored_spec, teacher_layers
 from distillery.runtime import new_run_id, unfinished_runs
 from distillery.storage import Store
 from distillery.store_layout import (
@@ -202,18 +204,21 @@ class Pipeline:
         """Train `model_spec` by `distill.strategy` with its `params` and `distill`'s budget,
         checkpoints under `parts`; the exported state dicts, the student's first."""
         d = self.spec.distill
+        from_teacher = self.spec.student.init_from_teacher if label == "student" else None
         result = self._fit(model_spec, d, d.strategy, asdict(params), label, rows,
-                           self.store.uri(*parts), callbacks, curriculum, num_rows)
+                           self.store.uri(*parts), callbacks, curriculum, num_rows, from_teacher)
         return load_weights(result)
 
     def _fit(self, model_spec, train_spec: TrainSpec, strategy: str, params: dict, label: str,
              train_rows: ray.data.Dataset, run_dir: str, callbacks: list | None = None,
-             curriculum: dict | None = None, num_rows: int | None = None):
-        """`num_rows`: how many rows `train_rows` has, where counting them would read them."""
+             curriculum: dict | None = None, num_rows: int | None = None,
+             from_teacher: TeacherInit | None = None):
+        """`num_rows`: how many rows `train_rows` has, where counting them would read them;
+        `from_teacher`: start the model from the teacher's layers."""
         splits = self.splits
         rows = num_rows if num_rows is not None else train_rows.count()
         train_ds, train_spec = ingest_rows(train_rows, train_spec, rows)
-        model_spec, init_weights = self._shipped(model_spec, run_dir)
+        model_spec, init_weights = self._shipped(model_spec, run_dir, from_teacher)
         job = TrainJob(
             model=model_spec.model_dump(), init_weights=init_weights,
             train=train_spec.model_dump(include=set(TrainSpec.model_fields)),
@@ -225,13 +230,23 @@ class Pipeline:
               f"({train_spec.ingest}) -> {run_dir}", flush=True)
         return fit(job, {"train": train_ds, "val": val_ds}, run_dir, callbacks)
 
-    def _shipped(self, model_spec, run_dir: str) -> tuple[ModelSpec, str | None]:
+    def _shipped(self, model_spec, run_dir: str,
+                 from_teacher: TeacherInit | None = None) -> tuple[ModelSpec, str | None]:
         """The spec and starting weights that reach the training workers: a model read from a
-        directory here (a pre-trained Hugging Face encoder) goes by its config, its weights
-        by the store (run_dir/init/), since the workers may run where the directory is not."""
-        if not (isinstance(model_spec, HFSpec) and model_spec.path):
+        directory here (a pre-trained Hugging Face encoder) or started from the teacher's
+        layers goes by its config, its weights by the store (run_dir/init/), since the workers
+        may run where the directory or the teacher is not."""
+        if not (isinstance(model_spec, HFSpec) and (model_spec.path or from_teacher)):
             return model_spec, None
         model = build_model(model_spec, self.splits.num_features, self.splits.num_classes)
+        if from_teacher:
+            teacher, _ = load_model(self.store, self.teacher_parts())
+            try:
+                layers = init_from_teacher(model, teacher, from_teacher.layers)
+            except ValueError as err:
+                raise SpecError(f"student.init_from_teacher: {err}") from None
+            print(f"student: starts from the teacher's embeddings, head and layers {layers}",
+                  flush=True)
         weights = io.BytesIO()
         torch.save(model.state_dict(), weights)
         Store(run_dir).write_bytes(weights.getvalue(), "init", "model.pt")
@@ -249,9 +264,17 @@ class Pipeline:
         model.load_state_dict(state)
         metrics = {"val_accuracy": accuracy(model, splits.x_val, splits.y_val),
                    "test_accuracy": accuracy(model, splits.x_test, splits.y_test)}
+        started: dict = {}
         if latest_teacher(self.store, spec.teacher.name) is not None:
-            teacher, _ = load_model(self.store, self.teacher_parts())
+            teacher, teacher_card = load_model(self.store, self.teacher_parts())
             metrics["test_agreement"] = agreement(model, teacher, splits.x_test)
+            init = spec.student.init_from_teacher
+            if role == "student" and init is not None:
+                started = {"init_from_teacher": {
+                    "teacher_fingerprint": teacher_card["fingerprint"],
+                    "layers": teacher_layers(model.model.config.num_hidden_layers,
+                                             teacher.model.config.num_hidden_layers,
+                                             init.layers)}}
         teacher_fp = (read_card(self.store, teacher_parts)["fingerprint"] if teacher_parts
                       else None)
         card = model_card(model, model_spec, num_features=splits.num_features,
@@ -260,7 +283,7 @@ class Pipeline:
                           strategy=spec.distill.strategy if role != "baseline" else "supervised",
                           fingerprint=fingerprint(model_spec, model),
                           teacher_fingerprint=teacher_fp, data_fingerprint=self.data_fingerprint,
-                          metrics=metrics, spec=spec.model_dump())
+                          metrics=metrics, spec=spec.model_dump(), **started)
         card = self._save(parts, model, card)
         print(f"{role}: {card['params']} params, test accuracy {metrics['test_accuracy']:.4f} "
               f"-> {self.store.uri(*parts)}", flush=True)

@@ -72,6 +72,7 @@ from distillery.config.training import (
     OnlineSpec,
     ProgressiveSpec,
     StudentSpec,
+    TeacherInit,
     TeacherSpec,
     TrainSpec,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "InferenceSpec",
     "TeacherSpec",
     "StudentSpec",
+    "TeacherInit",
     "FeaturePair",
     "FeatureSpec",
     "CurriculumSpec",

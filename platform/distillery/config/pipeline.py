@@ -92,6 +92,20 @@ class PipelineSpec(Strict):
         return isinstance(self.data, TableData) and self.data.text is not None
 
     @model_validator(mode="after")
+    def _teacher_init_fits(self) -> PipelineSpec:
+        if self.student.init_from_teacher is None:
+            return self
+        if not (isinstance(self.student.model, HFSpec) and isinstance(self.teacher.model,
+                                                                      HFSpec)):
+            raise ValueError("student.init_from_teacher: the teacher's layers start a student "
+                             "when both models are arch: hf")
+        if self.distill.strategy not in ("response", "feature", "multi_teacher"):
+            raise ValueError(f"student.init_from_teacher: distill.strategy "
+                             f"{self.distill.strategy} trains other models than the student "
+                             "from the teacher; use response, feature or multi_teacher")
+        return self
+
+    @model_validator(mode="after")
     def _models_fit_inputs(self) -> PipelineSpec:
         """Text rows are token ids: Hugging Face classifiers (or your own models) take them,
         the numeric architectures do not; and numeric rows are not token ids."""

@@ -111,8 +111,19 @@ class TeacherSpec(Strict):
         return self
 
 
+class TeacherInit(Strict):
+    layers: list[Annotated[int, Field(ge=0)]] | None = None
+    """The teacher's encoder layer each student layer starts from, in order; default every k-th
+    from the first (k = teacher layers // student layers), as DistilBERT (Sanh et al. 2019)."""
+
+
 class StudentSpec(Strict):
     model: ModelSpec
+    init_from_teacher: TeacherInit | None = None
+    """Start the distilled student from the teacher's weights: its embeddings, the chosen
+    encoder layers, pooler and head. Hugging Face models of one width: the student differs from
+    the teacher in num_hidden_layers only. Stated in the student's card; the baseline still
+    starts from scratch (it is the student trained on labels alone)."""
 
 
 class FeaturePair(Strict):

@@ -7,6 +7,7 @@ card and weights rebuild it where that directory does not exist (a serving node)
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -70,3 +71,44 @@ def stored_spec(model: TextClassifier) -> HFSpec:
               if k in known and k not in _NOT_ARCHITECTURE}
     config["model_type"] = model.model.config.model_type
     return HFSpec(arch="hf", config=config)
+
+
+# what a student started from the teacher's layers must share with it: everything but depth
+_SAME_WIDTH = ("model_type", "hidden_size", "num_attention_heads", "intermediate_size",
+               "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def teacher_layers(student_depth: int, teacher_depth: int, layers: list[int] | None) -> list[int]:
+    """The teacher layer each student layer starts from: `layers` as given, or every k-th
+    from the first (k = teacher_depth // student_depth), as DistilBERT."""
+    if layers is None:
+        if student_depth > teacher_depth:
+            raise ValueError(f"the student has {student_depth} layers, the teacher "
+                             f"{teacher_depth}: each student layer needs a teacher layer")
+        k = teacher_depth // student_depth
+        return [i * k for i in range(student_depth)]
+    if len(layers) != student_depth or max(layers) >= teacher_depth:
+        raise ValueError(f"layers {layers}: one teacher layer (0 to {teacher_depth - 1}) for "
+                         f"each of the student's {student_depth} layers")
+    return list(layers)
+
+
+def init_from_teacher(student: TextClassifier, teacher: TextClassifier,
+                      layers: list[int] | None) -> list[int]:
+    """Copy the teacher's embeddings, chosen encoder layers, pooler and head into `student`
+    (DistilBERT-style); the teacher layers used. ValueError naming what differs when the two
+    are not one architecture of different depths."""
+    s, t = student.model.config, teacher.model.config
+    differ = [f"{k} {getattr(s, k, None)!r} vs {getattr(t, k, None)!r}" for k in _SAME_WIDTH
+              if getattr(s, k, None) != getattr(t, k, None)]
+    if differ:
+        raise ValueError(f"the student's config differs from the teacher's in {', '.join(differ)}"
+                         "; a student started from the teacher keeps its width (give it the "
+                         "teacher's config with fewer num_hidden_layers)")
+    chosen = teacher_layers(s.num_hidden_layers, t.num_hidden_layers, layers)
+    source = teacher.state_dict()
+    state = {key: source[_LAYER.sub(lambda m: f".layer.{chosen[int(m.group(1))]}.", key)]
+             for key in student.state_dict()}
+    student.load_state_dict(state)
+    return chosen
