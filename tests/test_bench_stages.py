@@ -82,9 +82,11 @@ def test_ceiling_smoke(subprocesses, tmp_path):  # platform.platform() runs `una
 
 def test_teacher_infer_smoke(local_ray, tmp_path):
     result = check_smoke(load_bench("teacher_infer"), tmp_path / "teacher_infer.json",
-                         {f"raydata_vs_plain_c{c}{steady}{teacher}" for c in (1, 2)
-                          for steady in ("", "_steady") for teacher in ("", "_quickstart")})
-    assert len(result["runs"]) == 2 * 2 * 2  # teachers x concurrency x (plain, Ray Data)
+                         {f"raydata_vs_plain_{text}c{c}{steady}{teacher}" for c in (1, 2)
+                          for steady in ("", "_steady")
+                          for text, teacher in (("", ""), ("", "_quickstart"), ("text_", ""))})
+    assert len(result["runs"]) == 3 * 2 * 2  # teachers x concurrency x (plain, Ray Data)
+    assert result["inputs"]["text"]["max_length"] == 64
     assert result["profile"]["top"]
 
 
