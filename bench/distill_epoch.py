@@ -24,6 +24,14 @@ AdamW and the spec's LR schedule, and scores the validation split at the end of 
 `cached_vs_live_speedup` = live / cached epoch time (plain pair, the ~10x teacher);
 `raytrain_ds_vs_plain_time` = raytrain / plain-cached epoch time.
 
+Text (`raytrain-text`, `plain-cached-text`): the same pair on the text pipeline's student
+(jobs/configs/text.yaml: a BERT 128 wide, 2 layers, 4.3M parameters, on 64 token ids per row),
+whose compute per row is large enough for the per-step costs to amortize. Rows: the reference
+task's labelled docstrings (`distillery.data.docstrings`) and `TEXT_TRANSFER_ROWS` of its
+transfer set, tokenized by the all-MiniLM-L6-v2 tokenizer (the `text` extra), the logits of a
+small random teacher (only the student is timed). `raytrain_ds_vs_plain_time_text` = raytrain-text
+/ plain-cached-text epoch time.
+
 Epochs: 4, for 2 steady Ray Train epochs per repetition (the first pays the warm-up, the last
 its checkpoint) and 3 of each plain loop, a run's epoch time the median of those and each ratio a
 median over the repetitions. A Ray Train run pays its start-up whatever its epochs, and the
@@ -85,8 +93,15 @@ SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 # ~10x the quickstart student's forward FLOPs per row (27.7k): the issue's live teacher.
 TEACHER_10X = {"arch": "cnn1d", "channels": [32, 32, 32], "hidden": 128}
 SMOKE = ["data.num_samples=1000", "data.transfer.num_samples=2000"]
-TARGETS = {"cached_vs_live_speedup": 1.5, "raytrain_ds_vs_plain_time": 1.3}
-VARIANTS = ("raytrain", "plain-cached", "plain-live", "plain-live-quickstart")
+TARGETS = {"cached_vs_live_speedup": 1.5, "raytrain_ds_vs_plain_time": 1.3,
+           "raytrain_ds_vs_plain_time_text": 1.3}
+VARIANTS = ("raytrain", "plain-cached", "plain-live", "plain-live-quickstart", "raytrain-text",
+            "plain-cached-text")
+TEXT_SPEC = ROOT / "jobs/configs/text.yaml"
+TEXT_TRANSFER_ROWS = 3000
+# only its logits are read: a small teacher keeps the cache quick to build
+TEXT_TEACHER = ("{arch: hf, config: {model_type: bert, hidden_size: 32, num_hidden_layers: 1, "
+                "num_attention_heads: 2, intermediate_size: 64, max_position_embeddings: 64}}")
 METRICS = ("epoch_s", "rows_per_s", "startup_s", "in_worker_epoch_s")
 
 
@@ -229,6 +244,36 @@ def plain_run(data: dict, val: tuple, spec: DistillSpec, student_spec, params: d
     return {"epoch_s": epoch_s, "rows_per_s": n / epoch_s, "epochs": epochs}
 
 
+def text_pipeline(folder: Path, epochs: int, smoke: bool) -> Pipeline:
+    """The text spec on the reference task's rows under `folder` (a spread sample of them with
+    `smoke`), its cache built from TEXT_TEACHER with random weights."""
+    import all_minilm_l6_v2
+
+    from distillery.data import docstrings
+
+    labelled = docstrings.labelled_rows()
+    if smoke:  # every package: spread samples, not the first rows (one package's); other
+        # labelled texts as the transfer set (reading the third-party packages takes ~50 s)
+        step = labelled.num_rows // 300
+        transfer = labelled.take(np.arange(1, labelled.num_rows, step * 3)).select(["text"])
+        labelled = labelled.take(np.arange(0, labelled.num_rows, step))
+    else:
+        transfer = docstrings.transfer_rows(TEXT_TRANSFER_ROWS)
+    pq.write_table(labelled, folder / "docstrings.parquet")
+    pq.write_table(transfer, folder / "transfer.parquet")
+    tokenizer = all_minilm_l6_v2.extract_model(str(folder))
+    spec = load_spec(TEXT_SPEC, [f"store={folder}/store",
+                                 f"data.path={folder}/docstrings.parquet",
+                                 f"data.transfer.path={folder}/transfer.parquet",
+                                 f"data.tokenizer={tokenizer}", f"teacher.model={TEXT_TEACHER}",
+                                 f"distill.epochs={epochs}", f"distill.checkpoint_every={epochs}"])
+    pipeline = Pipeline(spec)
+    install_teacher(pipeline.store, spec.teacher.name, spec.teacher.model,
+                    num_features=pipeline.splits.num_features,
+                    num_classes=pipeline.splits.num_classes)
+    return pipeline
+
+
 def read_rows(pipeline: Pipeline, key: str) -> dict:
     files = sorted(Path(pipeline.store.fs_path(*cache_dir(key))).glob("*.parquet"))
     table = pq.ParquetDataset(files).read()
@@ -244,13 +289,17 @@ def ratios(summary: dict) -> dict:
     return {"cached_vs_live_speedup": median("plain-live") / median("plain-cached"),
             "cached_vs_live_speedup_quickstart_teacher":
                 median("plain-live-quickstart") / median("plain-cached"),
-            "raytrain_ds_vs_plain_time": median("raytrain") / median("plain-cached")}
+            "raytrain_ds_vs_plain_time": median("raytrain") / median("plain-cached"),
+            "raytrain_ds_vs_plain_time_text": median("raytrain-text")
+            / median("plain-cached-text")}
 
 
 LABELS = {"raytrain": "Ray Train + DeepSpeed, 2 workers, cached logits",
           "plain-cached": "plain loop, cached logits",
           "plain-live": "plain loop, ~10x teacher live",
-          "plain-live-quickstart": "plain loop, quickstart teacher live"}
+          "plain-live-quickstart": "plain loop, quickstart teacher live",
+          "raytrain-text": "text student: Ray Train + DeepSpeed, 2 workers, cached logits",
+          "plain-cached-text": "text student: plain loop, cached logits"}
 
 
 def format_markdown(result: dict) -> str:
@@ -277,11 +326,19 @@ def format_markdown(result: dict) -> str:
     speedup = verdict(r["cached_vs_live_speedup"], TARGETS["cached_vs_live_speedup"])
     overhead = verdict(r["raytrain_ds_vs_plain_time"], TARGETS["raytrain_ds_vs_plain_time"],
                        at_least=False)
+    text = inputs["text"]
+    text_overhead = verdict(r["raytrain_ds_vs_plain_time_text"],
+                            TARGETS["raytrain_ds_vs_plain_time_text"], at_least=False)
     lines += ["", f"- `cached_vs_live_speedup` (plain loop, ~10x teacher): {speedup}; with the "
               f"quickstart teacher live: {r['cached_vs_live_speedup_quickstart_teacher']:.2f}.",
               f"- `raytrain_ds_vs_plain_time`: {overhead}; Ray Train's in-worker epoch (its own "
               "`epoch_seconds`) is "
-              f"{summary['raytrain']['in_worker_epoch_s']['median']:.2f} s."]
+              f"{summary['raytrain']['in_worker_epoch_s']['median']:.2f} s.",
+              f"- `raytrain_ds_vs_plain_time_text`: {text_overhead} (`{text['spec']}`'s student, "
+              f"{text['student']['params']:,} params, "
+              f"{text['student']['flops_per_row'] / 1e6:.1f} MFLOP/row forward; "
+              f"{text['rows']:,} rows of {text['max_length']} token ids, global batch "
+              f"{text['batch_size']})."]
     if r["raytrain_ds_vs_plain_time"] > TARGETS["raytrain_ds_vs_plain_time"]:
         lines += ["", *raytrain_explanation(result)]
     if r["cached_vs_live_speedup"] < TARGETS["cached_vs_live_speedup"]:
@@ -397,7 +454,32 @@ def main(argv: list[str] | None = None) -> dict:
                              **plain_run(data, val, spec.distill, spec.student.model, params,
                                          teacher)})
             print(f"[{rep}] " + ", ".join(f"{r['variant']} {r['epoch_s']:.2f} s"
-                                          for r in runs[-len(VARIANTS):]), flush=True)
+                                          for r in runs[-4:]), flush=True)
+        text_dir = Path(tmp) / "text"
+        text_dir.mkdir()
+        text = text_pipeline(text_dir, args.epochs, args.smoke)
+        text_data = read_rows(text, text.teacher_infer()["key"])
+        text_val = (torch.tensor(text.splits.x_val), torch.tensor(text.splits.y_val))
+        t = text.spec.distill
+        text_params = {"temperature": t.temperature, "alpha": t.alpha, "kl": t.kl}
+        text_rows = len(text_data["x"])
+        for rep in range(args.repetitions):
+            runs.append({"variant": "raytrain-text", "repetition": rep, **raytrain_run(
+                text, Path(tmp) / f"clock-text-{rep}.jsonl", text_rows)})
+            runs.append({"variant": "plain-cached-text", "repetition": rep,
+                         **plain_run(text_data, text_val, t, text.spec.student.model,
+                                     text_params, None)})
+            print(f"[{rep}] text: " + ", ".join(f"{r['variant']} {r['epoch_s']:.2f} s"
+                                                for r in runs[-2:]), flush=True)
+        text_student = build_model(text.spec.student.model, text.splits.num_features,
+                                   text.splits.num_classes)
+        text_inputs = {"spec": str(TEXT_SPEC.relative_to(ROOT)), "rows": text_rows,
+                       "batch_size": t.batch_size, "max_length": text.splits.num_features,
+                       "student": {"model": text.spec.student.model.model_dump(),
+                                   "params": count_params(text_student),
+                                   "flops_per_row": flops_per_row(
+                                       text_student.eval(),
+                                       num_features=text.splits.num_features)}}
     student = build_model(spec.student.model, 40, 10)
     models = {"student": student, "teacher_10x": teachers["plain-live"],
               "quickstart": teachers["plain-live-quickstart"]}
@@ -411,7 +493,8 @@ def main(argv: list[str] | None = None) -> dict:
                           "train_flops_per_row": flops_per_row(models[name], train=True)}
                    for name, arch in (("student", spec.student.model),
                                       ("teacher_10x", parse_model_spec(TEACHER_10X)),
-                                      ("quickstart", quickstart.teacher.model))}}
+                                      ("quickstart", quickstart.teacher.model))},
+        "text": text_inputs}
     summary = summarize(runs, ("variant",), METRICS)
     result = save("distill_epoch", inputs, runs, summary, ratios(summary), args.output,
                   targets={k: (">= " if k.startswith("cached") else "<= ") + str(v)

@@ -93,7 +93,7 @@ def test_teacher_infer_smoke(local_ray, tmp_path):
 def test_distill_epoch_smoke(local_ray, tmp_path):
     result = check_smoke(load_bench("distill_epoch"), tmp_path / "distill_epoch.json",
                          {"cached_vs_live_speedup", "cached_vs_live_speedup_quickstart_teacher",
-                          "raytrain_ds_vs_plain_time"})
+                          "raytrain_ds_vs_plain_time", "raytrain_ds_vs_plain_time_text"})
     assert [r["variant"] for r in result["runs"]] == list(load_bench("distill_epoch").VARIANTS)
     assert result["summary"]["raytrain"]["startup_s"]["median"] > 0
 
