@@ -153,16 +153,21 @@ def json_object(body: bytes, max_body_bytes: int) -> dict:
     return payload
 
 
+def _instances(values: object, limits: Limits, field: str, noun: str) -> list:
+    """`values` as a list of 1 to `limits.max_instances` instances (`noun`: rows or texts)."""
+    if not isinstance(values, list):
+        raise RequestError(400, "wrong_type", f"{field} must be a list of {noun}s, got "
+                                              f"{type(values).__name__}")
+    if not values:
+        raise RequestError(400, "empty", f"{field} is empty; send at least one {noun}")
+    if len(values) > limits.max_instances:
+        raise RequestError(413, "too_many_instances", f"{len(values)} {noun}s exceed the limit "
+                                                      f"of {limits.max_instances}")
+    return values
+
+
 def _matrix(rows: object, limits: Limits, field: str) -> np.ndarray:
-    if not isinstance(rows, list):
-        raise RequestError(400, "wrong_type", f"{field} must be a list of rows, got "
-                                              f"{type(rows).__name__}")
-    if not rows:
-        raise RequestError(400, "empty", f"{field} is empty; send at least one row")
-    if len(rows) > limits.max_instances:
-        raise RequestError(413, "too_many_instances", f"{len(rows)} rows exceed the limit of "
-                                                      f"{limits.max_instances}")
-    x = _numbers(rows, field, integers=False)
+    x = _numbers(_instances(rows, limits, field, "row"), field, integers=False)
     if x.ndim != 2 or x.shape[1] != limits.num_features:
         raise RequestError(400, "wrong_shape", f"each row of {field} must hold "
                                                f"{limits.num_features} numbers")
@@ -172,15 +177,7 @@ def _matrix(rows: object, limits: Limits, field: str) -> np.ndarray:
 def _texts(values: object, limits: Limits, field: str) -> np.ndarray:
     """A list of non-blank strings as a (B,) object array; a text longer than the model reads
     is not an error (the replica truncates it to max_length tokens, as training did)."""
-    if not isinstance(values, list):
-        raise RequestError(400, "wrong_type", f"{field} must be a list of texts, got "
-                                              f"{type(values).__name__}")
-    if not values:
-        raise RequestError(400, "empty", f"{field} is empty; send at least one text")
-    if len(values) > limits.max_instances:
-        raise RequestError(413, "too_many_instances", f"{len(values)} texts exceed the limit of "
-                                                      f"{limits.max_instances}")
-    for i, text in enumerate(values):
+    for i, text in enumerate(_instances(values, limits, field, "text")):
         if not isinstance(text, str):
             raise RequestError(400, "wrong_type", f"{field}[{i}] must be a string, got "
                                                   f"{type(text).__name__}")
