@@ -3,9 +3,9 @@
 import pytest
 
 from distillery.compare import format_markdown, load_variants, summarize
-from distillery.config import SpecError, load_spec
+from distillery.config import SpecError, apply_override, load_spec, read_mapping, validate_spec
 
-from helpers import REFERENCE_SPEC, ROOT
+from helpers import REFERENCE_SPEC, ROOT, load_bench
 
 
 def test_every_shipped_variant_is_a_valid_spec():
@@ -13,6 +13,23 @@ def test_every_shipped_variant_is_a_valid_spec():
     strategies = {load_spec(REFERENCE_SPEC, overrides).distill.strategy
                   for overrides in variants.values()}
     assert strategies == {"response", "feature", "progressive", "multi_teacher", "online"}
+
+
+def test_every_text_variant_is_a_valid_text_spec():
+    """bench/strategies.py --task text's variants on its spec and budget (validated without
+    the task's files, which `make demo-text` writes)."""
+    task = load_bench("strategies").TASKS["text"]
+    specs = {}
+    for name, overrides in load_variants(ROOT / task.variants).items():
+        raw = read_mapping(ROOT / task.config, "--config", "sections")
+        for item in [*task.budget, *overrides]:
+            apply_override(raw, item)
+        specs[name] = validate_spec(raw)
+    assert {n: s.distill.strategy for n, s in specs.items()} == {"response": "response",
+                                                                  "feature": "feature"}
+    pairs = specs["feature"].distill.feature.pairs
+    assert [p.attention for p in pairs] == [False, False, True, True]
+    assert specs["feature"].data.transfer is None
 
 
 def test_a_variants_file_that_is_not_a_mapping_of_lists_is_refused(tmp_path):
