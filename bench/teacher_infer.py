@@ -58,8 +58,7 @@ from distillery.config import (  # noqa: E402
     InferenceSpec,
     load_spec,
     parse_model_spec,
-    read_mapping,
-    validate_spec,
+    parse_spec,
 )
 from distillery.data.sources import blocks_dataset  # noqa: E402
 from distillery.models import count_params, load_model  # noqa: E402
@@ -260,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.rows, args.text_rows, args.repetitions = 8192, 64, 1
     spec = load_spec(SPEC, [])
     # its settings only: the task's files (make demo-text writes them) need not exist
-    text_spec = validate_spec(read_mapping(TEXT_SPEC, "--config", "sections"))
+    text_spec = parse_spec(TEXT_SPEC)
     inference = spec.teacher.inference
     batch_size = 1024 if args.smoke else inference.batch_size
     rows = mnist1d_rows(args.rows, generated=1000 if args.smoke else 25_000)

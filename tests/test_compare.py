@@ -3,7 +3,7 @@
 import pytest
 
 from distillery.compare import format_markdown, load_variants, summarize
-from distillery.config import SpecError, apply_override, load_spec, read_mapping, validate_spec
+from distillery.config import SpecError, load_spec, parse_spec
 
 from helpers import REFERENCE_SPEC, ROOT, load_bench
 
@@ -19,12 +19,8 @@ def test_every_text_variant_is_a_valid_text_spec():
     """bench/strategies.py --task text's variants on its spec and budget (validated without
     the task's files, which `make demo-text` writes)."""
     task = load_bench("strategies").TASKS["text"]
-    specs = {}
-    for name, overrides in load_variants(ROOT / task.variants).items():
-        raw = read_mapping(ROOT / task.config, "--config", "sections")
-        for item in [*task.budget, *overrides]:
-            apply_override(raw, item)
-        specs[name] = validate_spec(raw)
+    specs = {name: parse_spec(ROOT / task.config, [*task.budget, *overrides])
+             for name, overrides in load_variants(ROOT / task.variants).items()}
     assert {n: s.distill.strategy for n, s in specs.items()} == {"response": "response",
                                                                   "feature": "feature"}
     pairs = specs["feature"].distill.feature.pairs

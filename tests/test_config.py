@@ -3,8 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distillery.config import SpecError, TableData, load_spec
-from distillery.config.pipeline import read_mapping, validate_spec
+from distillery.config import SpecError, TableData, load_spec, parse_spec
 
 from helpers import REFERENCE_SPEC, ROOT
 
@@ -13,7 +12,7 @@ SHIPPED_SPECS = sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
 def test_every_shipped_spec_validates(path):
-    spec = validate_spec(read_mapping(path, "--config", "sections"))
+    spec = parse_spec(path)
     if isinstance(spec.data, TableData):
         # text.yaml's files are written by `make demo-text` (python -m distillery.data.docstrings
         # text-task): the spec names what that writes

@@ -144,17 +144,24 @@ class PipelineSpec(Strict):
 # ---------------------------------------------------------------- loading
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec | LMPipelineSpec:
-    """Read, override and validate a pipeline spec; raise SpecError with a one-line reason.
-    A `data.source` of LM_SOURCES makes it a language-model spec."""
-    raw = read_mapping(path, "--config", "sections")
-    for item in overrides:
-        apply_override(raw, item)
-    spec = validate_spec(raw)
+    """Read, override and validate a pipeline spec and check its inputs (local files exist,
+    factories import, the tokenizer fills what it defines); raise SpecError with a one-line
+    reason. A `data.source` of LM_SOURCES makes it a language-model spec."""
+    spec = parse_spec(path, overrides)
     if isinstance(spec, LMPipelineSpec):
         check_lm_inputs(spec)
     else:
         check_inputs(spec)
     return spec
+
+
+def parse_spec(path: str | Path, overrides: list[str] = ()) -> PipelineSpec | LMPipelineSpec:
+    """The spec's settings alone: read, overridden and validated, its inputs not checked (for
+    a bench or test that reads a spec whose files a demo writes)."""
+    raw = read_mapping(path, "--config", "sections")
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_spec(raw)
 
 
 def read_mapping(path: str | Path, option: str, what: str) -> dict:
