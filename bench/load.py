@@ -5,6 +5,9 @@ is answered (a closed loop). Bodies are rows of the pipeline's test split, ROWS_
 request. A phase opens its connections with untimed warm-up requests, then times a fixed number:
 rows/s = answered rows / wall seconds; p50 and p99 of per-request latency (send to last byte
 read; linear interpolation between order statistics), with the p50's 95% confidence interval.
+CPU: the machine's busy CPU seconds over the timed phase (/proc/stat, every process: servers, Ray
+and the client), per answered request, and the client's own share (this process), so that a
+reader can tell what the servers cost.
 
 Servers: the Serve app(s) of a spec on the local Ray (`serve_apps`) and the bare FastAPI +
 uvicorn student of bench/fastapi_student.py in a subprocess (`fastapi_server`).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -83,24 +87,37 @@ async def drive(urls: list[str], bodies: list[bytes], concurrency: int, requests
             order = rng.permutation(np.repeat(np.arange(len(urls)), n))
             indices = iter(enumerate(order.tolist()))
             latencies, errors = [[] for _ in urls], [[] for _ in urls]
-            start = time.perf_counter()
+            start, busy, own = time.perf_counter(), busy_cpu_s(), time.process_time()
             await asyncio.gather(*(client(indices, latencies, errors)
                                    for _ in range(concurrency)))
-            return latencies, errors, time.perf_counter() - start
+            cpu = (busy_cpu_s() - busy, time.process_time() - own)
+            return latencies, errors, time.perf_counter() - start, cpu
 
         rng = np.random.default_rng(seed)
         await phase(warmup, rng)
-        latencies, errors, seconds = await phase(requests, rng)
+        latencies, errors, seconds, (busy, own) = await phase(requests, rng)
+    answered = sum(len(lat) for lat in latencies)
     results = []
     for lat, err in zip(latencies, errors, strict=True):
         ms = np.asarray(lat) * 1000
         results.append({
+            "cpu_ms_per_request": busy * 1000 / answered if answered else None,
+            "client_cpu_ms_per_request": own * 1000 / answered if answered else None,
             "requests": requests, "errors": len(err), "first_error": err[0] if err else None,
             "seconds": seconds, "rows_per_s": len(lat) * ROWS_PER_REQUEST / seconds,
             "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
             "p50_ci_ms": list(median_ci(ms)) if len(ms) else None,
             "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None})
     return results
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the machine has spent busy since boot, all CPUs and processes (/proc/stat:
+    every field but idle and iowait; guest time is already inside user)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(v) for v in stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- servers

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow.compute as pc
+import torch
 
 from distillery.monitoring.request_log import read_requests
 from distillery.storage import Store
@@ -122,6 +123,48 @@ def check_http_api(client: Client) -> None:
                      headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
+def check_each_model_answers_its_own_calls(client: Client, store: Path) -> None:
+    """Concurrent calls to teacher and student (both in the router's process when colocated,
+    batched apart) each get their own model's probabilities."""
+    from distillery.models import load_model
+
+    rows = np.random.default_rng(9).normal(size=(32, 1, 40)).astype(np.float32)
+    names = ["teacher", "student"] * 16
+    answers = list(client.pool.map(lambda n, x: client.http.post(
+        f"/v1/models/{n}:predict", json={"instances": x.tolist()}).json(), names, rows))
+    teacher = Store(str(store)).read_json("teachers", "cnn-teacher", "latest.json")
+    models = {"teacher": load_model(Store(str(store)), ("teachers", "cnn-teacher",
+                                                         teacher["fingerprint"]))[0],
+              "student": load_model(Store(str(store)), ("students", "bad"))[0]}
+    for name, x, answer in zip(names, rows, answers, strict=True):
+        assert answer["model"] == name
+        with torch.inference_mode():
+            expected = torch.softmax(models[name](torch.from_numpy(x)), dim=1).numpy()
+        np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-4, atol=1e-6)
+
+
+def check_triton_client(client: Client, port: int) -> None:
+    """Triton's own HTTP client with its defaults (binary input, binary outputs) gets the
+    predictions of the JSON form, from teacher, student and the routed name (sticky by header,
+    so both forms reach the same model)."""
+    import tritonclient.http as triton
+
+    rows = np.random.default_rng(5).normal(size=(3, 40)).astype(np.float32)
+    server = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    assert server.is_server_ready()
+    assert "binary_tensor_data" in server.get_server_metadata()["extensions"]
+    for name in ("teacher", "student", "mnist1d"):
+        tensor = triton.InferInput("input", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows)  # binary_data=True by default
+        result = server.infer(name, [tensor], headers={"x-user-id": "u-3"})
+        expected = client.http.post(f"/v1/models/{name}:predict", json={
+            "instances": rows.tolist()}, headers={"x-user-id": "u-3"}).json()
+        assert result.get_response()["model_name"] == expected["model"]
+        assert result.as_numpy("predictions").tolist() == expected["predictions"]
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected["probabilities"],
+                                   rtol=1e-6)
+
+
 def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
         store_copy, local_ray, monkeypatch):
     from ray import serve
@@ -135,6 +178,7 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
     try:
         deploy_app(tiny_spec(store_copy, "serve.student=good", *ROLLOUT), port, TOKEN)
         check_http_api(client)
+        check_triton_client(client, port)
         # healthy gates promote 5 -> 25 -> 50; pause there and restart the app
         statuses, weights, status = client.stream_until(lambda s: s["weight"] >= 50)
         spec = tiny_spec(store_copy, "serve.student=good", *ROLLOUT)
@@ -162,6 +206,7 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
 
         # a student with random weights disagrees with the teacher: rolled back, no failures
         deploy_app(tiny_spec(store_copy, "serve.student=bad", *ROLLOUT), port, TOKEN)
+        check_each_model_answers_its_own_calls(client, store_copy)
         statuses, _, status = client.stream_until(lambda s: s["status"] == "rolled_back")
         assert set(statuses) == {200} and status["weight"] == 0
         assert "agreement" in status["decisions"][-1]["reason"]

@@ -133,8 +133,9 @@ def test_killed_student_replica_under_load_costs_no_request_and_is_restarted(
         store_copy, local_ray, port, http):
     add_students(store_copy)
     # the 8 clients' calls wait 1 s in the replica for a batch of 64 that never fills, so each
-    # batch is the 8 of them and the replica is empty only while answers travel back
-    deploy_app(tiny_spec(store_copy, *QUIET, *ALL_TO_STUDENT,
+    # batch is the 8 of them and the replica is empty only while answers travel back; the
+    # student has a replica of its own to kill only when the topology is separate
+    deploy_app(tiny_spec(store_copy, *QUIET, *ALL_TO_STUDENT, "serve.topology=separate",
                          "serve.student_deployment.batch_wait_timeout_s=1.0",
                          "serve.student_deployment.max_batch_size=64"), port, TOKEN)
     [victim] = replicas("student").values()

@@ -8,6 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from distillery.serving.binary import Outputs
 from distillery.serving.schema import (
     V1_PREDICTION,
     V2_PREDICTION,
@@ -96,17 +97,17 @@ def test_bad_v2_requests_are_4xx_with_a_protocol_error(body, status, code):
 
 
 def test_good_v1_request_gives_a_float32_matrix_and_the_user_key():
-    x, user = parse_v1(v1({"instances": [[1, 2, 3], [4.5, -1, 0]], "user_id": 42}), LIMITS)
+    x, user, _ = parse_v1(v1({"instances": [[1, 2, 3], [4.5, -1, 0]], "user_id": 42}), LIMITS)
     assert x.dtype == np.float32 and x.tolist() == [[1, 2, 3], [4.5, -1, 0]]
     assert user == "42"
     assert parse_v1(v1({"instances": [[1, 2, 3]]}), LIMITS)[1] is None
 
 
 def test_good_v2_request_takes_flat_or_nested_data():
-    flat, request_id = parse_v2(v2([2, 3], [1, 2, 3, 4, 5, 6], id="r1"), LIMITS)
-    nested, _ = parse_v2(v2([2, 3], [[1, 2, 3], [4, 5, 6]], "INT64"), LIMITS)
+    flat, request_id, outputs = parse_v2(v2([2, 3], [1, 2, 3, 4, 5, 6], id="r1"), LIMITS)
+    nested, _, _ = parse_v2(v2([2, 3], [[1, 2, 3], [4, 5, 6]], "INT64"), LIMITS)
     assert flat.tolist() == nested.tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert request_id == "r1"
+    assert request_id == "r1" and outputs == Outputs(None, frozenset())  # all, as JSON
 
 
 def test_responses_name_the_model_and_version():
@@ -170,10 +171,10 @@ def test_bad_text_requests_are_4xx_naming_the_instance(parse, body, status, code
 
 
 def test_good_text_requests_give_the_texts_unchanged():
-    texts, user = parse_v1_text(v1({"instances": ["Return a list.", "é" * 5000],
+    texts, user, _ = parse_v1_text(v1({"instances": ["Return a list.", "é" * 5000],
                                     "user_id": 7}), Limits(3, 4, 40_000))
     assert texts.dtype == object and texts.tolist() == ["Return a list.", "é" * 5000]
     assert user == "7"  # a text longer than the model reads is the replica's to truncate
     for shape in ([2], [2, 1]):
-        texts, request_id = parse_v2_text(v2(shape, ["a b", "c"], "BYTES", id="r-1"), LIMITS)
+        texts, request_id, _ = parse_v2_text(v2(shape, ["a b", "c"], "BYTES", id="r-1"), LIMITS)
         assert texts.tolist() == ["a b", "c"] and request_id == "r-1"

@@ -83,11 +83,23 @@ class ModelServingSpec(Strict):
     """Fractional, so teacher, student and router fit a small machine."""
     max_batch_size: int = Field(default=32, gt=0)
     """Requests merged into one forward pass by Serve's dynamic batching."""
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
-    """How long a batch waits to fill before it runs anyway."""
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0)
+    """How long a batch waits to fill before it runs anyway. 0: a batch is what queued while
+    the last one ran, so a lone request never waits; more trades latency for larger batches."""
+
+
+# settings of a model's own deployment, which only topology `separate` has
+SEPARATE_ONLY = {"replicas", "autoscaling", "cpus_per_replica"}
 
 
 class ServeSpec(Strict):
+    topology: Literal["colocated", "separate"] = "colocated"
+    """colocated: the router holds teacher and student in its own process, so a request
+    crosses the HTTP proxy and one replica (small models on CPU); separate: each model is a
+    deployment of its own (`*_deployment`: replicas, CPUs, autoscaling), called by the router
+    over Ray, for models that need their own replicas or accelerators."""
+    access_log: bool = False
+    """Serve's access log: a line per request in every replica's log file."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
     student: str = Field(default="student", pattern=NAME_PATTERN)
@@ -105,3 +117,17 @@ class ServeSpec(Strict):
     """A routed request whose student call fails is answered by the teacher (the response's
     `model` says so; counted in distillery_student_fallbacks); false: the client gets a 503."""
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+    @model_validator(mode="after")
+    def _deployments_are_separate(self) -> ServeSpec:
+        """A colocated model has no deployment of its own: its replica settings would be
+        ignored, so setting them is a mistake to name, not to drop."""
+        if self.topology == "colocated":
+            for arm in ("teacher", "student"):
+                own = getattr(self, f"{arm}_deployment").model_fields_set & SEPARATE_ONLY
+                if own:
+                    raise ValueError(f"{arm}_deployment.{sorted(own)[0]}: applies to "
+                                     f"topology separate only (this spec's topology is "
+                                     f"colocated: the router holds both models; size it with "
+                                     f"router_cpus)")
+        return self

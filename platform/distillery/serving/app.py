@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
+from dataclasses import astuple
 
 from ray import serve
 from ray.serve import Application
@@ -23,7 +24,7 @@ from distillery.config import (
     section_override,
 )
 from distillery.serving.admin import TOKEN_ENV, token_digest
-from distillery.serving.deployments import ModelServer
+from distillery.serving.deployments import ModelServer, ModelSource
 from distillery.serving.router import Router
 from distillery.storage import Store
 from distillery.store_layout import served_models
@@ -40,20 +41,30 @@ def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
             raise SpecError(f"serve: {'/'.join(parts[arm])} has no tokenizer stored beside it "
                             f"(exported before text serving); train or distill the {arm} again")
     versions = {"teacher": parts["teacher"][-1], "student": parts["student"][-1]}
-    handles = {arm: ModelServer.options(**_options(arm, getattr(serving, f"{arm}_deployment")))
-               .bind(store.root, parts[arm], getattr(serving, f"{arm}_deployment").max_batch_size,
-                     getattr(serving, f"{arm}_deployment").batch_wait_timeout_s)
-               for arm in parts}
+    sources = {arm: ModelSource(store.root, parts[arm], deployment.max_batch_size,
+                                deployment.batch_wait_timeout_s)
+               for arm in parts for deployment in [getattr(serving, f"{arm}_deployment")]}
+    if serving.topology == "separate":
+        sources = {arm: ModelServer.options(
+                       **_options(arm, getattr(serving, f"{arm}_deployment"), serving))
+                   .bind(*astuple(source)) for arm, source in sources.items()}
     # replicas may run elsewhere: they get the store as an absolute path or URI
     pipeline = spec.model_copy(update={"store": store.root})
-    return Router.options(ray_actor_options={"num_cpus": serving.router_cpus}).bind(
-        handles["teacher"], handles["student"], cards, versions, pipeline, admin_digest)
+    return Router.options(ray_actor_options={"num_cpus": serving.router_cpus},
+                          logging_config=_logging(serving)).bind(
+        sources["teacher"], sources["student"], cards, versions, pipeline, admin_digest)
 
 
-def _options(name: str, deployment: ModelServingSpec) -> dict:
+def _logging(serving: ServeSpec) -> dict:
+    """Serve's per-deployment logging: its access log writes a line per request."""
+    return {"enable_access_log": serving.access_log}
+
+
+def _options(name: str, deployment: ModelServingSpec, serving: ServeSpec) -> dict:
     options = {"name": name, "ray_actor_options": {"num_cpus": deployment.cpus_per_replica},
                # room for two batches in flight, or Serve caps the batch below max_batch_size
-               "max_ongoing_requests": max(2 * deployment.max_batch_size, 8)}
+               "max_ongoing_requests": max(2 * deployment.max_batch_size, 8),
+               "logging_config": _logging(serving)}
     if deployment.autoscaling is None:
         return {**options, "num_replicas": deployment.replicas}
     return {**options, "autoscaling_config": deployment.autoscaling.model_dump()}

@@ -1,12 +1,14 @@
 """The ingress: HTTP API (V1 and Open Inference Protocol V2), routing, shadowing, A/B feedback
 and the admin API.
 
-One replica: it holds the rollout state (`controller.RolloutController`, persisted in the store
-at every change) and applies a new weight to the next request, so traffic moves without
-restarting any replica. The controller is a task on the replica's event loop that calls
-`rollout.decide` every `interval_s`. Two more tasks (`request_monitor.RequestMonitor`) flush the
-request log (writes run in a thread) and run the monitoring check every
-`monitor.check_interval_s`; the latest check's alerts feed the rollout's `alerts` gate.
+It holds teacher and student in-process (topology `colocated`) or calls their deployments
+(`separate`). One replica: it holds the rollout state (`controller.RolloutController`,
+persisted in the store at every change) and applies a new weight to the next request, so
+traffic moves without restarting any replica. The controller is a task on the replica's event
+loop that calls `rollout.decide` every `interval_s`. Two more tasks
+(`request_monitor.RequestMonitor`) flush the request log (writes run in a thread) and run the
+monitoring check every `monitor.check_interval_s`; the latest check's alerts feed the rollout's
+`alerts` gate.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
 runtime, and Serve's ingress wrapper does not resolve string ones (`request` became a query
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
@@ -32,9 +34,10 @@ from starlette.exceptions import HTTPException
 
 from distillery.config import PipelineSpec, ServeSpec
 from distillery.monitoring.request_log import Entry
-from distillery.serving import rollout
+from distillery.serving import binary, rollout
 from distillery.serving.admin import authorize
 from distillery.serving.controller import RolloutController
+from distillery.serving.deployments import ModelSource
 from distillery.serving.feedback import Feedback
 from distillery.serving.request_monitor import RequestMonitor
 from distillery.serving.routing import ARMS, sticky_arm
@@ -85,7 +88,7 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 @dataclass(frozen=True)
 class Protocol:
-    parse: object  # body, limits -> (x, id); the id is a user key (V1) or request id (V2)
+    parse: object  # body, limits, binary header length -> schema.Parsed
     render: object
     render_error: object
     id_is_request_id: bool  # V2 echoes the client's `id`; V1's `user_id` is a sticky key
@@ -98,14 +101,24 @@ V1_TEXT = dataclasses.replace(V1, parse=parse_v1_text)
 V2_TEXT = dataclasses.replace(V2, parse=parse_v2_text)
 
 
+def _predictor(model: DeploymentHandle | ModelSource):
+    """rows -> awaitable (B, C) probabilities: the model in this process (topology
+    `colocated`), or a call to its deployment (`separate`)."""
+    if isinstance(model, ModelSource):
+        return model.load().predict
+    return model.predict.remote
+
+
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class Router:
-    async def __init__(self, teacher: DeploymentHandle, student: DeploymentHandle,
-                       cards: dict[str, dict], versions: dict[str, str], pipeline: PipelineSpec,
+    async def __init__(self, teacher: DeploymentHandle | ModelSource,
+                       student: DeploymentHandle | ModelSource, cards: dict[str, dict],
+                       versions: dict[str, str], pipeline: PipelineSpec,
                        admin_digest: str | None):
         spec = pipeline.serve or ServeSpec()
-        self.handles = {"teacher": teacher, "student": student}
+        self.predict = {arm: _predictor(model) for arm, model in zip(ARMS, (teacher, student),
+                                                                     strict=True)}
         self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
         self.admin_digest = admin_digest
         self.fallback_to_teacher = spec.fallback_to_teacher
@@ -148,7 +161,7 @@ class Router:
 
     @api.get("/v2")
     async def server_metadata(self) -> dict:
-        return {"name": "distillery", "version": "2", "extensions": []}
+        return {"name": "distillery", "version": "2", "extensions": [binary.EXTENSION]}
 
     @api.get("/v1/models/{name}", responses=openapi_responses(ANY, V1_ERROR, UNKNOWN))
     async def v1_model(self, name: str) -> JSONResponse:
@@ -190,7 +203,8 @@ class Router:
             if name not in (*ARMS, self.endpoint):
                 raise self._unknown(name)
             body = await self._body(request)
-            x, ident = protocol.parse(body, self.limits)
+            x, ident, outputs = protocol.parse(body, self.limits,
+                                               request.headers.get(binary.HEADER))
         except RequestError as err:
             known = name if name in (*ARMS, self.endpoint) else "unknown"  # bounded tags
             self.errors_total.inc(tags={"model": known, "kind": "client"})
@@ -214,8 +228,12 @@ class Router:
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
             return JSONResponse(protocol.render_error(failed), 503)
-        return JSONResponse(protocol.render(probs, arm, self.versions[arm], answer_id,
-                                            self.cards[arm].get("class_names")))
+        answer = protocol.render(probs, arm, self.versions[arm], answer_id,
+                                 self.cards[arm].get("class_names"))
+        if outputs is None:
+            return JSONResponse(answer)
+        content, headers = outputs.render(answer)  # V2: the outputs asked for, maybe binary
+        return Response(content, headers=headers)
 
     async def _body(self, request: Request) -> bytes:
         check_body_size(request.headers.get("content-length"), self.limits.max_body_bytes)
@@ -257,7 +275,7 @@ class Router:
         if arm == "student":
             window.student_calls += 1
         try:
-            probs = await self.handles[arm].predict.remote(x)
+            probs = await self.predict[arm](x)
         except Exception:
             self.errors_total.inc(tags={"model": arm, "kind": "model"})
             if arm == "student":

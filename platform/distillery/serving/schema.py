@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+
+from distillery.serving import binary
+from distillery.serving.errors import RequestError
 
 V2_FLOAT_TYPES = {"FP16", "FP32", "FP64"}
 V2_INT_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 
 
-class RequestError(ValueError):
-    """A client error: HTTP `status` (4xx), a stable machine `code` and a message for people."""
+class Parsed(NamedTuple):
+    """A valid request: its rows (or texts), the id it carries (V1: the `user_id` sticky key;
+    V2: the request id), and on V2 the outputs it asks for."""
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+    x: np.ndarray
+    ident: str | None
+    outputs: binary.Outputs | None = None
 
 
 @dataclass(frozen=True)
@@ -32,16 +37,17 @@ class Limits:
     max_body_bytes: int
 
 
-def parse_v1(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
-    """`{"instances": [[f, ...], ...], "user_id"?: str|int}` -> ((B, D) float32, user key)."""
+def parse_v1(body: bytes, limits: Limits, header_length: str | None = None) -> Parsed:
+    """`{"instances": [[f, ...], ...], "user_id"?: str|int}` -> ((B, D) float32, user key).
+    V1 has no binary form: `header_length` is ignored."""
     payload = _v1_payload(body, limits, "rows")
-    return _matrix(payload["instances"], limits, "instances"), _user_key(payload)
+    return Parsed(_matrix(payload["instances"], limits, "instances"), _user_key(payload))
 
 
-def parse_v1_text(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+def parse_v1_text(body: bytes, limits: Limits, header_length: str | None = None) -> Parsed:
     """`{"instances": ["text", ...], "user_id"?: str|int}` -> ((B,) texts, user key)."""
     payload = _v1_payload(body, limits, "texts")
-    return _texts(payload["instances"], limits, "instances"), _user_key(payload)
+    return Parsed(_texts(payload["instances"], limits, "instances"), _user_key(payload))
 
 
 def _v1_payload(body: bytes, limits: Limits, items: str) -> dict:
@@ -59,11 +65,14 @@ def _user_key(payload: dict) -> str | None:
     return None if user is None else str(user)
 
 
-def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
-    """`{"inputs": [{"name", "shape": [B, D], "datatype", "data"}], "id"?}` -> ((B, D) float32,
-    the request id)."""
-    payload = json_object(body, limits.max_body_bytes)
-    tensor = _v2_tensor(payload)
+OUTPUTS = ("probabilities", "predictions", "labels")  # what v2_prediction can render
+
+
+def parse_v2(body: bytes, limits: Limits, header_length: str | None = None) -> Parsed:
+    """`{"inputs": [{"name", "shape": [B, D], "datatype", "data"}], "id"?, "outputs"?}` ->
+    ((B, D) float32, the request id, the outputs asked for). With `header_length` (the
+    binary extension's header), the tensor's data may follow the JSON as raw bytes."""
+    payload, tensor, raw = _v2_request(body, limits, header_length)
     datatype, shape = tensor["datatype"], tensor["shape"]
     if not isinstance(datatype, str) or datatype not in V2_FLOAT_TYPES | V2_INT_TYPES:
         raise RequestError(400, "unsupported_datatype",
@@ -78,18 +87,18 @@ def parse_v2(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     if shape[0] < 1 or shape[1] != limits.num_features:
         raise RequestError(400, "wrong_shape", f"shape must be [batch >= 1, "
                                                f"{limits.num_features}], got {shape}")
-    flat = _numbers(tensor["data"], "data", integers=datatype in V2_INT_TYPES).ravel()
+    flat = (binary.numbers(raw, datatype, shape[0] * shape[1]) if raw is not None else
+            _numbers(tensor["data"], "data", integers=datatype in V2_INT_TYPES).ravel())
     if flat.size != shape[0] * shape[1]:
         raise RequestError(400, "shape_mismatch", f"shape {shape} needs {shape[0] * shape[1]} "
                                                   f"values, data has {flat.size}")
-    return _finite(flat.reshape(shape), "data"), _request_id(payload)
+    return Parsed(_finite(flat.reshape(shape), "data"), _request_id(payload), _outputs(payload))
 
 
-def parse_v2_text(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
+def parse_v2_text(body: bytes, limits: Limits, header_length: str | None = None) -> Parsed:
     """`{"inputs": [{"name", "shape": [B] or [B, 1], "datatype": "BYTES", "data": ["text",
-    ...]}], "id"?}` -> ((B,) texts, the request id)."""
-    payload = json_object(body, limits.max_body_bytes)
-    tensor = _v2_tensor(payload)
+    ...]}], "id"?, "outputs"?}` -> ((B,) texts, the request id, the outputs asked for)."""
+    payload, tensor, raw = _v2_request(body, limits, header_length)
     datatype, shape = tensor["datatype"], tensor["shape"]
     if datatype != "BYTES":
         raise RequestError(400, "unsupported_datatype", f"datatype {datatype!r}: this model "
@@ -97,11 +106,25 @@ def parse_v2_text(body: bytes, limits: Limits) -> tuple[np.ndarray, str | None]:
     if not (_integers(shape, 1) or _integers(shape, 2) and shape[1] == 1):
         raise RequestError(400, "wrong_shape", f"shape must be [batch] (or [batch, 1]), got "
                                                f"{shape!r}")
-    texts = _texts(tensor["data"], limits, "data")
+    texts = _texts(binary.strings(raw) if raw is not None else tensor["data"], limits, "data")
     if len(texts) != shape[0]:
         raise RequestError(400, "shape_mismatch", f"shape {shape} needs {shape[0]} texts, data "
                                                   f"has {len(texts)}")
-    return texts, _request_id(payload)
+    return Parsed(texts, _request_id(payload), _outputs(payload))
+
+
+def _v2_request(body: bytes, limits: Limits, header_length: str | None
+                ) -> tuple[dict, dict, bytes | None]:
+    """(the JSON payload, its one input tensor, the tensor's raw bytes or None for JSON data)."""
+    check_body_size(len(body), limits.max_body_bytes)
+    header, tail = binary.split(body, header_length)
+    payload = json_object(header, limits.max_body_bytes)
+    tensor = _v2_tensor(payload)
+    return payload, tensor, binary.tensor_data(tensor, tail)
+
+
+def _outputs(payload: dict) -> binary.Outputs:
+    return binary.Outputs.of(payload, OUTPUTS)
 
 
 def _v2_tensor(payload: dict) -> dict:
@@ -110,7 +133,9 @@ def _v2_tensor(payload: dict) -> dict:
         raise RequestError(400, "missing_key", '"inputs" must be a list of exactly one tensor '
                                                '{"name", "shape", "datatype", "data"}')
     tensor = inputs[0]
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in tensor]
+    has_data = "data" in tensor or "binary_data_size" in binary.parameters(tensor, "the input")
+    missing = [k for k in ("name", "shape", "datatype") if k not in tensor] + (
+        [] if has_data else ["data"])
     if missing:
         raise RequestError(400, "missing_key", f"input tensor lacks {missing}")
     return tensor
