@@ -27,11 +27,11 @@ def results_path(name: str, output: str | Path | None, smoke: bool) -> Path:
     return (RESULTS / "smoke" if smoke else RESULTS) / f"{name}.json"
 
 
-def serving_title(title: str, script: str, fast_dataplane: bool) -> str:
-    """The heading of a serving bench's section: the fast data plane's run has its own."""
-    if not fast_dataplane:
+def serving_title(title: str, script: str, proxy_dataplane: bool) -> str:
+    """The heading of a serving bench's section: the run on Serve's proxy has its own."""
+    if not proxy_dataplane:
         return f"## {title} (`bench/{script}.py`)\n\n"
-    return f"## {title}, fast data plane (`bench/{script}.py --fast-dataplane`)\n\n"
+    return f"## {title}, Serve's proxy (`bench/{script}.py --proxy-dataplane`)\n\n"
 
 
 def refuse_unnamed_experiment(parser, args, flags: dict[str, str]) -> None:

@@ -51,9 +51,9 @@ def build_app(store: str, parts: tuple[str, ...]) -> FastAPI:
     async def predict(request: Request) -> JSONResponse:
         try:
             if text is None:
-                x, _ = parse_v1(await request.body(), limits)  # (B, D) float32
+                x = parse_v1(await request.body(), limits).x  # (B, D) float32
             else:
-                x = tokenize(parse_v1_text(await request.body(), limits)[0].tolist(), text)[0]
+                x = tokenize(parse_v1_text(await request.body(), limits).x.tolist(), text)[0]
         except RequestError as err:
             return JSONResponse(v1_error(err), err.status)
         with torch.inference_mode():

@@ -1,10 +1,12 @@
-"""Serving bench: the Ray Serve app's student, teacher and routed endpoint against the same
-student in a bare FastAPI server, and the routed endpoint with the request log on and off; one
-load generator for every target (bench/load.py). Writes bench/results/serve.json and the "serve"
-section of BENCHMARKS.md.
+"""Serving bench: the Ray Serve app of the default spec (topology `colocated`: the router holds
+teacher and student) against the old path (topology `separate`: each model a deployment of its
+own, called over Ray) and against the same student in a bare FastAPI server, and the routed
+endpoint with the request log on and off; one load generator for every target (bench/load.py),
+which also records the CPU each answered request costs (all processes). Writes
+bench/results/serve.json and the "serve" section of BENCHMARKS.md.
 
     .venv/bin/python bench/serve.py [--store ./runs] [--requests 300] [--concurrency 1,8,32]
-        [--repetitions 3] [--output bench/results/serve.json] [--fast-dataplane] [--smoke]
+        [--repetitions 3] [--output bench/results/serve.json] [--proxy-dataplane] [--smoke]
         [--config jobs/configs/text.yaml]
 
 Models: the teacher and the newest student of the quickstart pipeline in `--store` (what `make
@@ -13,6 +15,11 @@ store, so rollout state and request-log rows of synthetic traffic never reach th
 `--config jobs/configs/text.yaml`: the text pipeline's models (`make demo-text`), requests of
 one text each (the test split's token ids decoded by the tokenizer, so the replicas tokenize
 them again), results in serve-text.json and their own section.
+
+Data plane: what `distillery serve` uses on an embedded Ray (`runtime.SERVE_DATAPLANE`: HAProxy
+into replicas that serve HTTP themselves). Serve reads it when Ray starts, so each data plane
+is a run of its own: `--proxy-dataplane` measures Serve's Python proxy instead and writes
+serve-proxy.json (serve-text-proxy.json) and its own section.
 
 Load: closed-loop clients (bench/load.py), one row of the test split per request, the same
 bodies for every target. Each point (target, c, repetition) opens its connections with a
@@ -27,23 +34,20 @@ More requests per point would narrow the intervals little and lengthen the bench
 c = 1, where each request waits for the one before it.
 
 The request log's cost is measured apart, as a crossover: two copies of the app run at once
-(`/a` and `/b`, each a router, a teacher and a student of a quarter CPU), one with the log on;
-the client sends each routed request to one of them at random, so both see the same moments of
-a noisy machine; then the two swap settings. The overhead is the geometric mean of the two
-arrangements' p50(log on) / p50(log off), which cancels whatever makes one app faster than the
-other (reported as the A/A difference). See `log_overhead`. What it measures is the log's cost
-to the requests of its own app; CPU the log takes from the shared cores slows the other app
-too, and that part cancels: the flush runs in a thread every `flush_rows` rows or
-`flush_seconds`, so it is small next to the requests' own work, but it is not in the number.
-The log table's c is the clients of both apps together (about c/2 on each); each app gets the
-requests of a main point at that c. By default only the largest c (`--log-concurrency`), which
-the acceptance ratio reads: every other c is one more crossover, and `make bench` has no room
-for it under its 20-minute limit.
+(`/a` and `/b`), one with the log on; the client sends each routed request to one of them at
+random, so both see the same moments of a noisy machine; then the two swap settings. The
+overhead is the geometric mean of the two arrangements' p50(log on) / p50(log off), which
+cancels whatever makes one app faster than the other (reported as the A/A difference). See
+`log_overhead`. What it measures is the log's cost to the requests of its own app; CPU the log
+takes from the shared cores slows the other app too, and that part cancels: the flush runs in
+a thread every `flush_rows` rows or `flush_seconds`, so it is small next to the requests' own
+work, but it is not in the number. The log table's c is the clients of both apps together
+(about c/2 on each); each app gets the requests of a main point at that c. By default only the
+largest c (`--log-concurrency`), which the acceptance ratio reads: every other c is one more
+crossover, and `make bench` has no room for it under its 20-minute limit.
 
-`--fast-dataplane` starts Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and RAY_SERVE_ENABLE_HA_PROXY=1
-(Serve reads them when Ray starts, so it is a run of its own) and writes
-results/serve-fast-dataplane.json and its own section. `--smoke`: seconds, for the test (20
-requests, c 1 and 4, one repetition, BENCHMARKS.md untouched).
+`--smoke`: seconds, for the test (20 requests, c 1 and 4, one repetition, BENCHMARKS.md
+untouched).
 """
 
 from __future__ import annotations
@@ -83,49 +87,61 @@ from distillery.store_layout import CARD, record_teacher, served_models  # noqa:
 
 SPEC = ROOT / "jobs/configs/mnist1d.yaml"
 REQUESTS_PER_CLIENT = 16  # timed requests per point: at least this many per client (docstring)
-# Serve sized to this 2-CPU machine: router, teacher and two student replicas of half a CPU.
-# Fixed replica counts: autoscaling mid-run would change what is measured.
-SIZING = ["serve.router_cpus=0.5", "serve.teacher_deployment.replicas=1",
-          "serve.teacher_deployment.cpus_per_replica=0.5", "serve.student_deployment.replicas=2",
-          "serve.student_deployment.cpus_per_replica=0.5"]
+# The old path beside the default one, sized so both apps fit this 2-CPU machine: a router,
+# a teacher and two student replicas of a quarter CPU each. Fixed replica counts: autoscaling
+# mid-run would change what is measured.
+SEPARATE = ["serve.topology=separate", "serve.teacher_deployment.replicas=1",
+            "serve.teacher_deployment.cpus_per_replica=0.25",
+            "serve.student_deployment.replicas=2",
+            "serve.student_deployment.cpus_per_replica=0.25"]
 # The routed endpoint stays at the canary's first step (5% student, 10% mirrored) for the whole
 # run: a promotion mid-run would change its mix. The scheduled drift check (Evidently, every
 # 300 s) is a periodic job, not a per-request cost, and would land in random timed windows.
 PINNED = ["serve.rollout.min_seconds=1000000000", "monitor.check_interval_s=null"]
 TEXT_THROUGHPUT_TARGET = 3.0  # student/teacher throughput of the text models at the largest c
-FAST_DATAPLANE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
-# The log comparison's two apps together take what the main app takes
-LOG_SIZING = ["serve.router_cpus=0.25", "serve.teacher_deployment.replicas=1",
-              "serve.teacher_deployment.cpus_per_replica=0.25",
-              "serve.student_deployment.replicas=1",
-              "serve.student_deployment.cpus_per_replica=0.25"]
-ROUTED = "/v1/models/mnist1d:predict"  # the reference pipeline's (bench/soak*.py)
 TARGETS = {  # name -> (server, path); the routed path names the spec's endpoint
     "serve-student": ("serve", "/v1/models/student:predict"),
     "serve-teacher": ("serve", "/v1/models/teacher:predict"),
     "serve-routed": ("serve", "/v1/models/{endpoint}:predict"),
+    "separate-routed": ("serve", "/separate/v1/models/{endpoint}:predict"),
     "fastapi-student": ("fastapi", "/v1/models/student:predict"),
 }
 LABELS = {"serve-student": "Ray Serve, student", "serve-teacher": "Ray Serve, teacher",
-          "serve-routed": "Ray Serve, routed", "fastapi-student": "FastAPI + uvicorn, student"}
+          "serve-routed": "Ray Serve, routed",
+          "separate-routed": "Ray Serve, routed, topology separate (the old path)",
+          "fastapi-student": "FastAPI + uvicorn, student"}
+ROUTED = "/v1/models/mnist1d:predict"  # the reference pipeline's (bench/soak*.py)
+TARGETS_ACCEPTANCE = {  # the serving issue's targets: ratio -> (at least, at most)
+    "rayserve_vs_fastapi_throughput_c32": (0.5, None),
+    "routed_vs_direct_throughput_c32": (0.9, None),
+    "unloaded_p50_added_ms": (None, 3.0),
+}
 
 
-def use_dataplane(fast: bool, parser: argparse.ArgumentParser) -> str:
-    """The data plane of this run, in words; with `fast`, Ray's high-throughput serving mode is
-    set in this process's environment, before Ray starts, so that its workers inherit it.
-    Serve reads the mode when Ray starts, so a run that would join a running Ray (RAY_ADDRESS)
-    cannot set it and is refused rather than mislabelled. Other RAY_SERVE_* settings in the
-    environment (an experiment's) are named too: the results file is all a reader has."""
+def use_dataplane(proxy: bool, parser: argparse.ArgumentParser) -> str:
+    """The data plane of this run, in words. The default (`proxy` false) is the one `distillery
+    serve` gets (runtime.SERVE_DATAPLANE), set in this process's environment before Ray starts
+    so that its processes inherit it. Serve reads it when Ray starts, so a run that would join a
+    running Ray (RAY_ADDRESS, or one this process started) cannot set it and is refused rather
+    than mislabelled. Other RAY_SERVE_* settings in the environment (an experiment's) are
+    named too: the results file is all a reader has."""
+    import ray
+
+    from distillery.runtime import serve_dataplane
+
+    plane = {} if proxy else serve_dataplane()
+    if plane and (os.environ.get("RAY_ADDRESS") or ray.is_initialized()):
+        parser.error("the default data plane needs a Ray of its own (Serve reads it when Ray "
+                     "starts); unset RAY_ADDRESS, or measure --proxy-dataplane")
+    for name, value in plane.items():
+        os.environ.setdefault(name, value)
     others = ", ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
-                       if k.startswith("RAY_SERVE_") and k not in FAST_DATAPLANE)
+                       if k.startswith("RAY_SERVE_") and k not in plane)
     also = f"; from the environment: {others}" if others else ""
-    if not fast:
-        return "default (Serve proxy)" + also
-    if os.environ.get("RAY_ADDRESS"):
-        parser.error("--fast-dataplane starts its own Ray (Serve reads the mode when Ray "
-                     "starts); unset RAY_ADDRESS")
-    os.environ.update(FAST_DATAPLANE)
-    return ", ".join(f"{k}={v}" for k, v in FAST_DATAPLANE.items()) + also
+    if not plane:
+        return "Serve proxy" + also
+    return "HAProxy, direct ingress (" + ", ".join(
+        f"{k}={os.environ[k]}" for k in plane) + ")" + also
 
 
 # ---------------------------------------------------------------- measure
@@ -193,7 +209,8 @@ def summarize(runs: list[dict]) -> dict:
     for by_c in summary.values():
         for c, group in by_c.items():
             stats = {"errors": sum(r["errors"] for r in group)}
-            for metric in ("rows_per_s", "p50_ms", "p99_ms"):
+            for metric in ("rows_per_s", "p50_ms", "p99_ms", "cpu_ms_per_request",
+                           "client_cpu_ms_per_request"):
                 values = [r[metric] for r in group if r[metric] is not None]
                 stats[metric] = ({"median": statistics.median(values), "min": min(values),
                                   "max": max(values)} if values else None)
@@ -223,18 +240,41 @@ def log_overhead(log_runs: list[dict]) -> dict[str, dict]:
 
 
 def ratios(summary: dict, overhead: dict[str, dict], c: int) -> dict:
-    """The three headline ratios at concurrency `c`: student/teacher and Serve/FastAPI
-    throughput (medians over repetitions) and the request log's p50 overhead."""
-    def median(target: str, metric: str) -> float:
-        return summary[target][str(c)][metric]["median"]
+    """The headline ratios at concurrency `c` (medians over repetitions): student/teacher,
+    routed/FastAPI (the serving cost), routed/student (the routing's cost), default/old topology
+    throughput; the routed p50 over FastAPI's at the lowest c (unloaded); the request log's p50
+    overhead."""
+    def median(target: str, metric: str, at: int = c) -> float:
+        return summary[target][str(at)][metric]["median"]
 
+    low = min(int(k) for k in summary["serve-routed"])
     return {
         f"student_vs_teacher_throughput_c{c}": (median("serve-student", "rows_per_s")
                                                 / median("serve-teacher", "rows_per_s")),
-        f"rayserve_vs_fastapi_throughput_c{c}": (median("serve-student", "rows_per_s")
+        f"rayserve_vs_fastapi_throughput_c{c}": (median("serve-routed", "rows_per_s")
                                                  / median("fastapi-student", "rows_per_s")),
+        f"routed_vs_direct_throughput_c{c}": (median("serve-routed", "rows_per_s")
+                                              / median("serve-student", "rows_per_s")),
+        f"colocated_vs_separate_routed_throughput_c{c}": (
+            median("serve-routed", "rows_per_s") / median("separate-routed", "rows_per_s")),
+        "unloaded_p50_added_ms": (median("serve-routed", "p50_ms", low)
+                                  - median("fastapi-student", "p50_ms", low)),
         "request_log_p50_overhead": overhead[str(c)]["overhead"],
     }
+
+
+def verdicts(ratio_values: dict) -> list[str]:
+    """Each acceptance target this run measured: `name value (target: met|**missed**)`."""
+    lines = []
+    for name, (least, most) in TARGETS_ACCEPTANCE.items():
+        if name not in ratio_values:
+            continue
+        value = ratio_values[name]
+        met = (least is None or value >= least) and (most is None or value <= most)
+        bound = f">= {least:g}" if least is not None else f"<= {most:g}"
+        lines.append(f"`{name}` {value:.2f} (target {bound}: "
+                     f"{'met' if met else '**missed**'})")
+    return lines
 
 
 def p50_precision(runs: list[dict], summary: dict) -> dict:
@@ -251,8 +291,8 @@ def p50_precision(runs: list[dict], summary: dict) -> dict:
 
 def format_markdown(result: dict) -> str:
     inputs, summary = result["inputs"], result["summary"]
-    lines = ["| target | c | rows/s | p50 ms | p99 ms | errors |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| target | c | rows/s | p50 ms | p99 ms | CPU ms/request (client's) | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
 
     def cell(stats: dict | None, digits: int) -> str:
         if stats is None:
@@ -260,11 +300,17 @@ def format_markdown(result: dict) -> str:
         return (f"{stats['median']:,.{digits}f} ({stats['min']:,.{digits}f}-"
                 f"{stats['max']:,.{digits}f})")
 
+    def cpu(stats: dict) -> str:
+        if not stats.get("cpu_ms_per_request"):
+            return "-"
+        return (f"{stats['cpu_ms_per_request']['median']:.2f} "
+                f"({stats['client_cpu_ms_per_request']['median']:.2f})")
+
     for target in TARGETS:
         for c, stats in summary[target].items():
             lines.append(f"| {LABELS[target]} | {c} | {cell(stats['rows_per_s'], 0)} | "
                          f"{cell(stats['p50_ms'], 2)} | {cell(stats['p99_ms'], 2)} | "
-                         f"{stats['errors']} |")
+                         f"{cpu(stats)} | {stats['errors']} |")
     c = max(inputs["concurrency"])
     r = result["ratios"]
     models = inputs["models"]
@@ -287,14 +333,18 @@ def format_markdown(result: dict) -> str:
         f"({models['teacher']['params']:,} params), student {models['student']['version']} "
         f"({models['student']['params']:,} params).",
         "",
-        f"Serve: one app of a router, 1 teacher and 2 student replicas, 0.5 CPU each; "
-        f"`@serve.batch` up to {inputs['max_batch_size']} requests or "
-        f"{inputs['batch_wait_ms']:g} ms; the routed endpoint holds the canary's first step "
+        f"Serve: the default spec's app, one router replica of {inputs['router_cpus']:g} CPU "
+        f"holding teacher and student (topology colocated); beside it the old path, topology "
+        f"separate: a router, 1 teacher and 2 student replicas of 0.25 CPU each "
+        f"(`/separate`). `@serve.batch` up to {inputs['max_batch_size']} requests, waiting "
+        f"{inputs['batch_wait_ms']:g} ms; the routed endpoints hold the canary's first step "
         f"({inputs['routed_student_weight']:g}% student, {inputs['shadow_fraction']:.0%} "
         f"mirrored). FastAPI: one uvicorn worker, one torch thread, a forward pass per request. "
         f"Load: {inputs['client']}, {ROWS_PER_REQUEST} test row per request; timed requests "
         f"per point after a warm-up: {counts(inputs['requests'])}; {inputs['repetitions']} "
-        f"repetitions: median (min-max). Client and servers share the machine's cores. Within "
+        f"repetitions: median (min-max). Client and servers share the machine's cores; CPU "
+        f"ms/request is the machine's busy CPU time (all processes) per answered request, the "
+        f"client's own share in brackets. Within "
         f"a run, the p50's 95% confidence interval (order statistics) is at most "
         f"+/-{ci[0]:.1%} of it ({LABELS[ci[1]]}, c={ci[2]}); between repetitions a point's "
         f"p50 spreads over {spread:.0%} of its median (max - min; median over points).",
@@ -303,10 +353,17 @@ def format_markdown(result: dict) -> str:
         "",
         f"At c={c}: student/teacher throughput {r[f'student_vs_teacher_throughput_c{c}']:.2f}x"
         f"{text_target(r[f'student_vs_teacher_throughput_c{c}']) if inputs.get('text') else ''}; "
-        f"Serve/FastAPI throughput (student) {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x.",
+        f"routed/FastAPI {r[f'rayserve_vs_fastapi_throughput_c{c}']:.2f}x; routed/student "
+        f"{r[f'routed_vs_direct_throughput_c{c}']:.2f}x; colocated/separate (routed) "
+        f"{r[f'colocated_vs_separate_routed_throughput_c{c}']:.2f}x. Unloaded (c="
+        f"{min(inputs['concurrency'])}): the routed p50 is "
+        f"{r['unloaded_p50_added_ms']:.2f} ms above FastAPI's.",
         "",
-        f"Request log (crossover, see the script's docstring): two apps of a router, a teacher "
-        f"and a student at 0.25 CPU each, the routed endpoint of both driven at once with "
+        "Targets of the serving issue (at the largest c; unloaded: the lowest): "
+        + "; ".join(verdicts(r)) + ".",
+        "",
+        f"Request log (crossover, see the script's docstring): two copies of the default app, "
+        f"the routed endpoint of both driven at once with "
         f"requests interleaved at random, {counts(inputs['log_requests'])} timed requests per "
         f"app and point, {inputs['repetitions']} repetitions of both arrangements; c counts "
         f"the clients of both apps. It is the log's cost to its own app's requests: CPU the "
@@ -336,7 +393,7 @@ def write_result(result: dict, output: Path) -> None:
 # ---------------------------------------------------------------- servers
 
 def bench_spec(config: Path, store: str, student: str | None = None, log: bool = True,
-               sizing: list[str] = SIZING) -> PipelineSpec:
+               sizing: list[str] = ()) -> PipelineSpec:
     extra = [] if student is None else [f"serve.student={student}"]
     return load_spec(config, [f"store={store}", *sizing, *PINNED, *extra,
                               f"monitor.request_log.enabled={str(log).lower()}"])
@@ -389,10 +446,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--log-concurrency", default="32",
                         help="c of the request-log comparison; must hold the largest c")
     parser.add_argument("--output", default=None, help="default: bench/results/serve.json, "
-                                                       "serve-fast-dataplane.json with "
-                                                       "--fast-dataplane (under smoke/ "
+                                                       "serve-proxy.json with "
+                                                       "--proxy-dataplane (under smoke/ "
                                                        "with --smoke)")
-    parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--proxy-dataplane", action="store_true",
+                        help="Serve's Python proxy instead of `distillery serve`'s data plane")
     parser.add_argument("--config", default=str(SPEC.relative_to(ROOT)),
                         help="the pipeline whose models are served (jobs/configs/text.yaml: "
                              "the text models, results in serve-text.json)")
@@ -409,9 +467,9 @@ def main(argv: list[str] | None = None) -> dict:
     config = ROOT / args.config
     spec = bench_spec(config, args.store)
     name = "serve-text" if spec.reads_text else "serve"
-    name += "-fast-dataplane" if args.fast_dataplane else ""
+    name += "-proxy" if args.proxy_dataplane else ""
     output = results_path(name, args.output, args.smoke)
-    dataplane = use_dataplane(args.fast_dataplane, parser)
+    dataplane = use_dataplane(args.proxy_dataplane, parser)
 
     parts, cards = models_or_exit(spec, "bench/serve.py", args.store)
     bodies = request_bodies(request_rows(spec))
@@ -423,12 +481,12 @@ def main(argv: list[str] | None = None) -> dict:
         store = scratch_store(spec, Path(scratch), parts)
         student = parts["student"][-1]
         main_spec = bench_spec(config, store, student)
-        log_specs = {log: bench_spec(config, store, student, log, LOG_SIZING)
-                     for log in (True, False)}
+        separate = bench_spec(config, store, student, sizing=SEPARATE)
+        log_specs = {log: bench_spec(config, store, student, log) for log in (True, False)}
         with fastapi_server(store, parts["student"]) as (bare, bare_ready):
             ensure_ray()
             with serve_apps() as (base, deploy):
-                deploy({"/": main_spec})
+                deploy({"/": main_spec, "/separate": separate})
                 bare_ready()
                 urls = {target: (base if server == "serve" else bare) + paths[target]
                         for target, (server, _) in TARGETS.items()}
@@ -446,7 +504,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(), "versions": library_versions(),
         "inputs": {
             "store": args.store, "spec": args.config,
-            "overrides": [*SIZING, *PINNED], "log_overrides": [*LOG_SIZING, *PINNED],
+            "overrides": PINNED, "separate_overrides": [*SEPARATE, *PINNED],
+            "log_overrides": PINNED, "router_cpus": serving.router_cpus,
             "models": {arm: {"version": parts[arm][-1], "params": cards[arm]["params"]}
                        for arm in parts},
             "dataplane": dataplane,
@@ -472,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = format_markdown(result)
     if not args.smoke:
         title = "Serving text (`--config jobs/configs/text.yaml`)" if spec.reads_text else "Serving"
-        update_section(name, serving_title(title, "serve", args.fast_dataplane) + markdown)
+        update_section(name, serving_title(title, "serve", args.proxy_dataplane) + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result

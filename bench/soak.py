@@ -3,13 +3,14 @@ minutes while a canary rollout moves traffic to the student. Writes bench/result
 the "soak" section of BENCHMARKS.md.
 
     .venv/bin/python bench/soak.py [--store ./runs] [--minutes 10] [--load 0.7]
-        [--output bench/results/soak.json] [--fast-dataplane] [--set KEY=VALUE ...]
+        [--output bench/results/soak.json] [--proxy-dataplane] [--set KEY=VALUE ...]
         [--max-requests 5000] [--smoke]
 
 Models: the quickstart's teacher and newest student in `--store` (what `make demo` writes),
-served from a scratch store as bench/serve.py does (same sizing: router, teacher and two
-student replicas of half a CPU). The canary walks steps 5 -> 25 -> 50 -> 100 % over the soak
-(each step lasts a quarter of it; agreement gate 0.5, 10% of requests mirrored).
+served from a scratch store as bench/serve.py does (the default spec: one router replica holding
+teacher and student, on `distillery serve`'s data plane). The canary walks steps 5 -> 25 -> 50
+-> 100 % over the soak (each step lasts a quarter of it; agreement gate 0.5, 10% of requests
+mirrored).
 
 Phases, one row of the pipeline's test split per request (bench/load.py's client and Serve
 launcher, as bench/serve.py uses them):
@@ -20,13 +21,12 @@ launcher, as bench/serve.py uses them):
    `--minutes`; per bucket (a minute): requests/s, p50, p99, errors, and the rollout's weight.
 Replica memory: the RSS of every replica process (found through Ray's state API) before the
 soak, at each bucket's end and after it. Acceptance (issue 10): zero failed requests, soak p99
-<= 2 x unloaded p99, every replica's RSS within 10% of its start. `--fast-dataplane`: Ray's
-high-throughput serving mode, as bench/serve.py's flag (RAY_SERVE_THROUGHPUT_OPTIMIZED and
-RAY_SERVE_ENABLE_HA_PROXY, set before Ray starts); writes soak-fast-dataplane.json and its own
-section. `--minutes`, `--load`, `--set` or `--max-requests` other than the defaults make an
-experiment, which must name its `--output` and leaves BENCHMARKS.md alone: the results of
-record are the issue's soak. `--smoke`: seconds (a 4 s soak in 2 s buckets), for the test;
-BENCHMARKS.md untouched.
+<= 2 x unloaded p99, every replica's RSS within 10% of its start. `--proxy-dataplane`: Serve's
+Python proxy instead, as bench/serve.py's flag; writes soak-proxy.json and its own section.
+`--minutes`, `--load`, `--set` or `--max-requests` other than the defaults make an experiment,
+which must name its `--output` and leaves BENCHMARKS.md alone: the results of record are the
+issue's soak. `--smoke`: seconds (a 4 s soak in 2 s buckets), for the test; BENCHMARKS.md
+untouched.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ from distillery.data.sources import open_source  # noqa: E402
 from distillery.storage import Store  # noqa: E402
 from serve import (  # noqa: E402
     ROUTED,
-    SIZING,
     SPEC,
     models_or_exit,
     scratch_store,
@@ -77,7 +76,7 @@ def soak_spec(store: str, student: str, seconds: float,
               overrides: list[str] = ()) -> PipelineSpec:
     """The quickstart spec served from `store`, its canary spread over `seconds`, then
     `overrides` (KEY=VALUE, as `distillery --set`)."""
-    return load_spec(SPEC, [f"store={store}", *SIZING, f"serve.student={student}",
+    return load_spec(SPEC, [f"store={store}", f"serve.student={student}",
                             "serve.rollout.steps=[5,25,50,100]",
                             f"serve.rollout.min_seconds={seconds / 4}",
                             "serve.rollout.min_requests=100", "serve.rollout.interval_s=2",
@@ -108,6 +107,8 @@ def probed_app(spec: PipelineSpec, parts: dict, canary_s: float, overrides: list
 def sizing(spec: PipelineSpec) -> str:
     """The served app's replicas and CPUs, in words."""
     serve = spec.serve
+    if serve.topology == "colocated":
+        return f"one router replica of {serve.router_cpus:g} CPU holding teacher and student"
     arms = ", ".join(f"{d.replicas} {arm} replica{'s' if d.replicas > 1 else ''} of "
                      f"{d.cpus_per_replica:g} CPU"
                      for arm, d in (("teacher", serve.teacher_deployment),
@@ -269,13 +270,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--load", type=float, default=0.7, help="fraction of max throughput")
     parser.add_argument("--output", default=None, help="default: bench/results/soak.json, "
-                        "soak-fast-dataplane.json with --fast-dataplane (under smoke/ with "
+                        "soak-proxy.json with --proxy-dataplane (under smoke/ with "
                         "--smoke); required with --minutes, --load, --set or --max-requests "
                         "other than the defaults, and then BENCHMARKS.md is left alone")
-    parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--proxy-dataplane", action="store_true",
+                        help="Serve's Python proxy instead of `distillery serve`'s data plane")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="a spec override after the soak's own (e.g. "
-                        "serve.student_deployment.replicas=1); repeatable")
+                        "serve.router_cpus=1); repeatable")
     parser.add_argument("--max-requests", type=int, default=5000,
                         help="timed requests of the closed-loop maximum (fewer time a short "
                         "burst, which reads above the rate the server holds)")
@@ -284,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
     refuse_unnamed_experiment(parser, args, {"--minutes": "minutes", "--load": "load",
                                              "--set": "overrides",
                                              "--max-requests": "max_requests"})
-    dataplane = use_dataplane(args.fast_dataplane, parser)
-    name = "soak-fast-dataplane" if args.fast_dataplane else "soak"
+    dataplane = use_dataplane(args.proxy_dataplane, parser)
+    name = "soak-proxy" if args.proxy_dataplane else "soak"
     seconds, bucket_s, probe = args.minutes * 60, 60.0, (300, args.max_requests)
     if args.smoke:
         seconds, bucket_s, probe = 4.0, 2.0, (30, 100)
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                   output, rss=rss, targets=TARGETS)
     markdown = format_markdown(result)
     if not args.smoke and args.output is None:
-        update_section(name, serving_title("Soak", "soak", args.fast_dataplane) + markdown)
+        update_section(name, serving_title("Soak", "soak", args.proxy_dataplane) + markdown)
     print(markdown)
     print(f"wrote {output}")
     return result

@@ -1,9 +1,9 @@
 """Soak curve: the routed endpoint's p99 against the open-loop load, one Serve deployment for
 every level. Writes bench/results/soak-curve.json and the "soak-curve" section of BENCHMARKS.md
-(soak-curve-fast-dataplane with `--fast-dataplane`).
+(soak-curve-proxy with `--proxy-dataplane`: Serve's Python proxy).
 
     .venv/bin/python bench/soak_curve.py [--store ./runs] [--loads 0.2,0.3,0.4,0.5,0.6,0.7]
-        [--seconds 100] [--fast-dataplane] [--output PATH] [--smoke]
+        [--seconds 100] [--proxy-dataplane] [--output PATH] [--smoke]
 
 bench/soak.py holds one load (70% of the closed-loop maximum) for 10 minutes while the canary
 walks; it answers "does it hold there". This answers "up to which load does p99 stay within 2x
@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="fractions of the closed-loop maximum, ascending")
     parser.add_argument("--seconds", type=float, default=SECONDS, help="per load")
     parser.add_argument("--output", default=None, help="default: bench/results/soak-curve"
-                        "[-fast-dataplane].json; required with --loads or --seconds other "
+                        "[-proxy].json; required with --loads or --seconds other "
                         "than the defaults, and then BENCHMARKS.md is left alone")
-    parser.add_argument("--fast-dataplane", action="store_true")
+    parser.add_argument("--proxy-dataplane", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     refuse_unnamed_experiment(parser, args, {"--loads": "loads", "--seconds": "seconds"})
-    dataplane = use_dataplane(args.fast_dataplane, parser)
-    name = "soak-curve-fast-dataplane" if args.fast_dataplane else "soak-curve"
+    dataplane = use_dataplane(args.proxy_dataplane, parser)
+    name = "soak-curve-proxy" if args.proxy_dataplane else "soak-curve"
     loads, seconds, probe = args.loads, args.seconds, (UNLOADED_REQUESTS, 5000)
     if args.smoke:
         loads, seconds, probe = (0.2, 0.4), 2.0, (30, 100)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
                   targets={"p99_vs_unloaded": TARGETS["p99_vs_unloaded"]})
     markdown = format_markdown(result)
     if not args.smoke and args.output is None:
-        update_section(name, serving_title("Soak curve", "soak_curve", args.fast_dataplane)
+        update_section(name, serving_title("Soak curve", "soak_curve", args.proxy_dataplane)
                        + markdown)
     print(markdown)
     print(f"wrote {output}")

@@ -18,8 +18,8 @@ def test_verdicts_are_failures_p99_ratio_and_largest_rss_change():
     assert bench.largest_change({"a": 100, "b": 200}, {"a": 104}) == -1.0
 
 
-def test_a_varied_soak_needs_its_own_output_and_the_fast_plane_its_own_ray(monkeypatch,
-                                                                           capsys):
+def test_a_varied_soak_needs_its_own_output_and_the_default_plane_its_own_ray(monkeypatch,
+                                                                              capsys):
     bench = load_bench("soak")
     for argv in (["--load", "0.4"], ["--set", "serve.router_cpus=1"], ["--minutes", "2"]):
         with pytest.raises(SystemExit):
@@ -27,22 +27,23 @@ def test_a_varied_soak_needs_its_own_output_and_the_fast_plane_its_own_ray(monke
         assert "give --output" in capsys.readouterr().err
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     with pytest.raises(SystemExit):
-        bench.main(["--fast-dataplane"])
+        bench.main([])
     assert "unset RAY_ADDRESS" in capsys.readouterr().err
 
 
 def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, local_ray,
                                                                       tmp_path):
-    # --set applies after the soak's own sizing: one student replica instead of two
-    result = smoke_bench("soak", store_copy, tmp_path, "--set",
-                         "serve.student_deployment.replicas=1")
+    # --set applies after the soak's own settings; the session's Ray runs Serve's proxy
+    result = smoke_bench("soak", store_copy, tmp_path, "--proxy-dataplane", "--set",
+                         "serve.router_cpus=0.5")
     assert [b["errors"] for b in result["runs"]] == [0, 0], [
         b["first_error"] for b in result["runs"]]
     assert result["summary"]["soak"]["answered"] == int(result["inputs"]["rate"] * 4)
-    assert {name.split("#")[0] for name in result["rss"]} == {"Router", "teacher", "student"}
-    assert len(result["rss"]) == 3 and all(m["end"] > 0 for m in result["rss"].values())
-    assert result["inputs"]["overrides"] == ["serve.student_deployment.replicas=1"]
-    assert "1 student replica of" in result["inputs"]["sizing"]
+    assert {name.split("#")[0] for name in result["rss"]} == {"Router"}  # holds both models
+    assert len(result["rss"]) == 1 and all(m["end"] > 0 for m in result["rss"].values())
+    assert result["inputs"]["overrides"] == ["serve.router_cpus=0.5"]
+    assert result["inputs"]["sizing"] == ("one router replica of 0.5 CPU holding teacher and "
+                                          "student")
     assert all(set(b["rss"]) == set(result["rss"]) and b["rss_change"] is not None
                for b in result["runs"])  # every bucket samples every replica
     assert set(result["ratios"]) == {"errors", "p99_vs_unloaded", "rss_growth"}

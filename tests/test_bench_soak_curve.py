@@ -59,7 +59,7 @@ def test_a_level_where_nothing_was_answered_is_a_row_of_dashes():
 
 def test_smoke_curve_answers_every_level_with_the_canary_pinned(store_copy, local_ray,
                                                                  tmp_path):
-    result = smoke_bench("soak_curve", store_copy, tmp_path)
+    result = smoke_bench("soak_curve", store_copy, tmp_path, "--proxy-dataplane")
     assert [level["load"] for level in result["runs"]] == [0.2, 0.4]
     for level in result["runs"]:
         assert level["errors"] == 0, level["first_error"]

