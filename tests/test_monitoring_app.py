@@ -77,8 +77,8 @@ def stream(http: httpx.Client, x: np.ndarray, seconds: float) -> list[int]:
     return statuses
 
 
-def exported_metrics(wanted: set[str], replica: str, timeout: float = 30) -> set[str]:
-    """Names of the distillery_* metrics of one Serve replica on this node's Prometheus
+def exported_metrics(wanted: set[str], replicas: list[str], timeout: float = 30) -> set[str]:
+    """Names of the distillery_* metrics of some Serve replicas on this node's Prometheus
     endpoint, once all of `wanted` are there or `timeout` passed (Ray exports every few seconds,
     each metric once the router has first set it; routers of earlier tests export theirs)."""
     import ray
@@ -89,7 +89,7 @@ def exported_metrics(wanted: set[str], replica: str, timeout: float = 30) -> set
         text = httpx.get(url, timeout=10).text
         names = {name for name, labels in re.findall(
             r"^(?:ray_)?(distillery_[a-z_]+?)(?:_bucket|_count|_sum|_total)?\{([^}]*)\}",
-            text, re.M) if f'replica="{replica}"' in labels}
+            text, re.M) if any(f'replica="{r}"' in labels for r in replicas)}
         time.sleep(1)
     return names
 
@@ -138,12 +138,13 @@ def test_shifted_traffic_is_flagged_charted_alerted_and_rolls_the_canary_back(cl
             status["decisions"][-3:], status.get("monitor"))
         assert "alerts" in status["decisions"][-1]["reason"]
         assert receiver.bodies and receiver.bodies[0]["window"]
-        # the router's custom metrics reach Ray's Prometheus endpoint (what the dashboard reads)
+        # the router's and the coordinator's custom metrics reach Ray's Prometheus endpoint
+        # (what the dashboard reads)
         wanted = {"distillery_requests", "distillery_request_latency_ms",
                   "distillery_rollout_weight", "distillery_request_log_rows",
                   "distillery_active_alerts"}
-        [router] = replicas("Router")
-        assert wanted <= exported_metrics(wanted, router)
+        assert wanted <= exported_metrics(wanted, [*replicas("Router"),
+                                                   *replicas("RolloutCoordinator")])
     finally:
         serve.shutdown()
 

@@ -39,7 +39,8 @@ ROLLOUT = ["serve.rollout.min_requests=40", "serve.rollout.min_seconds=0.5",
            "serve.rollout.failure_threshold=2", "serve.rollout.gates.min_agreement=0.9",
            "serve.rollout.gates.min_agreement_samples=20",
            "serve.rollout.gates.max_error_rate=0.0",
-           "monitor.check_interval_s=null"]  # no drift checks: tests/test_monitoring_app.py
+           "monitor.check_interval_s=null",  # no drift checks: tests/test_monitoring_app.py
+           "serve.router_replicas=2"]  # the rollout is the coordinator's, whichever answers
 
 
 class Client:
@@ -222,6 +223,10 @@ def test_canary_promotes_resumes_after_restart_and_a_bad_student_rolls_back(
                                                    "success": a["model"] == "student"})
         ab = client.rollout()["ab"]
         assert ab["student"]["rate"] == 1.0 and ab["teacher"]["rate"] == 0.0
+        # both router replicas answered (an id starts with its replica's incarnation) and
+        # every outcome counts, whichever replica took it: the proxy picks one at random per
+        # request, so about half the feedback reached a replica that had not answered
+        assert len({a["request_id"].split("-")[0] for a in answers}) == 2
         assert ab["student"]["outcomes"] + ab["teacher"]["outcomes"] == 64
         assert ab["p_value"] < 1e-6 and client.rollout()["weight"] == 50
 

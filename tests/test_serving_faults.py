@@ -241,7 +241,7 @@ def test_corrupted_rollout_state_serves_from_the_teacher_says_why_and_stays_up(
     assert (resumed["status"], resumed["weight"], "error" in resumed) == ("running", 5, False)
     assert load_state(store, spec.serve.rollout, "good", time.time())[0]["weight"] == 5
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
-    errors = [line for p in logs.glob("replica_distillery_Router_*.log")
+    errors = [line for p in logs.glob("replica_distillery_RolloutCoordinator_*.log")
               for line in p.read_text().splitlines() if "rollout-state.json is unreadable" in line]
     assert errors and all("ERROR" in line for line in errors)
 

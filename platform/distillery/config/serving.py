@@ -108,7 +108,10 @@ class ServeSpec(Strict):
     teacher_deployment: ModelServingSpec = Field(default_factory=ModelServingSpec)
     student_deployment: ModelServingSpec = Field(default_factory=ModelServingSpec)
     router_cpus: float = Field(default=0.25, gt=0)
-    """CPUs of the single router replica (it holds the rollout state)."""
+    """CPUs of each router replica (colocated: with both models)."""
+    router_replicas: int = Field(default=1, gt=0)
+    """Router replicas; the rollout's state and decision loop stay one per app (the
+    coordinator), and each replica applies a new weight within `rollout.interval_s`."""
     max_instances: int = Field(default=1024, gt=0)
     """Rows per request, at most; more is a 413."""
     max_body_bytes: int = Field(default=1_000_000, gt=0)

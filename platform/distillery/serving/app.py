@@ -8,6 +8,7 @@ replicas load them from the store themselves, so they can run on any node.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import astuple
@@ -24,6 +25,7 @@ from distillery.config import (
     section_override,
 )
 from distillery.serving.admin import TOKEN_ENV, token_digest
+from distillery.serving.coordinator import RolloutCoordinator
 from distillery.serving.deployments import ModelServer, ModelSource
 from distillery.serving.router import Router
 from distillery.storage import Store
@@ -50,9 +52,16 @@ def build_app(spec: PipelineSpec, admin_digest: str | None) -> Application:
                    .bind(*astuple(source)) for arm, source in sources.items()}
     # replicas may run elsewhere: they get the store as an absolute path or URI
     pipeline = spec.model_copy(update={"store": store.root})
-    return Router.options(ray_actor_options={"num_cpus": serving.router_cpus},
+    coordinator = RolloutCoordinator.options(logging_config=_logging(serving)).bind(
+        pipeline, versions["student"])
+    # signs the router replicas' request ids, so feedback may reach any of them; new with
+    # each build of the app, as the A/B outcomes are
+    feedback_key = os.urandom(32)
+    return Router.options(num_replicas=serving.router_replicas,
+                          ray_actor_options={"num_cpus": serving.router_cpus},
                           logging_config=_logging(serving)).bind(
-        sources["teacher"], sources["student"], cards, versions, pipeline, admin_digest)
+        sources["teacher"], sources["student"], coordinator, cards, versions, pipeline,
+        admin_digest, feedback_key)
 
 
 def _logging(serving: ServeSpec) -> dict:

@@ -1,6 +1,7 @@
-"""The router's rollout controller: the rollout state, what the current step has measured, the
-loop that calls `rollout.decide` every `interval_s`, and the state's persistence in the store
-(at every change, operator actions included; a failed save is retried every tick)."""
+"""The rollout controller: the rollout state, what the current step has measured (the sum of
+every router replica's reports), the loop that calls `rollout.decide` every `interval_s`, and
+the state's persistence in the store (at every change, operator actions included; a failed
+save is retried every tick). It lives in the coordinator (coordinator.py), once per app."""
 
 from __future__ import annotations
 
@@ -32,6 +33,19 @@ class Window:
     student_latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     agreements: int = 0
     pairs: int = 0
+
+    COUNTS = ("requests", "student_calls", "student_errors", "agreements", "pairs")
+
+    def report(self) -> dict:
+        """What a router replica measured since its last report, for the coordinator."""
+        return {**{k: getattr(self, k) for k in self.COUNTS},
+                "student_latency_ms": list(self.student_latency_ms)}
+
+    def add(self, report: dict) -> None:
+        """One router replica's report, added to the step's totals."""
+        for k in self.COUNTS:
+            setattr(self, k, getattr(self, k) + report[k])
+        self.student_latency_ms.extend(report["student_latency_ms"])
 
     def measurement(self, alerts: int | None, alerts_gate: bool) -> rollout.Measurement:
         p99 = rollout.percentile(list(self.student_latency_ms), 99) if (

@@ -1,73 +1,89 @@
-"""A/B feedback: request ids the router can later redeem for the arm that answered, in fixed
-memory, and the per-arm success counts the A/B test compares."""
+"""A/B feedback: request ids that carry, signed, the arm that answered them, so that any router
+replica can take the feedback on an answer another gave; and the once-only, per-arm success
+counts the A/B test compares, kept in one place (the rollout coordinator).
+
+An id is `<incarnation>-<n in hex>-<arm><issued in hex>-<mac>`: the incarnation (random per
+router replica) and its counter n keep ids unique across replicas and restarts, which the
+request log relies on; `arm` is `s` or `t` for a routed answer (only those can be rated) and `d`
+for a model asked by name; `issued` is the answer's time in whole seconds; the MAC
+(HMAC-SHA256 under the app's key, shared by its router replicas, 64 bits) makes ids
+unforgeable. Feedback is taken once per id, within TTL_S of the answer: the coordinator keeps
+the redeemed ids of the last TTL_S, so its memory follows the feedback rate, not the request
+rate.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import time
 import uuid
 
 from distillery.serving.routing import ARMS, two_proportion_ztest
 
-WINDOW = 100_000  # the newest request ids that POST /v1/feedback accepts
+TTL_S = 3600  # how long after an answer feedback on it is taken
+CODES = {"student": "s", "teacher": "t", None: "d"}
 
 
-class Feedback:
-    """Ids of the router's requests and, for the newest `window` of them, the arm that gave a
-    routed answer.
+class Tokens:
+    """A router replica's request ids, signed with the app's `key`."""
 
-    An id is `<incarnation>-<n in hex>-<mac>`. The incarnation (random per router replica)
-    and the counter n keep ids unique across restarts, which the request log relies on; the
-    MAC (HMAC-SHA256 of n under a random per-incarnation key, 64 bits) makes ids unforgeable,
-    so only answers this router gave can be rated. The arm of request n is one byte at
-    n % window of a ring: 100 kB for 100,000 ids, allocated once. A dict of id -> arm would
-    hold a Python object per id and keep growing until `window` ids had been issued, minutes
-    into a soak, which reads as a leak in the replica's memory.
-    """
-
-    def __init__(self, window: int = WINDOW):
-        self.window = window
+    def __init__(self, key: bytes):
+        self.key = key
         self.incarnation = uuid.uuid4().hex[:8]
-        self.key = os.urandom(32)
         self.next = 0
-        # per slot 0: nothing to redeem (not routed, or already redeemed); k: ARMS[k - 1]
-        self.arms = bytearray(window)
-        self.counts = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
 
-    def issue(self) -> tuple[int, str]:
-        """A new request's number and id; it cannot be redeemed until `answered`."""
+    def number(self) -> str:
+        """A new request's unique prefix; `issue` completes its id once the arm is known."""
         n, self.next = self.next, self.next + 1
-        self.arms[n % self.window] = 0
-        return n, f"{self.incarnation}-{n:x}-{self._mac(n)}"
+        return f"{self.incarnation}-{n:x}"
 
-    def answered(self, n: int, arm: str) -> None:
-        """Request n got a routed answer from `arm`: feedback on it may now be given once (if
-        n is still among the newest `window` ids; its slot may already be a newer request's)."""
-        if n >= self.next - self.window:
-            self.arms[n % self.window] = 1 + ARMS.index(arm)
+    def issue(self, number: str, routed_arm: str | None, now: float | None = None) -> str:
+        """The id of request `number`, answered by `routed_arm` (None: not routed)."""
+        issued = int(time.time() if now is None else now)
+        body = f"{number}-{CODES[routed_arm]}{issued:x}"
+        return f"{body}-{self._mac(body)}"
 
-    def redeem(self, request_id: str, success: bool) -> str | None:
-        """The arm that answered `request_id`, its outcome counted; None when the id is not one
-        of this router's newest `window` ids, got no routed answer, or was already redeemed."""
-        parts = request_id.split("-")
-        if len(parts) != 3 or parts[0] != self.incarnation:
+    def verify(self, request_id: str, now: float | None = None) -> str | None:
+        """The arm of a routed answer this app gave within TTL_S, or None."""
+        body, _, mac = request_id.rpartition("-")
+        parts = body.split("-")
+        if len(parts) != 3 or not parts[2] or parts[2][0] not in "st":
             return None
         try:
-            n = int(parts[1], 16)
+            issued = int(parts[2][1:], 16)
         except ValueError:
             return None
-        if (parts[1] != f"{n:x}" or not self.next - self.window <= n < self.next
-                or not hmac.compare_digest(parts[2].encode(), self._mac(n).encode())):
+        age = (time.time() if now is None else now) - issued
+        if not (hmac.compare_digest(mac.encode(), self._mac(body).encode()) and
+                -60 <= age <= TTL_S):
             return None
-        code = self.arms[n % self.window]
-        if not code:
-            return None
-        self.arms[n % self.window] = 0
-        arm = ARMS[code - 1]
+        return "student" if parts[2][0] == "s" else "teacher"
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+class Outcomes:
+    """Per-arm A/B outcomes, each request id counted once (ids redeemed in the last TTL_S are
+    kept; an older id no longer verifies)."""
+
+    def __init__(self):
+        self.counts = {arm: [0, 0] for arm in ARMS}  # arm -> [successes, outcomes]
+        self.redeemed: dict[str, float] = {}  # request id -> when it expires, oldest first
+
+    def redeem(self, request_id: str, arm: str, success: bool, now: float | None = None
+               ) -> bool:
+        """Count a verified id's outcome; False when it was counted already."""
+        now = time.time() if now is None else now
+        while self.redeemed and next(iter(self.redeemed.values())) < now:
+            del self.redeemed[next(iter(self.redeemed))]
+        if request_id in self.redeemed:
+            return False
+        self.redeemed[request_id] = now + TTL_S + 60
         self.counts[arm][0] += success
         self.counts[arm][1] += 1
-        return arm
+        return True
 
     def summary(self) -> dict:
         """Per-arm successes, outcomes and rate, and the two-proportion z-test of student
@@ -76,6 +92,3 @@ class Feedback:
         z, p = two_proportion_ztest(s_s, n_s, s_t, n_t)
         return {arm: {"successes": s, "outcomes": n, "rate": s / n if n else None}
                 for arm, (s, n) in self.counts.items()} | {"z": z, "p_value": p}
-
-    def _mac(self, n: int) -> str:
-        return hmac.new(self.key, n.to_bytes(8, "big"), hashlib.sha256).hexdigest()[:16]

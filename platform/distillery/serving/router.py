@@ -2,13 +2,13 @@
 and the admin API.
 
 It holds teacher and student in-process (topology `colocated`) or calls their deployments
-(`separate`). One replica: it holds the rollout state (`controller.RolloutController`,
-persisted in the store at every change) and applies a new weight to the next request, so
-traffic moves without restarting any replica. The controller is a task on the replica's event
-loop that calls `rollout.decide` every `interval_s`. Two more tasks
-(`request_monitor.RequestMonitor`) flush the request log (writes run in a thread) and run the
-monitoring check every `monitor.check_interval_s`; the latest check's alerts feed the rollout's
-`alerts` gate.
+(`separate`), and scales out (`serve.router_replicas`): the rollout's state, its decision loop,
+the A/B outcomes and the scheduled monitoring check live once per app in the coordinator
+(coordinator.py). Each replica routes by the state it last took from the coordinator and
+reports what it measured every `interval_s / 2` (`_sync_loop`), so traffic moves without
+restarting any replica; it writes its own request log (`request_monitor.RequestMonitor`,
+flushed in a thread) and signs its request ids with the app's key, so that feedback on an
+answer may reach any replica.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
 runtime, and Serve's ingress wrapper does not resolve string ones (`request` became a query
@@ -36,9 +36,9 @@ from distillery.config import PipelineSpec, ServeSpec
 from distillery.monitoring.request_log import Entry
 from distillery.serving import binary, rollout
 from distillery.serving.admin import authorize
-from distillery.serving.controller import RolloutController
+from distillery.serving.controller import Window
 from distillery.serving.deployments import ModelSource
-from distillery.serving.feedback import Feedback
+from distillery.serving.feedback import Tokens
 from distillery.serving.request_monitor import RequestMonitor
 from distillery.serving.routing import ARMS, sticky_arm
 from distillery.serving.schema import (
@@ -113,10 +113,11 @@ def _predictor(model: DeploymentHandle | ModelSource):
 @serve.ingress(api)
 class Router:
     async def __init__(self, teacher: DeploymentHandle | ModelSource,
-                       student: DeploymentHandle | ModelSource, cards: dict[str, dict],
-                       versions: dict[str, str], pipeline: PipelineSpec,
-                       admin_digest: str | None):
+                       student: DeploymentHandle | ModelSource, coordinator: DeploymentHandle,
+                       cards: dict[str, dict], versions: dict[str, str],
+                       pipeline: PipelineSpec, admin_digest: str | None, feedback_key: bytes):
         spec = pipeline.serve or ServeSpec()
+        self.rollout, self.coordinator = spec.rollout, coordinator
         self.predict = {arm: _predictor(model) for arm, model in zip(ARMS, (teacher, student),
                                                                      strict=True)}
         self.cards, self.versions, self.endpoint = cards, versions, pipeline.name
@@ -127,7 +128,7 @@ class Router:
         self.v1, self.v2 = (V1_TEXT, V2_TEXT) if "tokenizer" in cards["teacher"] else (V1, V2)
         store = Store(pipeline.store)
         self.monitor = RequestMonitor(pipeline, store)
-        self.feedback = Feedback()  # request ids, and the A/B outcomes posted for them
+        self.tokens = Tokens(feedback_key)  # request ids, signed: feedback on any replica
         self.shadow_tasks: set[asyncio.Task] = set()
         self.requests_total = Counter("distillery_requests", "requests answered, by model",
                                       tag_keys=("model",))
@@ -139,17 +140,17 @@ class Router:
                                  tag_keys=("model",))
         self.fallbacks = Counter("distillery_student_fallbacks", "routed requests the teacher "
                                  "answered because the student's call failed")
-        self.controller = await RolloutController.load(spec.rollout, store, versions["student"],
-                                                    self.monitor.gate)
+        self.window = Window()  # measured since the last report to the coordinator
+        self.state = await coordinator.sync.remote(None, None)  # weight, status, step_started
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.controller.run()), *self.monitor.start(loop)]
+        self.tasks = [loop.create_task(self._sync_loop()), *self.monitor.start(loop)]
 
     # ------------------------------------------------------------ health and metadata
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "rollout": self.controller.state["status"],
-                "student_weight": self.controller.state["weight"]}
+        return {"status": "ok", "rollout": self.state["status"],
+                "student_weight": self.state["weight"]}
 
     @api.get("/v2/health/live")
     async def live(self) -> dict:
@@ -167,8 +168,8 @@ class Router:
     async def v1_model(self, name: str) -> JSONResponse:
         if name == self.endpoint:
             return JSONResponse({"name": name, "models": {a: self.versions[a] for a in ARMS},
-                                 "student_weight": self.controller.state["weight"],
-                                 "mode": self.controller.spec.mode})
+                                 "student_weight": self.state["weight"],
+                                 "mode": self.rollout.mode})
         if name not in ARMS:
             return JSONResponse(v1_error(self._unknown(name)), 404)
         return JSONResponse(v1_metadata(name, self.cards[name], self.versions[name]))
@@ -210,24 +211,29 @@ class Router:
             self.errors_total.inc(tags={"model": known, "kind": "client"})
             return JSONResponse(protocol.render_error(err), err.status)
         # ours, unique: it keys feedback and the request log; V2 echoes the client's own id
-        n, request_id = self.feedback.issue()
-        answer_id = (ident if protocol.id_is_request_id else None) or request_id
-        received = time.time()
+        number, received = self.tokens.number(), time.time()
+        routed = name == self.endpoint
         try:
-            if name == self.endpoint:
-                key = (request.headers.get(self.controller.spec.sticky_header)
-                       or (None if protocol.id_is_request_id else ident) or request_id)
-                arm, probs = await self._routed(x, key, request_id, received)
-                self.feedback.answered(n, arm)
+            if routed:
+                key = (request.headers.get(self.rollout.sticky_header)
+                       or (None if protocol.id_is_request_id else ident) or number)
+                arm, probs, latency_ms = await self._routed(x, key)
             else:
                 arm = name
                 probs, latency_ms = await self._call(name, x)
-                self.monitor.log(Entry(received, request_id, name, arm, self.versions[arm], x,
-                                       probs, latency_ms))
         except Exception as err:  # the model failed, not the client: 5xx, no stack trace
             logger.warning("%s failed: %s", name, err)
             failed = RequestError(503, "model_error", f"{name} failed; retry")
             return JSONResponse(protocol.render_error(failed), 503)
+        request_id = self.tokens.issue(number, arm if routed else None)
+        entry = Entry(received, request_id, name, arm, self.versions[arm], x, probs, latency_ms)
+        if routed and random.random() < self.rollout.shadow_fraction:
+            task = asyncio.get_running_loop().create_task(self._mirror(entry))
+            self.shadow_tasks.add(task)  # keep a reference until it finishes
+            task.add_done_callback(self.shadow_tasks.discard)
+        else:
+            self.monitor.log(entry)
+        answer_id = (ident if protocol.id_is_request_id else None) or request_id
         answer = protocol.render(probs, arm, self.versions[arm], answer_id,
                                  self.cards[arm].get("class_names"))
         if outputs is None:
@@ -239,13 +245,13 @@ class Router:
         check_body_size(request.headers.get("content-length"), self.limits.max_body_bytes)
         return await request.body()
 
-    async def _routed(self, x: np.ndarray, key: str, request_id: str,
-                      received: float) -> tuple[str, np.ndarray]:
-        """The arm the rollout picks for this key. A failing student counts against its
-        gates; with `serve.fallback_to_teacher` the teacher answers instead (the client sees
-        `model: teacher`, no error), otherwise the failure propagates (503)."""
-        self.controller.window.requests += 1
-        arm = sticky_arm(key, self.controller.state["weight"])
+    async def _routed(self, x: np.ndarray, key: str) -> tuple[str, np.ndarray, float]:
+        """The arm the rollout picks for this key, its probabilities and latency. A failing
+        student counts against its gates; with `serve.fallback_to_teacher` the teacher answers
+        instead (the client sees `model: teacher`, no error), otherwise the failure propagates
+        (503)."""
+        self.window.requests += 1
+        arm = sticky_arm(key, self.state["weight"])
         if arm == "student":
             try:
                 probs, latency_ms = await self._call("student", x)
@@ -258,40 +264,31 @@ class Router:
                 probs, latency_ms = await self._call("teacher", x)
         else:
             probs, latency_ms = await self._call("teacher", x)
-        entry = Entry(received, request_id, self.endpoint, arm, self.versions[arm], x, probs,
-                      latency_ms)
-        if random.random() < self.controller.spec.shadow_fraction:
-            task = asyncio.get_running_loop().create_task(self._mirror(entry))
-            self.shadow_tasks.add(task)  # keep a reference until it finishes
-            task.add_done_callback(self.shadow_tasks.discard)
-        else:
-            self.monitor.log(entry)
-        return arm, probs
+        return arm, probs, latency_ms
 
     async def _call(self, arm: str, x: np.ndarray) -> tuple[np.ndarray, float]:
         """(B, C) probabilities and the call's latency in ms; a student failure is counted
         against the student's error-rate gate, answer or shadow alike."""
-        window, start = self.controller.window, time.perf_counter()
+        start = time.perf_counter()
         if arm == "student":
-            window.student_calls += 1
+            self.window.student_calls += 1
         try:
             probs = await self.predict[arm](x)
         except Exception:
             self.errors_total.inc(tags={"model": arm, "kind": "model"})
-            if arm == "student":
-                window.student_errors += 1
+            if arm == "student":  # the window of now: a report may have gone out meanwhile
+                self.window.student_errors += 1
             raise
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.requests_total.inc(tags={"model": arm})
         self.latency.observe(elapsed_ms, tags={"model": arm})
         if arm == "student":
-            window.student_latency_ms.append(elapsed_ms)
+            self.window.student_latency_ms.append(elapsed_ms)
         return probs, elapsed_ms
 
     async def _mirror(self, entry: Entry) -> None:
         """The other model on the same rows, after the response went out; the pair's top-1
         agreement feeds the agreement gate and the request log."""
-        window = self.controller.window
         other = "teacher" if entry.model == "student" else "student"
         try:
             probs, _ = await self._call(other, entry.inputs)
@@ -299,8 +296,8 @@ class Router:
             logger.warning("shadow call to %s failed: %s", other, err)
             self.monitor.log(entry)
             return
-        window.pairs += len(probs)
-        window.agreements += int((probs.argmax(1) == entry.probs.argmax(1)).sum())
+        self.window.pairs += len(probs)
+        self.window.agreements += int((probs.argmax(1) == entry.probs.argmax(1)).sum())
         self.monitor.log(dataclasses.replace(entry, shadow_probs=probs))
 
     def _unknown(self, name: str) -> RequestError:
@@ -326,14 +323,31 @@ class Router:
             err = RequestError(400, "invalid_request", 'body must be {"request_id": str, '
                                                        '"success": bool}')
             return JSONResponse(v1_error(err), 400)
-        arm = self.feedback.redeem(payload["request_id"], payload["success"])
-        if arm is None:
+        arm = self.tokens.verify(payload["request_id"])
+        if arm is None or not await self.coordinator.redeem.remote(
+                payload["request_id"], arm, payload["success"]):
             err = RequestError(404, "unknown_request", "no routed response with that "
                                                        "request_id (or feedback already given)")
             return JSONResponse(v1_error(err), 404)
         return JSONResponse({"request_id": payload["request_id"], "model": arm})
 
     # ------------------------------------------------------------ lifecycle and admin
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.rollout.interval_s / 2)
+            await self._sync()
+
+    async def _sync(self) -> None:
+        """Report the window to the coordinator and take the state it returns; when the
+        coordinator cannot be reached, the counts wait for the next report."""
+        window, self.window = self.window, Window()
+        try:
+            self.state = await self.coordinator.sync.remote(window.report(),
+                                                            self.state["step_started"])
+        except Exception as err:  # the replica must outlive a failed report
+            self.window.add(window.report())
+            logger.warning("rollout: report to the coordinator failed (%s); retrying", err)
 
     async def __del__(self) -> None:
         """Serve calls this when the replica stops (a redeploy, `serve shutdown`, scaling
@@ -342,11 +356,13 @@ class Router:
             task.cancel()
         await self.monitor.flush()
 
-    def status(self) -> dict:
-        rollout_status = self.controller.status()
-        decisions = rollout_status.pop("decisions")
-        return {**rollout_status, "endpoint": self.endpoint, "models": self.versions,
-                "ab": self.feedback.summary(), "monitor": self.monitor.status(),
+    async def status(self, rollout_status: dict | None = None) -> dict:
+        """The coordinator's status (or `rollout_status`, one it just returned), with this
+        replica's request log."""
+        status = rollout_status or await self.coordinator.status.remote()
+        decisions = status.pop("decisions")
+        status["monitor"]["request_log"] = self.monitor.status()
+        return {**status, "endpoint": self.endpoint, "models": self.versions,
                 "decisions": decisions}
 
     @api.get("/admin/rollout", responses=openapi_responses(ANY, V1_ERROR, ADMIN_ERRORS))
@@ -355,7 +371,7 @@ class Router:
         if denied:
             return JSONResponse(v1_error(RequestError(denied[0], "unauthorized", denied[1])),
                                 denied[0])
-        return JSONResponse(self.status())
+        return JSONResponse(await self.status())
 
     @api.post("/admin/rollout/{action}", responses=openapi_responses(ANY, V1_ERROR, {
         **ADMIN_ERRORS, 404: "no such action", 409: "not allowed in this rollout state"}))
@@ -368,10 +384,9 @@ class Router:
             err = RequestError(404, "unknown_action", f"no action {action!r}; valid: "
                                                       f"{', '.join(rollout.ACTIONS)}")
             return JSONResponse(v1_error(err), 404)
-        try:
-            new = rollout.operator_action(self.controller.state, action, time.time())
-        except ValueError as err:
-            return JSONResponse(v1_error(RequestError(409, "invalid_action", str(err))), 409)
-        logger.info("rollout operator action: %s", json.dumps(new["decisions"][-1]))
-        await self.controller.apply(new)
-        return JSONResponse(self.status())
+        result = await self.coordinator.act.remote(action)
+        if "error" in result:
+            return JSONResponse(v1_error(RequestError(409, "invalid_action", result["error"])),
+                                409)
+        await self._sync()  # this replica routes by the new state at once, the others soon
+        return JSONResponse(await self.status(result))
