@@ -359,9 +359,9 @@ def format_markdown(result: dict) -> str:
         f"{min(inputs['concurrency'])}): the routed p50 is "
         f"{r['unloaded_p50_added_ms']:.2f} ms above FastAPI's.",
         "",
-        "Targets of the serving issue (at the largest c; unloaded: the lowest): "
-        + "; ".join(verdicts(r)) + ".",
-        "",
+        *([] if inputs.get("text") else [  # the issue's targets are the default spec's
+            "Targets of the serving issue (at the largest c; unloaded: the lowest): "
+            + "; ".join(verdicts(r)) + ".", ""]),
         f"Request log (crossover, see the script's docstring): two copies of the default app, "
         f"the routed endpoint of both driven at once with "
         f"requests interleaved at random, {counts(inputs['log_requests'])} timed requests per "
