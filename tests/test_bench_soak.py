@@ -39,8 +39,9 @@ def test_smoke_soak_answers_every_request_and_samples_every_replica(store_copy, 
     assert [b["errors"] for b in result["runs"]] == [0, 0], [
         b["first_error"] for b in result["runs"]]
     assert result["summary"]["soak"]["answered"] == int(result["inputs"]["rate"] * 4)
-    assert {name.split("#")[0] for name in result["rss"]} == {"Router"}  # holds both models
-    assert len(result["rss"]) == 1 and all(m["end"] > 0 for m in result["rss"].values())
+    # the router holds both models; the coordinator holds the rollout
+    assert {name.split("#")[0] for name in result["rss"]} == {"Router", "RolloutCoordinator"}
+    assert len(result["rss"]) == 2 and all(m["end"] > 0 for m in result["rss"].values())
     assert result["inputs"]["overrides"] == ["serve.router_cpus=0.5"]
     assert result["inputs"]["sizing"] == ("one router replica of 0.5 CPU holding teacher and "
                                           "student")
